@@ -1,0 +1,1 @@
+"""mcp-reconciler: declarative GitOps for Descope MCP Servers and their OAuth clients."""

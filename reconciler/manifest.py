@@ -1,0 +1,357 @@
+"""Loads manifest files into one validated :class:`Manifest`, or raises every problem found at once.
+
+Stages: find files → read YAML (``yamlsource``) → check each document against its kind's JSON
+Schema (``schemas``) → build pydantic models → cross-document checks (one Project, unique names,
+clients' servers and scopes, secret sinks). Each stage reports problems with file, line and column
+and the loader carries on, so one run shows everything that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError as ModelError
+
+from reconciler.errors import ManifestError, Problem, UsageError
+from reconciler.models import KIND_MODELS, ClientSpec, ProjectSpec, ServerSpec, StandaloneClientSpec
+from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_problems
+from reconciler.yamlsource import DocPath, Document, read_documents, render_path
+
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an object was declared, for messages raised after loading."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The desired state: the Project settings and every server, each with all of its clients."""
+
+    project: ProjectSpec
+    servers: tuple[ServerSpec, ...]
+    locations: Mapping[tuple[str, ...], Location]
+
+    def server(self, name: str) -> ServerSpec | None:
+        return next((s for s in self.servers if s.name == name), None)
+
+
+def find_manifest_files(paths: Iterable[str]) -> list[tuple[Path, str]]:
+    """Every YAML file under ``paths`` (any depth, sorted), with the name to show in messages."""
+    found: list[tuple[Path, str]] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in YAML_SUFFIXES and p.is_file() and not _hidden(p, path)
+            )
+            found.extend((p, str(p)) for p in files)
+        elif path.is_file():
+            found.append((path, str(path)))
+        else:
+            raise UsageError(f"{given}: no such file or directory")
+    if not found:
+        raise UsageError(
+            f"no manifest files (*.yaml, *.yml) found in {', '.join(paths) or 'the given paths'}"
+        )
+    return found
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def read_var_file(path: str) -> dict[str, str]:
+    """A values file: one flat YAML mapping of variable names to scalar values."""
+    docs, problems = read_documents(Path(path), path, {})
+    data = docs[0].data if docs else None
+    if not problems and docs and not isinstance(data, dict):
+        problems.append(docs[0].problem((), "a values file must be a mapping of NAME: value"))
+    if isinstance(data, dict):
+        problems.extend(
+            docs[0].problem((name,), "values must be scalars, not lists or mappings")
+            for name, value in data.items()
+            if isinstance(value, dict | list)
+        )
+    if problems:
+        raise ManifestError(problems)
+    return {str(k): _scalar_text(v) for k, v in (data or {}).items()}
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def load_manifest(
+    paths: Iterable[str],
+    *,
+    environ: Mapping[str, str] | None = None,
+    var_values: Mapping[str, str] | None = None,
+) -> Manifest:
+    """Load and validate the manifests under ``paths``; raise ManifestError listing every problem.
+
+    Variables resolve from ``environ`` (the process environment by default), then ``var_values``
+    (a values file): the environment wins, so one run can override a file's value.
+    """
+    paths = list(paths)
+    variables = {**(var_values or {}), **(os.environ if environ is None else environ)}
+    loader = _Loader()
+    for path, display in find_manifest_files(paths):
+        documents, problems = read_documents(path, display, variables)
+        loader.problems.extend(problems)
+        for doc in documents:
+            loader.add(doc)
+    return loader.finish(paths[0] if paths else ".")
+
+
+@dataclass
+class _Entry:
+    """A validated document, with what is needed to point back into it."""
+
+    doc: Document
+    spec: Any
+
+
+class _Loader:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+        self.projects: list[_Entry] = []
+        self.servers: list[_Entry] = []
+        self.clients: list[_Entry] = []
+
+    def add(self, doc: Document) -> None:
+        if doc.data is None:
+            return  # an empty document, e.g. after a trailing '---'
+        if not isinstance(doc.data, dict):
+            self.problems.append(doc.problem((), "a manifest document must be a mapping with a 'kind'"))
+            return
+        kind = doc.data.get("kind")
+        if kind not in KIND_SCHEMAS:
+            self.problems.append(_kind_problem(doc, kind))
+            return
+        found = schema_problems(doc, kind)
+        if found:
+            self.problems.extend(found)
+            return
+        try:
+            spec = KIND_MODELS[kind].model_validate(doc.data)
+        except ModelError as exc:  # the schema should have caught it; report rather than crash
+            for err in exc.errors():
+                self.problems.append(doc.problem(tuple(err["loc"]), err["msg"]))
+            return
+        entry = _Entry(doc, spec)
+        {"Project": self.projects, "MCPServer": self.servers, "MCPServerClient": self.clients}[kind].append(
+            entry
+        )
+
+    def finish(self, first_path: str) -> Manifest:
+        project = self._project(first_path)
+        servers = self._servers()
+        if project is not None:
+            self._check_sinks(project, servers)
+        if self.problems or project is None:
+            raise ManifestError(self.problems)
+        return Manifest(
+            project=project.spec,
+            servers=tuple(spec for spec, _ in servers.values()),
+            locations=self._locations(servers),
+        )
+
+    def _project(self, first_path: str) -> _Entry | None:
+        if not self.projects:
+            if not self.problems:
+                self.problems.append(
+                    Problem(
+                        first_path, 0, 0, "", "no 'kind: Project' document found; exactly one is required"
+                    )
+                )
+            return None
+        first = self.projects[0]
+        for extra in self.projects[1:]:
+            self.problems.append(
+                extra.doc.problem(
+                    ("kind",), f"a second Project document; exactly one is allowed (first at {_where(first)})"
+                )
+            )
+        return first
+
+    def _servers(self) -> dict[str, tuple[ServerSpec, _ServerSource]]:
+        """Servers by name, with standalone clients merged in, after the cross-document checks."""
+        by_name: dict[str, tuple[ServerSpec, _ServerSource]] = {}
+        for entry in self.servers:
+            name = entry.spec.name
+            if name in by_name:
+                first = by_name[name][1].entry
+                self.problems.append(
+                    entry.doc.problem(
+                        ("name",), f"duplicate server name '{name}' (first defined at {_where(first)})"
+                    )
+                )
+                continue
+            self._check_scopes_unique(entry)
+            clients = [_ClientSource(c, entry.doc, ("clients", i)) for i, c in enumerate(entry.spec.clients)]
+            source = _ServerSource(entry, clients)
+            by_name[name] = (entry.spec, source)
+        for entry in self.clients:
+            spec: StandaloneClientSpec = entry.spec
+            if spec.server not in by_name:
+                hint = did_you_mean(spec.server, set(by_name))
+                self.problems.append(
+                    entry.doc.problem(("server",), f"no MCPServer named '{spec.server}'{hint}")
+                )
+                continue
+            by_name[spec.server][1].clients.append(_ClientSource(_inline(spec), entry.doc, ()))
+        merged = {}
+        for name, (server, source) in by_name.items():
+            self._check_clients(server, source)
+            specs = tuple(client.spec for client in source.clients)
+            merged[name] = (server.model_copy(update={"clients": specs}), source)
+        return merged
+
+    def _check_scopes_unique(self, entry: _Entry) -> None:
+        seen: set[str] = set()
+        for i, scope in enumerate(entry.spec.approvedScopes):
+            if scope.name in seen:
+                self.problems.append(
+                    entry.doc.problem(
+                        ("approvedScopes", i, "name"), f"duplicate approved scope '{scope.name}'"
+                    )
+                )
+            seen.add(scope.name)
+
+    def _check_clients(self, server: ServerSpec, source: _ServerSource) -> None:
+        approved = [scope.name for scope in server.approvedScopes]
+        first_by_name: dict[str, _ClientSource] = {}
+        for client in source.clients:
+            first = first_by_name.setdefault(client.spec.name, client)
+            if first is not client:
+                message = f"duplicate client name '{client.spec.name}' in server '{server.name}'"
+                self.problems.append(
+                    client.problem(("name",), f"{message} (first defined at {first.where()})")
+                )
+            for i, scope in enumerate(client.spec.scopes):
+                if scope not in approved:
+                    message = f"'{scope}' is not an approved scope of server '{server.name}'"
+                    hint = did_you_mean(scope, approved)
+                    self.problems.append(client.problem(("scopes", i), message + hint))
+
+    def _check_sinks(self, project: _Entry, servers: dict[str, tuple[ServerSpec, _ServerSource]]) -> None:
+        spec: ProjectSpec = project.spec
+        declared = set(spec.sinks)
+        if spec.defaultSink is not None and spec.defaultSink not in declared:
+            problem = project.doc.problem(("defaultSink",), _undeclared_sink(spec.defaultSink, declared))
+            self.problems.append(problem)
+        users: dict[tuple[str, str], _ClientSource] = {}
+        for server_name, (_, source) in servers.items():
+            for client in source.clients:
+                named = client.spec.secret.sink
+                sink = named or spec.defaultSink
+                if sink is None:
+                    self.problems.append(client.problem(("name",), _NO_SINK))
+                elif named and named not in declared:
+                    self.problems.append(
+                        client.problem(("secret", "sink"), _undeclared_sink(named, declared))
+                    )
+                elif sink in declared:
+                    key = secret_key(server_name, client.spec)
+                    first = users.setdefault((sink, key), client)
+                    if first is not client:
+                        message = f"secret destination '{key}' in sink '{sink}' is already used by client"
+                        where = f"'{first.spec.name}' at {first.where()}"
+                        self.problems.append(client.problem(("secret",), f"{message} {where}"))
+
+    def _locations(
+        self, servers: dict[str, tuple[ServerSpec, _ServerSource]]
+    ) -> dict[tuple[str, ...], Location]:
+        locations: dict[tuple[str, ...], Location] = {}
+        for name, (_, source) in servers.items():
+            locations[("server", name)] = _location(source.entry.doc, ())
+            for client in source.clients:
+                locations[("client", name, client.spec.name)] = _location(client.doc, client.base)
+        return locations
+
+
+@dataclass
+class _ClientSource:
+    """A client and where it was written: inline (base is its path) or its own document."""
+
+    spec: ClientSpec
+    doc: Document
+    base: DocPath
+
+    def problem(self, path: DocPath, message: str) -> Problem:
+        return self.doc.problem((*self.base, *path), message)
+
+    def where(self) -> str:
+        pos = self.doc.position((*self.base, "name"))
+        return f"{self.doc.file}:{pos.line}:{pos.column}"
+
+
+@dataclass
+class _ServerSource:
+    entry: _Entry
+    clients: list[_ClientSource]
+
+
+_NO_SINK = "no secret sink: name one in secret.sink, or set defaultSink in the Project"
+
+
+def secret_key(server_name: str, client: ClientSpec) -> str:
+    """The key a client's secret is stored under in its sink: explicit, or ``server/client``."""
+    return client.secret.key or f"{server_name}/{client.name}"
+
+
+def _inline(spec: StandaloneClientSpec) -> ClientSpec:
+    data = spec.model_dump(exclude_unset=True, exclude={"kind", "server"})
+    return ClientSpec.model_validate(data)
+
+
+def _undeclared_sink(name: str, declared: set[str]) -> str:
+    known = ", ".join(sorted(declared)) or "none are declared"
+    return f"sink '{name}' is not declared in the Project's sinks ({known}){did_you_mean(name, declared)}"
+
+
+def _kind_problem(doc: Document, kind: Any) -> Problem:
+    kinds = ", ".join(KIND_SCHEMAS)
+    if kind is None:
+        return doc.problem((), f"missing 'kind' (one of {kinds})")
+    return doc.problem(
+        ("kind",),
+        f"unknown kind {kind!r} (expected one of {kinds}){did_you_mean(str(kind), set(KIND_SCHEMAS))}",
+    )
+
+
+def _where(entry: _Entry) -> str:
+    return f"{entry.doc.file}:{entry.doc.start.line}:{entry.doc.start.column}"
+
+
+def _location(doc: Document, base: DocPath) -> Location:
+    pos = doc.position(base)
+    return Location(doc.file, pos.line, pos.column)
+
+
+__all__ = [
+    "Location",
+    "Manifest",
+    "find_manifest_files",
+    "load_manifest",
+    "read_var_file",
+    "render_path",
+    "secret_key",
+]

@@ -1,0 +1,182 @@
+"""Pydantic models of the manifest kinds; field names are the Descope API's own (camelCase).
+
+The models are built only from documents that already passed the JSON Schemas in ``schemas/``, so
+they carry no validation of their own beyond types: the schemas are the single source of the rules,
+and ``tests/test_schemas.py`` proves the two agree. ``model_fields_set`` records which fields a
+manifest mentions, because fields it does not mention are left alone on the live object.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_OWNERSHIP_TAG = "managed-by:mcp-reconciler"
+DEFAULT_MAX_DELETES = 10
+
+TimeUnit = Literal["seconds", "minutes", "hours", "days", "weeks"]
+
+
+class Spec(BaseModel):
+    """Base of all manifest models: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
+
+    def mentioned(self) -> dict[str, Any]:
+        """The fields the manifest set, as API-shaped JSON (nested unset fields left out)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class Scope(Spec):
+    name: str
+    description: str = ""
+    optional: bool = False
+    values: tuple[str, ...] | None = None
+
+
+class DynamicRegistration(Spec):
+    enabled: bool = False
+    disableApprovedScopesAsDefault: bool = False
+    flowId: str = ""
+
+
+class SessionSettings(Spec):
+    enabled: bool = False
+    sessionTokenExpiration: int = 0
+    sessionTokenExpirationUnit: TimeUnit | None = None
+    refreshTokenExpiration: int = 0
+    refreshTokenExpirationUnit: TimeUnit | None = None
+    keySessionTokenExpiration: int = 0
+    keySessionTokenExpirationUnit: TimeUnit | None = None
+    userTemplateId: str = ""
+    keyTemplateId: str = ""
+
+
+class DomainPolicy(Spec):
+    domainPattern: str
+    enabled: bool = False
+
+
+class DomainPolicies(Spec):
+    policies: tuple[DomainPolicy, ...] = ()
+
+
+class CimdSettings(Spec):
+    enabled: bool = False
+    domainPolicies: DomainPolicies = DomainPolicies()
+
+
+class SecretRef(Spec):
+    sink: str | None = None
+    key: str | None = None
+    rotation: str | int | None = None
+
+
+class ClientSpec(Spec):
+    """A pre-registered client, inline under its server or in its own document."""
+
+    name: str
+    scopes: tuple[str, ...] = ()
+    approvedCallbackUrls: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    logo: str = ""
+    forceAddAllAuthorizationInfo: bool = False
+    allowedTenants: tuple[str, ...] = ()
+    secret: SecretRef = SecretRef()
+    protect: bool = False
+    adopt: bool = False
+
+
+class StandaloneClientSpec(ClientSpec):
+    """A ``kind: MCPServerClient`` document: a client naming its server."""
+
+    kind: Literal["MCPServerClient"]
+    server: str
+
+
+class ServerSpec(Spec):
+    """A ``kind: MCPServer`` document."""
+
+    kind: Literal["MCPServer"]
+    name: str
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    logo: str = ""
+    audienceWhitelist: tuple[str, ...] = ()
+    approvedScopes: tuple[Scope, ...] = ()
+    approvedCallbackUrls: tuple[str, ...] = ()
+    dynamicRegistration: DynamicRegistration = DynamicRegistration()
+    skipConsentScreen: bool = False
+    consentFlowId: str = ""
+    consentFlowHostingURL: str = ""
+    loginPageURL: str = ""
+    sessionSettings: SessionSettings = SessionSettings()
+    cimdSettings: CimdSettings = CimdSettings()
+    forceAddAllAuthorizationInfo: bool = False
+    protect: bool = False
+    adopt: bool = False
+    clients: tuple[ClientSpec, ...] = ()
+
+
+class FileSinkSpec(Spec):
+    type: Literal["file"]
+    path: str
+    format: Literal["json", "dotenv"] = "json"
+
+
+class CommandSinkSpec(Spec):
+    type: Literal["command"]
+    command: tuple[str, ...]
+    timeoutSeconds: float = 30
+
+
+class VaultSinkSpec(Spec):
+    type: Literal["vault"]
+    url: str
+    mount: str = "secret"
+    pathPrefix: str = ""
+    namespace: str | None = None
+    tokenEnv: str = "VAULT_TOKEN"
+
+
+class AwsSinkSpec(Spec):
+    type: Literal["aws-secrets-manager"]
+    region: str
+    endpointUrl: str | None = None
+    namePrefix: str = ""
+    kmsKeyId: str | None = None
+
+
+class GithubSinkSpec(Spec):
+    type: Literal["github"]
+    repository: str
+    environment: str | None = None
+    apiUrl: str = "https://api.github.com"
+    tokenEnv: str = "GITHUB_TOKEN"
+
+
+SinkSpec = Annotated[
+    FileSinkSpec | CommandSinkSpec | VaultSinkSpec | AwsSinkSpec | GithubSinkSpec,
+    Field(discriminator="type"),
+]
+
+
+class ProjectSpec(Spec):
+    """The ``kind: Project`` document: settings of the reconciled Descope project."""
+
+    kind: Literal["Project"]
+    projectId: str
+    ownershipTag: str = DEFAULT_OWNERSHIP_TAG
+    prune: bool = False
+    maxDeletes: int | str = DEFAULT_MAX_DELETES
+    scopesFormat: Literal["list", "categorized"] = "list"
+    defaultSink: str | None = None
+    sinks: dict[str, SinkSpec] = Field(default_factory=dict)
+
+
+KIND_MODELS: dict[str, type[Spec]] = {
+    "Project": ProjectSpec,
+    "MCPServer": ServerSpec,
+    "MCPServerClient": StandaloneClientSpec,
+}

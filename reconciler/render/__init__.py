@@ -1,0 +1,1 @@
+"""Renderers: turn results (problems, plans) into text for terminals, JSON, markdown and GitHub."""

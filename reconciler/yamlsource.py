@@ -1,0 +1,257 @@
+"""Reads manifest YAML into plain JSON-like documents that remember where every value came from.
+
+ruamel.yaml's round-trip loader keeps line and column of each key, value and item; this module copies
+them into a flat index (path → position) while converting to plain dicts, lists and scalars, and
+substitutes ``${VAR}`` references on the way. It also keeps hostile input bounded: file size, node
+count (alias bombs expand here, so they are counted as expanded) and nesting depth are capped, and
+YAML tags other than ``!!str`` are refused rather than constructed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from reconciler.errors import Problem
+from reconciler.variables import VariableError, substitute
+
+MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_NODES_PER_FILE = 200_000
+MAX_DEPTH = 64
+_STR_TAG = "tag:yaml.org,2002:str"
+_PLAIN_TAGS = {None, "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
+
+PathPart = str | int
+DocPath = tuple[PathPart, ...]
+
+
+def render_path(path: DocPath) -> str:
+    """``("clients", 0, "scopes", 1)`` → ``clients[0].scopes[1]``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
+            text += f".{part}" if text else part
+        else:
+            text += f"[{part!r}]"
+    return text
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int  # 1-based
+    column: int  # 1-based
+
+
+@dataclass
+class Document:
+    """One YAML document as plain data, with the position of every key and value in it."""
+
+    file: str
+    index: int
+    data: Any
+    start: Position
+    key_positions: dict[DocPath, Position] = field(default_factory=dict)
+    value_positions: dict[DocPath, Position] = field(default_factory=dict)
+
+    def position(self, path: DocPath, *, key: bool = False) -> Position:
+        """Where ``path`` is written; falls back to the nearest enclosing value that is known."""
+        table = self.key_positions if key else self.value_positions
+        for cut in range(len(path), -1, -1):
+            found = table.get(path[:cut]) or self.value_positions.get(path[:cut])
+            if found:
+                return found
+        return self.start
+
+    def problem(self, path: DocPath, message: str, *, key: bool = False) -> Problem:
+        pos = self.position(path, key=key)
+        return Problem(self.file, pos.line, pos.column, render_path(path), message)
+
+
+class _Budget:
+    """Counts nodes so that an alias bomb fails fast instead of filling memory."""
+
+    def __init__(self) -> None:
+        self.nodes = 0
+
+    def spend(self) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES_PER_FILE:
+            raise _TooLargeError(f"more than {MAX_NODES_PER_FILE:,} values (after expanding aliases)")
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+class _Converter:
+    """Turns one ruamel document into plain data, collecting positions and problems."""
+
+    def __init__(self, doc: Document, variables: Mapping[str, str], budget: _Budget) -> None:
+        self.doc = doc
+        self.variables = variables
+        self.budget = budget
+        self.problems: list[Problem] = []
+
+    def convert(self, node: Any, path: DocPath) -> Any:
+        self.budget.spend()
+        if len(path) > MAX_DEPTH:
+            raise _TooLargeError(f"nested more than {MAX_DEPTH} levels deep")
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if isinstance(node, TaggedScalar):
+            return self._tagged_scalar(node, path)
+        if isinstance(node, CommentedMap | CommentedSeq) and tag not in _PLAIN_TAGS:
+            self.problems.append(self.doc.problem(path, f"YAML tag '{tag}' is not allowed"))
+            return None
+        if isinstance(node, CommentedMap):
+            return self._mapping(node, path)
+        if isinstance(node, CommentedSeq):
+            return self._sequence(node, path)
+        return self._scalar(node, path)
+
+    def _mapping(self, node: CommentedMap, path: DocPath) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for key in node:
+            child = (*path, str(key))
+            line, col = node.lc.key(key)
+            self.doc.key_positions[child] = Position(line + 1, col + 1)
+            vline, vcol = node.lc.value(key)
+            self.doc.value_positions[child] = Position(vline + 1, vcol + 1)
+            if not isinstance(key, str):
+                self.problems.append(self.doc.problem(child, "keys must be strings", key=True))
+                continue
+            result[key] = self.convert(node[key], child)
+        return result
+
+    def _sequence(self, node: CommentedSeq, path: DocPath) -> list[Any]:
+        items: list[Any] = []
+        for index, item in enumerate(node):
+            child = (*path, index)
+            line, col = node.lc.item(index)
+            self.doc.value_positions[child] = Position(line + 1, col + 1)
+            items.append(self.convert(item, child))
+        return items
+
+    def _tagged_scalar(self, node: TaggedScalar, path: DocPath) -> Any:
+        tag = node.tag.value
+        if tag == _STR_TAG:
+            return self._string(str(node.value), path, plain=False)
+        self.problems.append(self.doc.problem(path, f"YAML tag '{tag}' is not allowed"))
+        return None
+
+    def _scalar(self, node: Any, path: DocPath) -> Any:
+        if node is None or isinstance(node, bool):
+            return node
+        if isinstance(node, int):
+            return int(node)
+        if isinstance(node, float):
+            return float(node)
+        if isinstance(node, datetime | date):
+            return node.isoformat()  # an unquoted date is still the text the author wrote
+        if isinstance(node, str):
+            return self._string(str(node), path, plain=type(node) is str)
+        self.problems.append(self.doc.problem(path, f"unsupported YAML value of type {type(node).__name__}"))
+        return None
+
+    def _string(self, text: str, path: DocPath, *, plain: bool) -> Any:
+        if "${" not in text:
+            return text
+        try:
+            result = substitute(text, self.variables)
+        except VariableError as exc:
+            self.problems.append(self.doc.problem(path, str(exc)))
+            return text
+        if plain and result.whole:
+            return _retype(result.text)
+        return result.text
+
+
+_INT = re.compile(r"[-+]?[0-9]+")
+_FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
+
+
+def _retype(text: str) -> Any:
+    """Type an unquoted ``${VAR}`` value as YAML would have typed the same text, scalars only."""
+    if text in ("true", "True", "TRUE"):
+        return True
+    if text in ("false", "False", "FALSE"):
+        return False
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    return text
+
+
+def _yaml_error(file: str, exc: YAMLError) -> Problem:
+    if isinstance(exc, MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = exc.problem or "invalid YAML"
+        duplicate = re.match(r'found duplicate key "(.*?)" with value', problem, re.DOTALL)
+        if duplicate:
+            message = f"duplicate key '{_short(duplicate.group(1))}'"
+        else:
+            context = f" ({exc.context})" if exc.context else ""
+            message = f"YAML syntax error: {_short(problem)}{context}"
+        return Problem(file, mark.line + 1, mark.column + 1, "", message)
+    return Problem(file, 1, 1, "", f"YAML error: {_short(str(exc))}")
+
+
+def _short(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _decode(file: str, raw: bytes) -> str | Problem:
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        return Problem(file, line, column, "", "file is not valid UTF-8")
+
+
+def read_documents(
+    path: Path, display: str, variables: Mapping[str, str]
+) -> tuple[list[Document], list[Problem]]:
+    """Parse every document of one file; never raises for bad content, returns problems instead."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            return [], [
+                Problem(display, 1, 1, "", f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+            ]
+        decoded = _decode(display, path.read_bytes())
+    except OSError as exc:
+        return [], [Problem(display, 1, 1, "", f"cannot read file: {exc.strerror or exc}")]
+    if isinstance(decoded, Problem):
+        return [], [decoded]
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    documents: list[Document] = []
+    problems: list[Problem] = []
+    budget = _Budget()
+    try:
+        for index, node in enumerate(yaml.load_all(decoded)):
+            start = Position(node.lc.line + 1, node.lc.col + 1) if hasattr(node, "lc") else Position(1, 1)
+            doc = Document(display, index, None, start)
+            converter = _Converter(doc, variables, budget)
+            doc.data = converter.convert(node, ())
+            problems.extend(converter.problems)
+            documents.append(doc)
+    except YAMLError as exc:
+        problems.append(_yaml_error(display, exc))
+    except _TooLargeError as exc:
+        problems.append(Problem(display, 1, 1, "", f"file is too large or too deeply nested: {exc}"))
+    except RecursionError:
+        problems.append(Problem(display, 1, 1, "", "file is nested too deeply to read"))
+    return documents, problems
