@@ -18,7 +18,7 @@ from pydantic import ValidationError as ModelError
 
 from reconciler.errors import ManifestError, Problem, UsageError
 from reconciler.models import KIND_MODELS, ClientSpec, ProjectSpec, ServerSpec, StandaloneClientSpec
-from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_problems
+from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_issues, usable_part
 from reconciler.yamlsource import DocPath, Document, read_documents, render_path
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -134,6 +134,7 @@ class _Loader:
         self.projects: list[_Entry] = []
         self.servers: list[_Entry] = []
         self.clients: list[_Entry] = []
+        self.broken_projects: list[Document] = []  # too broken to build, still counted and read for sinks
 
     def add(self, doc: Document) -> None:
         if doc.data is None:
@@ -145,12 +146,15 @@ class _Loader:
         if kind not in KIND_SCHEMAS:
             self.problems.append(_kind_problem(doc, kind))
             return
-        found = schema_problems(doc, kind)
-        if found:
-            self.problems.extend(found)
+        issues = schema_issues(doc, kind)
+        self.problems.extend(issue.problem for issue in issues)
+        data = usable_part(doc, kind, issues)
+        if data is None:
+            if kind == "Project":
+                self.broken_projects.append(doc)
             return
         try:
-            spec = KIND_MODELS[kind].model_validate(doc.data)
+            spec = KIND_MODELS[kind].model_validate(data)
         except ModelError as exc:  # the schema should have caught it; report rather than crash
             for err in exc.errors():
                 self.problems.append(doc.problem(tuple(err["loc"]), err["msg"]))
@@ -161,35 +165,30 @@ class _Loader:
         )
 
     def finish(self, first_path: str) -> Manifest:
-        project = self._project(first_path)
+        project_doc = self._project_document(first_path)
         servers = self._servers()
-        if project is not None:
-            self._check_sinks(project, servers)
-        if self.problems or project is None:
+        if project_doc is not None:
+            self._check_sinks(project_doc, servers)
+        if self.problems or not self.projects:
             raise ManifestError(self.problems)
         return Manifest(
-            project=project.spec,
+            project=self.projects[0].spec,
             servers=tuple(spec for spec, _ in servers.values()),
             locations=self._locations(servers),
         )
 
-    def _project(self, first_path: str) -> _Entry | None:
-        if not self.projects:
-            if not self.problems:
-                self.problems.append(
-                    Problem(
-                        first_path, 0, 0, "", "no 'kind: Project' document found; exactly one is required"
-                    )
-                )
+    def _project_document(self, first_path: str) -> Document | None:
+        """The one Project document (built or not); reports none, or more than one."""
+        docs = sorted([e.doc for e in self.projects] + self.broken_projects, key=lambda d: (d.file, d.index))
+        if not docs:
+            message = "no 'kind: Project' document found among the manifests read; exactly one is required"
+            self.problems.append(Problem(first_path, 0, 0, "", message))
             return None
-        first = self.projects[0]
-        for extra in self.projects[1:]:
-            self.problems.append(
-                extra.doc.problem(
-                    ("kind",), f"a second Project document; exactly one is allowed (first at {_where(first)})"
-                )
-            )
-        return first
+        first = f"{docs[0].file}:{docs[0].start.line}:{docs[0].start.column}"
+        for extra in docs[1:]:
+            message = f"a second Project document; exactly one is allowed (first at {first})"
+            self.problems.append(extra.problem(("kind",), message))
+        return docs[0]
 
     def _servers(self) -> dict[str, tuple[ServerSpec, _ServerSource]]:
         """Servers by name, with standalone clients merged in, after the cross-document checks."""
@@ -251,17 +250,19 @@ class _Loader:
                     hint = did_you_mean(scope, approved)
                     self.problems.append(client.problem(("scopes", i), message + hint))
 
-    def _check_sinks(self, project: _Entry, servers: dict[str, tuple[ServerSpec, _ServerSource]]) -> None:
-        spec: ProjectSpec = project.spec
-        declared = set(spec.sinks)
-        if spec.defaultSink is not None and spec.defaultSink not in declared:
-            problem = project.doc.problem(("defaultSink",), _undeclared_sink(spec.defaultSink, declared))
-            self.problems.append(problem)
+    def _check_sinks(self, project: Document, servers: dict[str, tuple[ServerSpec, _ServerSource]]) -> None:
+        # Read from the raw document, so sinks are checked even when the Project itself is invalid.
+        sinks = project.data.get("sinks")
+        declared = {str(name) for name in sinks} if isinstance(sinks, dict) else set()
+        default = project.data.get("defaultSink")
+        default = default if isinstance(default, str) and default else None
+        if default is not None and default not in declared:
+            self.problems.append(project.problem(("defaultSink",), _undeclared_sink(default, declared)))
         users: dict[tuple[str, str], _ClientSource] = {}
         for server_name, (_, source) in servers.items():
             for client in source.clients:
                 named = client.spec.secret.sink
-                sink = named or spec.defaultSink
+                sink = named or default
                 if sink is None:
                     self.problems.append(client.problem(("name",), _NO_SINK))
                 elif named and named not in declared:
@@ -331,10 +332,8 @@ def _kind_problem(doc: Document, kind: Any) -> Problem:
     kinds = ", ".join(KIND_SCHEMAS)
     if kind is None:
         return doc.problem((), f"missing 'kind' (one of {kinds})")
-    return doc.problem(
-        ("kind",),
-        f"unknown kind {kind!r} (expected one of {kinds}){did_you_mean(str(kind), set(KIND_SCHEMAS))}",
-    )
+    hint = did_you_mean(str(kind), set(KIND_SCHEMAS))
+    return doc.problem(("kind",), f"unknown kind {kind!r}{hint}; expected one of {kinds}")
 
 
 def _where(entry: _Entry) -> str:

@@ -10,6 +10,7 @@ import difflib
 import json
 import re
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -19,6 +20,7 @@ from jsonschema import Draft202012Validator, FormatChecker
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
+from reconciler.errors import Problem
 from reconciler.yamlsource import DocPath, Document
 
 KIND_SCHEMAS = {
@@ -69,12 +71,55 @@ def validator_for(kind: str) -> Draft202012Validator:
     )
 
 
-def schema_problems(doc: Document, kind: str) -> list[Any]:
-    """Every schema violation in ``doc``, as Problems located at the offending key or value."""
-    problems = []
-    for error in _leaf_errors(validator_for(kind).iter_errors(doc.data)):
-        problems.extend(_describe(doc, error))
-    return problems
+@dataclass(frozen=True)
+class SchemaIssue:
+    """A schema violation: what to tell the user, and which part of the document is unusable."""
+
+    problem: Problem
+    unusable: DocPath
+
+
+def schema_issues(doc: Document, kind: str, data: Any = None) -> list[SchemaIssue]:
+    """Every schema violation in ``doc`` (or in ``data``, a pruned copy of it), located precisely."""
+    data = doc.data if data is None else data
+    issues = []
+    for error in _leaf_errors(validator_for(kind).iter_errors(data)):
+        issues.extend(_describe(doc, error))
+    return issues
+
+
+def usable_part(doc: Document, kind: str, issues: list[SchemaIssue]) -> Any | None:
+    """``doc.data`` without the parts that broke the schema, so later checks can still run on the rest.
+
+    Removing a bad required value can make its parent invalid in turn, so this repeats until the
+    rest validates; ``None`` when nothing usable is left.
+    """
+    data = doc.data
+    for _ in range(MAX_PRUNE_ROUNDS):
+        if not issues:
+            return data
+        paths = {issue.unusable for issue in issues}
+        if () in paths:
+            return None
+        data = _without(data, paths)
+        issues = schema_issues(doc, kind, data)
+    return None
+
+
+MAX_PRUNE_ROUNDS = 8
+
+
+def _without(data: Any, paths: set[DocPath]) -> Any:
+    """A copy of ``data`` with the values at ``paths`` removed."""
+
+    def walk(node: Any, here: DocPath) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, (*here, k)) for k, v in node.items() if (*here, k) not in paths}
+        if isinstance(node, list):
+            return [walk(v, (*here, i)) for i, v in enumerate(node) if (*here, i) not in paths]
+        return node
+
+    return walk(data, ())
 
 
 def _leaf_errors(errors: Iterator[ValidationError]) -> Iterator[ValidationError]:
@@ -92,27 +137,25 @@ def _best_alternative(error: ValidationError) -> ValidationError:
     return typed[0] if typed else error
 
 
-def _describe(doc: Document, error: ValidationError) -> list[Any]:
+def _describe(doc: Document, error: ValidationError) -> list[SchemaIssue]:
     path: DocPath = tuple(error.absolute_path)
     validator = error.validator
     if validator in ("additionalProperties", "unevaluatedProperties"):
         return _unknown_fields(doc, path, error)
     if validator == "required":
-        return [doc.problem(path, _required_message(error))]
-    return [doc.problem(path, _message(error))]
+        return [SchemaIssue(doc.problem(path, _required_message(error)), path)]
+    return [SchemaIssue(doc.problem(path, _message(error)), path)]
 
 
-def _unknown_fields(doc: Document, path: DocPath, error: ValidationError) -> list[Any]:
+def _unknown_fields(doc: Document, path: DocPath, error: ValidationError) -> list[SchemaIssue]:
     allowed = sorted(declared_properties(error.schema))
     instance = error.instance if isinstance(error.instance, dict) else {}
-    problems = []
+    issues = []
     for name in instance:
-        if name in allowed:
-            continue
-        problems.append(
-            doc.problem((*path, name), f"unknown field '{name}'{did_you_mean(name, allowed)}", key=True)
-        )
-    return problems
+        if name not in allowed:
+            message = f"unknown field '{name}'{did_you_mean(name, allowed)}"
+            issues.append(SchemaIssue(doc.problem((*path, name), message, key=True), (*path, name)))
+    return issues
 
 
 def declared_properties(schema: Any) -> set[str]:
@@ -166,6 +209,11 @@ def _json_type(value: Any) -> str:
 
 
 def _message(error: ValidationError) -> str:
+    # A schema may say in its own words what a pattern means ("errorMessage", as ajv-errors and
+    # yaml-language-server read it), which beats echoing a regular expression.
+    custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+    if error.validator == "pattern" and isinstance(custom, str):
+        return f"{_show(error.instance)} {custom}" if isinstance(error.instance, str) else custom
     describe = _MESSAGES.get(str(error.validator))
     return describe(error.instance, error.validator_value, error) if describe else _short(error.message)
 

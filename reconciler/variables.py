@@ -53,7 +53,7 @@ def substitute(text: str, values: Mapping[str, str]) -> Substitution:
         default = match.group("default")
         if default is None:
             problems.append(
-                f"variable '{name}' is not defined and has no default (write ${{{name}:-default}})"
+                f"variable '{name}' is not set (in the environment or a --var-file) and has no default"
             )
             return ""
         return default

@@ -201,9 +201,16 @@ def _yaml_error(file: str, exc: YAMLError) -> Problem:
             message = f"duplicate key '{_short(duplicate.group(1))}'"
         else:
             context = f" ({exc.context})" if exc.context else ""
-            message = f"YAML syntax error: {_short(problem)}{context}"
+            message = f"YAML syntax error: {_short(problem)}{context}{_flow_hint(exc)}"
         return Problem(file, mark.line + 1, mark.column + 1, "", message)
     return Problem(file, 1, 1, "", f"YAML error: {_short(str(exc))}")
+
+
+def _flow_hint(exc: MarkedYAMLError) -> str:
+    # "${" inside [...] or {...} reads as a flow mapping: the usual cause, so name the fix.
+    if "flow" in (exc.context or "") and "${" in str(exc.problem_mark.buffer or ""):
+        return "; quote values that contain ${...} inside [ ] or { }"
+    return ""
 
 
 def _short(text: str, limit: int = 120) -> str:

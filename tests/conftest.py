@@ -1,0 +1,31 @@
+"""Shared fixtures: a clean environment for variables, and paths of the example manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "manifests"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(autouse=True)
+def _clean_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Variables the example manifests read must come from the test, not from the developer's shell."""
+    for name in ("DESCOPE_PROJECT_ID", "DOMAIN", "SECRETS_DIR", "GITHUB_ACTIONS", "TEST_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def write(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Write a manifest file under tmp_path and return the folder."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return tmp_path
+
+    return _write
