@@ -57,7 +57,8 @@ def load_schema(filename: str) -> dict[str, Any]:
 
 
 @cache
-def _registry() -> Registry[Any]:
+def schema_registry() -> Registry[Any]:
+    """Every shipped schema, by file name, so that cross-file ``$ref`` resolves offline."""
     return Registry().with_resources(
         (name, Resource.from_contents(load_schema(name))) for name in _ALL_SCHEMAS
     )
@@ -67,7 +68,7 @@ def _registry() -> Registry[Any]:
 def validator_for(kind: str) -> Draft202012Validator:
     """A validator for one manifest kind, resolving cross-file ``$ref`` through the registry."""
     return Draft202012Validator(
-        load_schema(KIND_SCHEMAS[kind]), registry=_registry(), format_checker=format_checker
+        load_schema(KIND_SCHEMAS[kind]), registry=schema_registry(), format_checker=format_checker
     )
 
 
@@ -174,7 +175,7 @@ def _resolve(ref: str) -> Any:
     # Every $ref in the shipped schemas names its file, so the registry resolves it without a base.
     if ref.startswith("#"):
         return {}
-    return _registry().resolver().lookup(ref).contents
+    return schema_registry().resolver().lookup(ref).contents
 
 
 def _required_message(error: ValidationError) -> str:

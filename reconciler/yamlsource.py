@@ -121,14 +121,16 @@ class _Converter:
     def _mapping(self, node: CommentedMap, path: DocPath) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key in node:
-            child = (*path, str(key))
             line, col = node.lc.key(key)
+            if not isinstance(key, str):
+                kind = "a list" if isinstance(key, tuple | list) else type(key).__name__
+                message = f"keys must be strings, not {kind}"
+                self.problems.append(Problem(self.doc.file, line + 1, col + 1, render_path(path), message))
+                continue
+            child = (*path, key)
             self.doc.key_positions[child] = Position(line + 1, col + 1)
             vline, vcol = node.lc.value(key)
             self.doc.value_positions[child] = Position(vline + 1, vcol + 1)
-            if not isinstance(key, str):
-                self.problems.append(self.doc.problem(child, "keys must be strings", key=True))
-                continue
             result[key] = self.convert(node[key], child)
         return result
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from reconciler.cli import run
-from tests.conftest import DATA, EXAMPLES, ROOT
+from tests.conftest import DATA, EXAMPLES, ROOT, Writer
 
 BROKEN = DATA / "broken"
 
@@ -80,7 +80,9 @@ def test_inside_github_actions_problems_become_at_most_ten_annotations() -> None
     assert result.stderr == EXPECTED_BROKEN
 
 
-def test_default_path_is_the_manifests_folder(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_default_path_is_the_manifests_folder(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(ROOT)
     assert run(["validate"]) == 0
     assert "4 servers, 5 clients" in capsys.readouterr().out
@@ -115,7 +117,9 @@ def test_an_empty_folder_is_an_error(tmp_path: os.PathLike[str], capsys: pytest.
     assert "no manifest files (*.yaml, *.yml) found in" in capsys.readouterr().err
 
 
-def test_a_bad_var_file_is_reported_with_its_position(write, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_var_file_is_reported_with_its_position(
+    write: Writer, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = write("vars.yaml", "DOMAIN: [not, scalar]\n")
     assert run(["validate", str(EXAMPLES), "--var-file", str(folder / "vars.yaml")]) == 1
     assert capsys.readouterr().err.startswith(
