@@ -19,7 +19,7 @@ from pydantic import ValidationError as ModelError
 from reconciler.errors import ManifestError, Problem, UsageError
 from reconciler.models import KIND_MODELS, ClientSpec, ProjectSpec, ServerSpec, StandaloneClientSpec
 from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_issues, usable_part
-from reconciler.yamlsource import DocPath, Document, read_documents, render_path
+from reconciler.yamlsource import DocPath, Document, read_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -343,14 +343,3 @@ def _where(entry: _Entry) -> str:
 def _location(doc: Document, base: DocPath) -> Location:
     pos = doc.position(base)
     return Location(doc.file, pos.line, pos.column)
-
-
-__all__ = [
-    "Location",
-    "Manifest",
-    "find_manifest_files",
-    "load_manifest",
-    "read_var_file",
-    "render_path",
-    "secret_key",
-]

@@ -21,7 +21,7 @@ TimeUnit = Literal["seconds", "minutes", "hours", "days", "weeks"]
 class Spec(BaseModel):
     """Base of all manifest models: immutable, strict about unknown fields."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=False)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     def mentioned(self) -> dict[str, Any]:
         """The fields the manifest set, as API-shaped JSON (nested unset fields left out)."""

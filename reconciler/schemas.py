@@ -143,6 +143,12 @@ def _describe(doc: Document, error: ValidationError) -> list[SchemaIssue]:
     validator = error.validator
     if validator in ("additionalProperties", "unevaluatedProperties"):
         return _unknown_fields(doc, path, error)
+    if "propertyNames" in error.schema_path:
+        # The error is about a key, not a value: point at the key and name it in the path.
+        key_path = (*path, str(error.instance))
+        custom = error.schema.get("errorMessage") if isinstance(error.schema, dict) else None
+        message = custom if isinstance(custom, str) else f"{_show(error.instance)} is not a valid name"
+        return [SchemaIssue(doc.problem(key_path, message, key=True), key_path)]
     if validator == "required":
         return [SchemaIssue(doc.problem(path, _required_message(error)), path)]
     return [SchemaIssue(doc.problem(path, _message(error)), path)]
@@ -243,7 +249,6 @@ _MESSAGES: dict[str, Callable[[Any, Any, ValidationError], str]] = {
     "minItems": lambda _v, least, _e: f"needs at least {least} item{'s' if least != 1 else ''}",
     "minimum": lambda value, least, _e: f"{_show(value)} is too small (minimum {least})",
     "exclusiveMinimum": lambda value, least, _e: f"{_show(value)} must be greater than {least}",
-    "propertyNames": lambda value, _x, _e: f"{_show(value)} is not a valid name",
 }
 
 

@@ -136,7 +136,7 @@ def test_an_alias_bomb_is_stopped_quickly(write: Writer) -> None:
 
 def test_deep_nesting_is_refused(write: Writer) -> None:
     write("p.yaml", PROJECT)
-    folder = write("deep.yaml", "kind: MCPServer\nname: d\nx: " + "[" * 5000 + "]" * 5000 + "\n")
+    folder = write("deep.yaml", "kind: MCPServer\nname: d\nx: " + "[" * 2000 + "]" * 2000 + "\n")
     problems = _problems(folder)
     assert len(problems) == 1
     assert problems[0].startswith("deep.yaml:1:1: ")
@@ -161,3 +161,20 @@ def test_hidden_folders_and_other_files_are_skipped(write: Writer) -> None:
 def test_empty_documents_are_ignored(write: Writer) -> None:
     folder = write("p.yaml", "---\n" + PROJECT + "---\n")
     assert load_manifest([str(folder)], environ={}).project.projectId == "P2test"
+
+
+def test_project_settings_and_sinks_are_checked_with_plain_messages(write: Writer) -> None:
+    folder = write(
+        "p.yaml",
+        "kind: Project\nprojectId: P2\nmaxDeletes: lots\nsinks:\n  Bad.Name: {type: file, path: x}\n"
+        "  gh: {type: github, repository: nope}\n  aws: {type: aws-secrets-manager}\n"
+        "  weird: {type: carrier-pigeon}\n  cmd: {type: command, command: []}\n",
+    )
+    assert _problems(folder) == [
+        "p.yaml:3:13: maxDeletes: 'lots' must be a count such as 10 or a percentage such as \"25%\"",
+        "p.yaml:5:3: sinks['Bad.Name']: invalid sink name: use lowercase letters, digits, '-' and '_'",
+        "p.yaml:6:34: sinks.gh.repository: 'nope' must be OWNER/REPOSITORY",
+        "p.yaml:7:8: sinks.aws: missing required field 'region'",
+        "p.yaml:8:17: sinks.weird.type: 'carrier-pigeon' is not one of 'file', 'command', 'vault', 'aws-secrets-manager', 'github'",
+        "p.yaml:9:33: sinks.cmd.command: needs at least 1 item",
+    ]
