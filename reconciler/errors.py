@@ -5,7 +5,14 @@
     ReconcilerError            exit 1
     ├── UsageError             bad command line or option values
     ├── ManifestError          one or more manifest problems (file, line, column, path, message)
-    ├── ApiError               method, path, status, errorCode (added with the API client)
+    ├── ApiError               method, path, status, errorCode; raised from the httpx error
+    │   ├── BadRequest         400: the request was refused as invalid
+    │   ├── Unauthorized       401/403: wrong, missing or foreign management key
+    │   ├── NotFound           404: no such server or client
+    │   ├── RateLimited        429 after every retry (retry_after seconds)
+    │   ├── ServerError        5xx after every retry that was safe
+    │   ├── ApiUnavailable     no usable answer: connection refused, reset, timed out
+    │   └── AmbiguousObject    a lookup after an unknown outcome found more than one candidate
     ├── StalePlanError         a saved plan no longer matches live state
     ├── ApplyError             which changes failed and why
     └── SecretDeliveryError    a secret was issued but not delivered to its sink: exit 3
@@ -61,3 +68,57 @@ class ManifestError(ReconcilerError):
         self.problems = sorted(problems)
         count = len(self.problems)
         super().__init__(f"{count} problem{'s' if count != 1 else ''} found in the manifests")
+
+
+class ApiError(ReconcilerError):
+    """A Management API call failed. Never carries the management key or a secret."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str,
+        status: int | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.status = status
+        self.error_code = error_code
+        where = f"POST {endpoint}"
+        code = f" {status}" if status is not None else ""
+        code += f" {error_code}" if error_code else ""
+        super().__init__(f"{where} failed:{code} {message}".replace(":  ", ": "))
+
+
+class BadRequest(ApiError):
+    """400: the API refused the request as invalid."""
+
+
+class Unauthorized(ApiError):
+    """401 or 403: check DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY."""
+
+
+class NotFound(ApiError):
+    """404: the server or client does not exist (any more)."""
+
+
+class RateLimited(ApiError):
+    """429 that outlasted every retry."""
+
+    def __init__(
+        self, message: str, *, endpoint: str, retry_after: float, error_code: str | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, endpoint=endpoint, status=429, error_code=error_code)
+
+
+class ServerError(ApiError):
+    """5xx that outlasted every retry that was safe to make."""
+
+
+class ApiUnavailable(ApiError):
+    """No usable answer: the connection failed, was reset, or timed out."""
+
+
+class AmbiguousObject(ApiError):
+    """After a create whose outcome was unknown, more than one live object could be the new one."""

@@ -33,3 +33,13 @@ def write(tmp_path: Path) -> Writer:
         return tmp_path
 
     return _write
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--live",
+        action="store_true",
+        default=False,
+        help="run the API contract tests against the real Descope project in DESCOPE_PROJECT_ID "
+        "(with DESCOPE_MANAGEMENT_KEY) instead of the emulator",
+    )

@@ -1,0 +1,94 @@
+"""One run's shared throughput controls: a concurrency cap, a client-side rate limit, and a pause.
+
+Every API call of a run passes through the same :class:`Throttle`. The rate limit is a sliding
+window (at most ``requests`` sends in any ``per_seconds``), so the limiter prevents 429s instead of
+reacting to them; a 429 that still arrives pauses *every* call until its ``Retry-After`` has passed,
+because the server's budget is shared by the whole run, not by one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+# Descope publishes 1000 requests / 10 s for backend traffic and 100 / 60 s for general traffic;
+# the default stays well under the first.
+DEFAULT_CONCURRENCY = 8
+DEFAULT_RATE = (400, 10.0)
+
+# Arrival times at the server jitter with latency, so leave a little room at the window's edge.
+WINDOW_MARGIN_FRACTION = 0.02
+WINDOW_MARGIN_MIN = 0.05
+
+
+@dataclass(frozen=True)
+class ThrottleSettings:
+    concurrency: int = DEFAULT_CONCURRENCY
+    requests: int = DEFAULT_RATE[0]
+    per_seconds: float = DEFAULT_RATE[1]
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.requests < 1 or self.per_seconds <= 0:
+            raise ValueError("the rate limit must allow at least 1 request in a positive number of seconds")
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """``"400/10"`` → ``(400, 10.0)``: N requests per SECONDS."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s?\s*", text)
+    if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
+        raise ValueError(f"invalid rate limit {text!r}: expected REQUESTS/SECONDS, e.g. 400/10")
+    return int(match.group(1)), float(match.group(2))
+
+
+class Throttle:
+    """Admits calls under the concurrency cap and the rate limit, and honours shared pauses."""
+
+    def __init__(
+        self,
+        settings: ThrottleSettings | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.settings = settings or ThrottleSettings()
+        self._clock = clock
+        self._sleep = sleep
+        self._slots = asyncio.Semaphore(self.settings.concurrency)
+        self._admission = asyncio.Lock()
+        self._sent: deque[float] = deque()
+        self._paused_until = 0.0
+        window = self.settings.per_seconds
+        self._window = window + max(WINDOW_MARGIN_MIN, window * WINDOW_MARGIN_FRACTION)
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the concurrent slots for a single request, admitted by the rate limit."""
+        async with self._slots:
+            await self._admit()
+            yield
+
+    def pause(self, seconds: float) -> None:
+        """Stop admitting any call for ``seconds`` (a 429's Retry-After)."""
+        self._paused_until = max(self._paused_until, self._clock() + max(seconds, 0.0))
+
+    async def _admit(self) -> None:
+        # One waiter at a time decides, so admissions are in order and never exceed the window.
+        async with self._admission:
+            while True:
+                now = self._clock()
+                if now < self._paused_until:
+                    await self._sleep(self._paused_until - now)
+                    continue
+                while self._sent and self._sent[0] <= now - self._window:
+                    self._sent.popleft()
+                if len(self._sent) < self.settings.requests:
+                    self._sent.append(now)
+                    return
+                await self._sleep(self._sent[0] + self._window - now)
