@@ -394,7 +394,7 @@ def _error_body(response: httpx.Response) -> tuple[str | None, str]:
         body = None
     if not isinstance(body, dict):
         return None, _cut(response.reason_phrase or "no error description")
-    parts = [str(body[k]) for k in ("errorDescription", "errorMessage") if body.get(k)]
+    parts = list(dict.fromkeys(str(body[k]) for k in ("errorDescription", "errorMessage") if body.get(k)))
     code = body.get("errorCode")
     return (str(code) if code else None), _cut(
         ": ".join(parts) or response.reason_phrase or "no error description"

@@ -76,7 +76,7 @@ def test_parse_rate(text: str, expected: tuple[int, float]) -> None:
     assert parse_rate(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "100", "0/10", "10/0", "ten/10", "-1/5"])
+@pytest.mark.parametrize("text", ["", "100", "0/10", "10/0", "ten/10", "-1/5", "10/-1", "10/inf", "a/10"])
 def test_parse_rate_rejects_nonsense(text: str) -> None:
     with pytest.raises(ValueError, match="expected REQUESTS/SECONDS"):
         parse_rate(text)

@@ -1,0 +1,416 @@
+"""The emulator's Starlette app: the /v1/mgmt/mcp endpoints, bearer auth, error bodies, admin surface.
+
+A /v1 request goes through, in order: counting, the rate limit (a 429 before anything else), latency,
+auth, the endpoint lookup, a fault before handling, the handling itself, the state file write, and a
+fault after the commit. The admin surface (/emulator/*) needs the same bearer but skips the rest.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from reconciler import assumptions
+from reconciler.emulator.faults import STATUS_DROPPED, FaultInjector, RateLimiter, Traffic, apply_latency
+from reconciler.emulator.store import (
+    ApiFailure,
+    Client,
+    Server,
+    Store,
+    check,
+    invalid,
+    json_kind,
+    optional_str,
+    required_str,
+)
+from reconciler.scopes import ScopesFormat, write_scopes
+
+V1_PREFIX = "mgmt/mcp/"
+V1_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+# Not published: the error code of an injected 5xx, so that a log shows it was the emulator's doing.
+FAULT_CODE = "E000500"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmulatorConfig:
+    """How an emulator behaves; ``rate_limit`` is (N requests, per SECONDS)."""
+
+    project_id: str = "P2MCPRECONCILERDEMO"
+    management_key: str = field(repr=False)  # never in a repr, so never in a log line
+    state_file: Path | None = None
+    latency_ms: float = 0
+    rate_limit: tuple[int, float] | None = None
+    fault_rate: float = 0
+    fault_after_commit_rate: float = 0
+    seed: int | None = None
+    scopes_format: ScopesFormat = "list"
+    max_page_size: int = assumptions.MAX_PAGE_SIZE
+
+    def __post_init__(self) -> None:
+        if not self.project_id or not self.management_key:
+            raise ValueError("the emulator needs a project id and a management key")
+        if not (0 <= self.fault_rate <= 1 and 0 <= self.fault_after_commit_rate <= 1):
+            raise ValueError("fault rates are probabilities: between 0 and 1")
+        if self.latency_ms < 0 or self.max_page_size < 1:
+            raise ValueError("latency_ms must not be negative and max_page_size must be at least 1")
+        if self.scopes_format not in ("list", "categorized"):
+            raise ValueError(f"scopes_format must be 'list' or 'categorized', not {self.scopes_format!r}")
+        if self.rate_limit is not None and (self.rate_limit[0] < 1 or self.rate_limit[1] <= 0):
+            raise ValueError("rate_limit must be (N >= 1 requests, per SECONDS > 0)")
+
+
+class DroppedConnection(httpx.RemoteProtocolError):
+    """Raised to drop a connection mid-response.
+
+    Over a socket uvicorn closes the connection and the caller's httpx raises its own transport error;
+    in process, httpx's ASGITransport re-raises this one, which is why it is an httpx transport error too.
+    """
+
+
+class DroppedResponse(Response):
+    """Headers that promise a body, then no body: the caller cannot tell whether the change happened."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002 - ASGI
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"64")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        raise DroppedConnection("the emulator dropped the connection after committing the change")
+
+
+def error_response(
+    status: int, code: str, description: str, headers: dict[str, str] | None = None
+) -> Response:
+    body = {"errorCode": code, "errorDescription": description, "errorMessage": description}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def failure_response(failure: ApiFailure) -> Response:
+    return error_response(failure.status, failure.code, failure.description)
+
+
+def malformed(description: str) -> ApiFailure:
+    return ApiFailure(assumptions.STATUS_BAD_REQUEST, assumptions.MALFORMED_REQUEST_CODE, description)
+
+
+def reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def read_body(request: Request) -> dict[str, Any]:
+    """The JSON object of the request; an empty body is taken as ``{}``."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw, parse_constant=reject_constant)
+    except ValueError:  # UnicodeDecodeError too
+        raise malformed("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise malformed(f"the request body must be a JSON object, got {json_kind(body)}")
+    return body
+
+
+def is_zero(value: Any) -> bool:
+    if value is None or value is False or value in ("", [], {}):
+        return True
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == 0
+
+
+def omit_zero(value: Any) -> Any:
+    """``value`` without zero-valued object fields, recursively (a field emptied by this goes too)."""
+    if isinstance(value, dict):
+        cleaned = {key: omit_zero(item) for key, item in value.items()}
+        return {key: item for key, item in cleaned.items() if not is_zero(item)}
+    if isinstance(value, list):
+        return [omit_zero(item) for item in value]
+    return value
+
+
+def on_wire(value: dict[str, Any]) -> dict[str, Any]:
+    if not assumptions.RESPONSES_OMIT_ZERO_VALUES:
+        return value
+    cleaned: dict[str, Any] = omit_zero(value)
+    return cleaned
+
+
+def with_scopes(fields: dict[str, Any], shape: ScopesFormat) -> dict[str, Any]:
+    if not isinstance(fields.get("approvedScopes"), list):
+        return dict(fields)
+    return {**fields, "approvedScopes": write_scopes(fields["approvedScopes"], shape)}
+
+
+def sort_key(name: str) -> Any:
+    def key(client: Client) -> str:
+        value = client.fields.get(name)
+        return value if isinstance(value, str) else ""
+
+    return key
+
+
+def sorted_clients(clients: list[Client], sort: Any) -> list[Client]:
+    """Clients in ``sort`` order (``[{"field", "desc"}]``, first key first); ties keep creation order."""
+    sort = sort or []
+    check(sort, [{"field": str, "desc": bool}], "sort")
+    ordered = list(clients)
+    for index, spec in reversed(list(enumerate(sort))):
+        name = required_str(spec, "field", f"sort[{index}].field")
+        ordered.sort(key=sort_key(name), reverse=bool(spec.get("desc")))  # Python's sort is stable
+    return ordered
+
+
+def paging(body: dict[str, Any], max_page_size: int) -> tuple[int, int]:
+    """The page (from 0) and its size; a limit of 0 means the default, one too large the maximum."""
+    check(body, {"page": int, "limit": int}, "search")
+    page, limit = body.get("page") or 0, body.get("limit") or 0
+    if page < 0 or limit < 0:
+        raise invalid("page and limit must not be negative")
+    return page, min(limit or assumptions.DEFAULT_PAGE_SIZE, max_page_size)
+
+
+# Search arguments matched exactly, and the client field each one reads.
+EXACT_FILTERS = {
+    "name": "name",
+    "clientId": "clientId",
+    "status": "status",
+    "registrationMethod": "registrationType",
+}
+
+
+def client_filter(body: dict[str, Any]) -> Any:
+    """A predicate for the search filters in ``body``; an absent or empty filter matches everything."""
+    arguments = {name: optional_str(body, key) for key, name in EXACT_FILTERS.items()}
+    wanted = {name: value for name, value in arguments.items() if value is not None}
+    text, tag = optional_str(body, "text"), optional_str(body, "tag")
+
+    def matches(client: Client) -> bool:
+        fields = client.fields
+        if any(fields.get(name) != value for name, value in wanted.items()):
+            return False
+        if text is not None and text.casefold() not in str(fields.get("name") or "").casefold():
+            return False
+        return tag is None or tag in (fields.get("tags") or [])
+
+    return matches
+
+
+def client_view(client: Client) -> dict[str, Any]:
+    return on_wire(dict(client.fields))
+
+
+Handler = Callable[["Emulator", dict[str, Any]], dict[str, Any]]
+
+
+def deleting(operation: Callable[[Store, dict[str, Any]], None]) -> Handler:
+    def handler(em: Emulator, body: dict[str, Any]) -> dict[str, Any]:
+        operation(em.store, body)
+        return dict(assumptions.DELETE_RESPONSE)
+
+    return handler
+
+
+# Endpoints that only read: a fault after commit never applies to them.
+READS: dict[str, Handler] = {
+    "server/load": lambda em, body: {"server": em.server_view(em.store.server(body))},
+    "servers/all": lambda em, _: em.all_servers(),
+    "server/client/load": lambda em, body: {"client": client_view(em.store.client(body)[1])},
+    "server/clients/search": lambda em, body: em.search(body),
+    "server/client/secret": lambda em, body: {"cleartext": em.store.client(body)[1].secret},
+}
+MUTATIONS: dict[str, Handler] = {
+    "server/create": lambda em, body: {"server": em.server_view(em.store.create_server(body))},
+    "server/update": lambda em, body: {"server": em.server_view(em.store.update_server(body))},
+    "server/delete": deleting(Store.delete_server),
+    "servers/delete": deleting(Store.delete_servers),
+    "server/client/create": lambda em, body: em.created_client(em.store.create_client(body)),
+    "server/client/update": lambda em, body: {"client": client_view(em.store.update_client(body))},
+    "server/client/delete": deleting(Store.delete_client),
+    "server/clients/delete": deleting(Store.delete_clients),
+    "server/client/secret/rotate": lambda em, body: {"cleartext": em.store.rotate_secret(body)},
+}
+
+
+class Emulator:
+    """The state behind one app: objects, traffic counters, the rate limiter and the fault RNG."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.store: Store = Store(config.state_file)
+        self.traffic = Traffic()
+        self.limiter: RateLimiter | None = RateLimiter(*config.rate_limit) if config.rate_limit else None
+        self.faults = FaultInjector(
+            fault_rate=config.fault_rate, after_commit_rate=config.fault_after_commit_rate, seed=config.seed
+        )
+
+    # --- views the handlers answer with
+
+    def server_view(self, server: Server) -> dict[str, Any]:
+        return on_wire(with_scopes(server.fields, self.config.scopes_format))
+
+    def all_servers(self) -> dict[str, Any]:
+        servers = [self.server_view(server) for server in self.store.servers.values()]
+        return {"servers": servers, "total": len(servers)}
+
+    def search(self, body: dict[str, Any]) -> dict[str, Any]:
+        """One page of the server's clients that match, and how many match in all."""
+        server = self.store.server(body, "mcpServerId")
+        page, limit = paging(body, self.config.max_page_size)
+        matches = sorted_clients(list(filter(client_filter(body), server.clients.values())), body.get("sort"))
+        page_of = matches[page * limit : (page + 1) * limit]
+        return {"clients": [client_view(client) for client in page_of], "total": len(matches)}
+
+    def created_client(self, client: Client) -> dict[str, Any]:
+        return {"id": client.id, "clientId": client.fields["clientId"], "cleartext": client.secret}
+
+    # --- the /v1 pipeline
+
+    def authorize(self, request: Request) -> None:
+        """Check the bearer; no message repeats the key, and the key is compared in constant time."""
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        project, sep, key = token.strip().partition(":")
+        if scheme.lower() != "bearer" or not sep or not project or not key:
+            raise self.unauthorized("expected the header 'Authorization: Bearer <projectId>:<managementKey>'")
+        if project != self.config.project_id:
+            raise ApiFailure(
+                assumptions.STATUS_FORBIDDEN,
+                assumptions.UNAUTHORIZED_CODE,
+                f"the bearer is for another project; this is project {self.config.project_id}",
+            )
+        if not hmac.compare_digest(key.encode(), self.config.management_key.encode()):
+            raise self.unauthorized("the management key is not valid for this project")
+
+    @staticmethod
+    def unauthorized(description: str) -> ApiFailure:
+        return ApiFailure(assumptions.STATUS_UNAUTHORIZED, assumptions.UNAUTHORIZED_CODE, description)
+
+    async def v1(self, request: Request) -> Response:
+        path = request.path_params["path"]
+        endpoint = path.removeprefix(V1_PREFIX) if path.startswith(V1_PREFIX) else f"/v1/{path}"
+        entry = self.traffic.arrive(endpoint)
+        try:
+            response = await self.answer(request, endpoint)
+        finally:
+            self.traffic.leave()
+        entry["status"] = STATUS_DROPPED if isinstance(response, DroppedResponse) else response.status_code
+        return response
+
+    async def answer(self, request: Request, endpoint: str) -> Response:
+        retry_after = self.limiter.admit() if self.limiter else None
+        if retry_after is not None:
+            self.traffic.rate_limited += 1
+            return error_response(
+                429, assumptions.RATE_LIMITED_CODE, "rate limit exceeded", {"Retry-After": str(retry_after)}
+            )
+        await apply_latency(self.config.latency_ms)
+        try:
+            self.authorize(request)
+            handler = self.handler(request, endpoint)
+            if (status := self.faults.before()) is not None:
+                self.traffic.faults_before += 1
+                return error_response(status, FAULT_CODE, "injected fault before handling the request")
+            result = handler(self, await read_body(request))
+        except ApiFailure as failure:
+            return failure_response(failure)
+        if endpoint in MUTATIONS:
+            return self.committed(result)
+        return JSONResponse(result)
+
+    def handler(self, request: Request, endpoint: str) -> Handler:
+        handler = READS.get(endpoint) or MUTATIONS.get(endpoint)
+        if handler is None:
+            raise ApiFailure(404, assumptions.MALFORMED_REQUEST_CODE, f"no such endpoint: {endpoint}")
+        if request.method != "POST":
+            raise ApiFailure(405, assumptions.MALFORMED_REQUEST_CODE, f"{endpoint} takes POST only")
+        return handler
+
+    def committed(self, result: dict[str, Any]) -> Response:
+        """Persist a mutation, then answer, or fail as if the answer were lost on its way back."""
+        self.store.save()
+        fault = self.faults.after_commit()
+        if fault is None:
+            return JSONResponse(result)
+        self.traffic.faults_after_commit += 1
+        if fault.status is None:
+            return DroppedResponse()
+        return error_response(fault.status, FAULT_CODE, "injected fault after committing the change")
+
+    # --- the admin surface
+
+    def reset(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Forget traffic (and restart the fault series); unless ``countersOnly``, forget objects too."""
+        self.traffic.clear()
+        if self.limiter is not None:
+            self.limiter.clear()
+        self.faults.reseed()
+        if not body.get("countersOnly"):
+            self.store.clear()
+            self.store.save()
+        return {}
+
+    def seed(self, body: dict[str, Any]) -> dict[str, Any]:
+        servers = self.store.seed(body)
+        self.store.save()
+        return {"servers": [seed_summary(server) for server in servers]}
+
+    def state(self) -> dict[str, Any]:
+        """Every object as stored (not zero-omitted), clients with their secrets: seed() takes it back."""
+        servers = []
+        for server in self.store.servers.values():
+            clients = [{**c.fields, "secret": c.secret} for c in server.clients.values()]
+            servers.append({**with_scopes(server.fields, self.config.scopes_format), "clients": clients})
+        return {"servers": servers}
+
+    def admin(self, action: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[Request], Any]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                self.authorize(request)
+                return JSONResponse(action(await read_body(request)))
+            except ApiFailure as failure:
+                return failure_response(failure)
+
+        return endpoint
+
+
+def seed_summary(server: Server) -> dict[str, Any]:
+    clients = [
+        {"id": c.id, "clientId": c.fields["clientId"], "name": c.fields.get("name")}
+        for c in server.clients.values()
+    ]
+    return {"id": server.id, "name": server.fields.get("name"), "clients": clients}
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing errors (no such path, wrong method) in the API's error shape."""
+    status, detail = (exc.status_code, exc.detail) if isinstance(exc, HTTPException) else (500, "failed")
+    description = f"{request.method} {request.url.path}: {detail}"
+    return error_response(status, assumptions.MALFORMED_REQUEST_CODE, description)
+
+
+def create_app(config: EmulatorConfig) -> Starlette:
+    """The ASGI app of an emulator; its state is ``app.state.emulator``."""
+    emulator = Emulator(config)
+    log = emulator.admin(lambda _: {"requests": emulator.traffic.requests()})
+    routes = [
+        Route("/v1/{path:path}", emulator.v1, methods=V1_METHODS),
+        Route("/emulator/stats", emulator.admin(lambda _: emulator.traffic.stats()), methods=["GET"]),
+        Route("/emulator/requests", log, methods=["GET"]),
+        Route("/emulator/reset", emulator.admin(emulator.reset), methods=["POST"]),
+        Route("/emulator/seed", emulator.admin(emulator.seed), methods=["POST"]),
+        Route("/emulator/state", emulator.admin(lambda _: emulator.state()), methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.emulator = emulator
+    return app

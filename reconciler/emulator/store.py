@@ -1,0 +1,381 @@
+"""The emulator's MCP servers and clients: validation, operations, search, wire views and the state file.
+
+Objects keep every field the caller sent, unknown ones included, so that a client of the API can prove
+it round-trips them. ``approvedScopes`` is kept as the flat list of ``reconciler.scopes`` (remembering
+categories) and written in the configured shape on the way out. Secrets live beside a client's fields,
+never among them, so that no view of a client can carry one by accident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import string
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler import assumptions
+from reconciler.scopes import CATEGORIES, read_scopes
+
+STATE_FILE_VERSION = 1
+ALPHANUMERIC = string.ascii_letters + string.digits
+ID_LENGTH = 27
+
+# Set by the emulator, never by a caller: kept across full-replacement updates, ignored on create.
+SERVER_READ_ONLY = ("id",)
+CLIENT_READ_ONLY = ("id", "clientId", "mcpServerId", "registrationType", "status")
+# A secret is never a field: a caller sending one would otherwise see it echoed in every view.
+CLIENT_SECRET_KEYS = ("secret", "cleartext")
+
+# Known field types. A spec is a type, [spec] for an array of it, or {key: spec} for an object whose
+# other keys are free. approvedScopes has two shapes and is checked on its own.
+SCOPE_ITEM = {"name": str, "description": str, "optional": bool, "values": [str]}
+DOMAIN_POLICY = {"domainPattern": str, "enabled": bool}
+SESSION_SETTINGS: dict[str, Any] = {"enabled": bool, "userTemplateId": str, "keyTemplateId": str}
+for _token in ("session", "refresh", "keySession"):
+    SESSION_SETTINGS |= {f"{_token}TokenExpiration": int, f"{_token}TokenExpirationUnit": str}
+SERVER_SPEC: dict[str, Any] = {
+    **dict.fromkeys(("id", "name", "description", "logo", "loginPageURL"), str),
+    **dict.fromkeys(("consentFlowId", "consentFlowHostingURL"), str),
+    **{key: [str] for key in ("tags", "audienceWhitelist", "approvedCallbackUrls")},
+    **dict.fromkeys(("skipConsentScreen", "forceAddAllAuthorizationInfo"), bool),
+    "dynamicRegistration": {"enabled": bool, "disableApprovedScopesAsDefault": bool, "flowId": str},
+    "cimdSettings": {"enabled": bool, "domainPolicies": {"policies": [DOMAIN_POLICY]}},
+    "sessionSettings": SESSION_SETTINGS,
+}
+CLIENT_SPEC: dict[str, Any] = {
+    **dict.fromkeys(("id", "clientId", "mcpServerId", "registrationType", "status"), str),
+    **dict.fromkeys(("name", "description", "logo"), str),
+    **{key: [str] for key in ("approvedCallbackUrls", "scopes", "tags", "allowedTenants")},
+    "forceAddAllAuthorizationInfo": bool,
+}
+JSON_KINDS = {bool: "a boolean", int: "an integer", str: "a string", list: "an array", dict: "an object"}
+
+
+class ApiFailure(Exception):
+    """A request the API refuses: the status and error code of the body the emulator answers with."""
+
+    def __init__(self, status: int, code: str, description: str) -> None:
+        super().__init__(description)
+        self.status = status
+        self.code = code
+        self.description = description
+
+
+def missing(description: str) -> ApiFailure:
+    return ApiFailure(assumptions.STATUS_BAD_REQUEST, assumptions.MISSING_ARGUMENTS_CODE, description)
+
+
+def invalid(description: str) -> ApiFailure:
+    return ApiFailure(assumptions.STATUS_BAD_REQUEST, assumptions.VALIDATION_FAILURE_CODE, description)
+
+
+def not_found(description: str) -> ApiFailure:
+    return ApiFailure(assumptions.STATUS_NOT_FOUND, assumptions.INVALID_ARGUMENTS_CODE, description)
+
+
+def json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a number"
+    return JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def check(value: Any, spec: Any, path: str) -> None:
+    """Raise a validation failure naming ``path`` when ``value`` does not fit ``spec``."""
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise invalid(f"{path}: expected an object, got {json_kind(value)}")
+        for key, sub in spec.items():
+            # null is a field's zero value, as protobuf JSON has it.
+            if value.get(key) is not None:
+                check(value[key], sub, f"{path}.{key}")
+    elif isinstance(spec, list):
+        if not isinstance(value, list):
+            raise invalid(f"{path}: expected an array, got {json_kind(value)}")
+        for index, item in enumerate(value):
+            check(item, spec[0], f"{path}[{index}]")
+    elif isinstance(value, bool) != (spec is bool) or not isinstance(value, spec):
+        raise invalid(f"{path}: expected {JSON_KINDS[spec]}, got {json_kind(value)}")
+
+
+def check_scopes(value: Any, path: str) -> None:
+    """Either published shape of approvedScopes; an unknown category is refused rather than dropped."""
+    if value is None or isinstance(value, list):
+        check(value or [], [SCOPE_ITEM], path)
+        return
+    if not isinstance(value, dict):
+        raise invalid(f"{path}: expected an array or an object, got {json_kind(value)}")
+    for category, items in value.items():
+        if category not in CATEGORIES:
+            raise invalid(f"{path}.{category}: unknown category (expected one of {', '.join(CATEGORIES)})")
+        check(items or [], [SCOPE_ITEM], f"{path}.{category}")
+
+
+def optional_str(body: dict[str, Any], key: str, path: str | None = None) -> str | None:
+    """A string argument; "" counts as absent, as a protobuf zero value does."""
+    value = body.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise invalid(f"{path or key}: expected a string, got {json_kind(value)}")
+    return value
+
+
+def required_str(body: dict[str, Any], key: str, path: str | None = None) -> str:
+    value = optional_str(body, key, path)
+    if value is None:
+        raise missing(f"{path or key} is required")
+    return value
+
+
+def id_list(body: dict[str, Any], key: str) -> list[str]:
+    if body.get(key) is None:
+        raise missing(f"{key} is required")
+    check(body[key], [str], key)
+    return list(body[key])
+
+
+def server_fields(payload: dict[str, Any], path: str) -> dict[str, Any]:
+    """The stored fields of a server payload: validated, scopes in the internal flat form, no id."""
+    check(payload, SERVER_SPEC, path)
+    check_scopes(payload.get("approvedScopes"), f"{path}.approvedScopes")
+    required_str(payload, "name", f"{path}.name")
+    fields = {k: v for k, v in payload.items() if k not in SERVER_READ_ONLY}
+    if fields.get("approvedScopes") is not None:
+        fields["approvedScopes"] = read_scopes(fields["approvedScopes"])[0]
+    return fields
+
+
+def client_fields(payload: dict[str, Any], path: str) -> dict[str, Any]:
+    """The stored mutable fields of a client payload: validated, without read-only fields or secrets."""
+    check(payload, CLIENT_SPEC, path)
+    required_str(payload, "name", f"{path}.name")
+    dropped = CLIENT_READ_ONLY + CLIENT_SECRET_KEYS
+    return {k: v for k, v in payload.items() if k not in dropped}
+
+
+def new_id(prefix: str) -> str:
+    return prefix + "".join(secrets.choice(ALPHANUMERIC) for _ in range(ID_LENGTH))
+
+
+def new_client_id() -> str:
+    return "".join(secrets.choice(ALPHANUMERIC) for _ in range(32))
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass
+class Record:
+    fields: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return str(self.fields["id"])
+
+
+@dataclass
+class Client(Record):
+    secret: str
+
+
+@dataclass
+class Server(Record):
+    clients: dict[str, Client] = field(default_factory=dict)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace ``path`` so that a reader sees the old state or the new one, never half of either."""
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp, 0o600)  # the file holds client secrets
+        os.replace(temp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+    # The rename itself is durable only once the folder is synced.
+    with contextlib.suppress(OSError):
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+
+
+class Store:
+    """Every server and client, in creation order, with the operations of the API on them."""
+
+    def __init__(self, state_file: Path | None = None) -> None:
+        self.servers: dict[str, Server] = {}
+        self._state_file = state_file
+        if state_file is not None and state_file.exists():
+            self.servers = load_state(state_file)
+
+    def save(self) -> None:
+        """Write the state file, when there is one; called after every mutation."""
+        if self._state_file is not None:
+            self._state_file.parent.mkdir(parents=True, exist_ok=True)
+            write_atomically(self._state_file, json.dumps(dump_state(self.servers), indent=1))
+
+    def clear(self) -> None:
+        self.servers.clear()
+
+    def server(self, body: dict[str, Any], key: str = "id") -> Server:
+        server_id = required_str(body, key)
+        try:
+            return self.servers[server_id]
+        except KeyError:
+            raise not_found(f"no MCP server with id {server_id!r}") from None
+
+    def client(self, body: dict[str, Any]) -> tuple[Server, Client]:
+        """The client named by ``id`` (or else ``clientId``) under the server ``mcpServerId``."""
+        server = self.server(body, "mcpServerId")
+        if optional_str(body, "id") is None and optional_str(body, "clientId") is not None:
+            wanted = body["clientId"]
+            for client in server.clients.values():
+                if client.fields.get("clientId") == wanted:
+                    return server, client
+            raise not_found(f"no client with clientId {wanted!r} in MCP server {server.id!r}")
+        client_id = required_str(body, "id")
+        if client_id not in server.clients:
+            raise not_found(f"no client with id {client_id!r} in MCP server {server.id!r}")
+        return server, server.clients[client_id]
+
+    def create_server(self, body: dict[str, Any]) -> Server:
+        server = Server({"id": new_id("MS"), **server_fields(body, "server")})
+        self.servers[server.id] = server
+        return server
+
+    def update_server(self, body: dict[str, Any]) -> Server:
+        payload = body.get("server")
+        if payload is None:
+            raise missing("server is required")
+        check(payload, {}, "server")
+        required_str(payload, "id", "server.id")
+        server = self.server(payload)
+        server.fields = {"id": server.id, **server_fields(payload, "server")}
+        return server
+
+    def delete_server(self, body: dict[str, Any]) -> None:
+        del self.servers[self.server(body).id]
+
+    def delete_servers(self, body: dict[str, Any]) -> None:
+        for server_id in id_list(body, "ids"):
+            self.servers.pop(server_id, None)
+
+    def create_client(self, body: dict[str, Any]) -> Client:
+        server = self.server(body, "mcpServerId")
+        assigned = {
+            "id": new_id("MSC"),
+            "clientId": new_client_id(),
+            "mcpServerId": server.id,
+            "registrationType": assumptions.REGISTRATION_PRE_REGISTERED,
+            "status": assumptions.CLIENT_STATUS_ACTIVE,
+        }
+        client = Client({**assigned, **client_fields(body, "client")}, new_secret())
+        server.clients[client.id] = client
+        return client
+
+    def update_client(self, body: dict[str, Any]) -> Client:
+        required_str(body, "id")
+        _, client = self.client(body)
+        kept = {key: client.fields[key] for key in CLIENT_READ_ONLY if key in client.fields}
+        client.fields = {**kept, **client_fields(body, "client")}
+        return client
+
+    def delete_client(self, body: dict[str, Any]) -> None:
+        required_str(body, "id")
+        server, client = self.client(body)
+        del server.clients[client.id]
+
+    def delete_clients(self, body: dict[str, Any]) -> None:
+        server = self.server(body, "mcpServerId")
+        for client_id in id_list(body, "ids"):
+            server.clients.pop(client_id, None)
+
+    def rotate_secret(self, body: dict[str, Any]) -> str:
+        required_str(body, "id")
+        _, client = self.client(body)
+        client.secret = new_secret()
+        return client.secret
+
+    def seed(self, body: dict[str, Any]) -> list[Server]:
+        """Add servers and clients exactly as given; all of them, or none when one is refused."""
+        if body.get("servers") is None:
+            raise missing("servers is required")
+        check(body["servers"], [{"clients": [{}]}], "servers")
+        batch = [seeded_server(item, f"servers[{i}]") for i, item in enumerate(body["servers"])]
+        ids = [server.id for server in batch]
+        clashes = sorted({i for i in ids if ids.count(i) > 1 or i in self.servers})
+        if clashes:
+            raise invalid(f"server ids already in use: {', '.join(clashes)}")
+        self.servers.update((server.id, server) for server in batch)
+        return batch
+
+
+def seeded_server(item: dict[str, Any], path: str) -> Server:
+    payload = {key: value for key, value in item.items() if key != "clients"}
+    server = Server({"id": payload.get("id") or new_id("MS"), **server_fields(payload, path)})
+    for index, entry in enumerate(item.get("clients") or []):
+        client = seeded_client(entry, server.id, f"{path}.clients[{index}]")
+        if client.id in server.clients:
+            raise invalid(f"{path}.clients[{index}].id: {client.id!r} is used twice")
+        server.clients[client.id] = client
+    return server
+
+
+def seeded_client(entry: dict[str, Any], server_id: str, path: str) -> Client:
+    fields = client_fields(entry, path)
+    check(entry, {"secret": str}, path)
+    assigned = {
+        "id": entry.get("id") or new_id("MSC"),
+        "clientId": entry.get("clientId") or new_client_id(),
+        "mcpServerId": server_id,
+        "registrationType": entry.get("registrationType") or assumptions.REGISTRATION_PRE_REGISTERED,
+        "status": entry.get("status") or assumptions.CLIENT_STATUS_ACTIVE,
+    }
+    return Client({**assigned, **fields}, entry.get("secret") or new_secret())
+
+
+def dump_state(servers: dict[str, Server]) -> dict[str, Any]:
+    """The state file's content: fields and secrets kept apart, scopes in the internal flat form."""
+    return {
+        "version": STATE_FILE_VERSION,
+        "servers": [
+            {
+                "fields": server.fields,
+                "clients": [{"fields": c.fields, "secret": c.secret} for c in server.clients.values()],
+            }
+            for server in servers.values()
+        ],
+    }
+
+
+def load_state(path: Path) -> dict[str, Server]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != STATE_FILE_VERSION:
+            raise ValueError(f"version {data.get('version')!r} is not {STATE_FILE_VERSION}")
+        servers = [restored_server(entry) for entry in data["servers"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"state file {path} cannot be read: {exc!r}") from exc
+    return {server.id: server for server in servers}
+
+
+def restored_server(entry: dict[str, Any]) -> Server:
+    clients = [Client(dict(c["fields"]), str(c["secret"])) for c in entry["clients"]]
+    return Server(dict(entry["fields"]), {client.id: client for client in clients})
