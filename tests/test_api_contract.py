@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 
 from reconciler import assumptions
-from reconciler.api import DescopeClient, RetryPolicy
+from reconciler.api import DescopeClient, RetryPolicy, resolve_base_url
 from reconciler.emulator import EmulatorConfig, running_emulator
 from reconciler.errors import BadRequest, NotFound, Unauthorized
 
 KEY = "K2-contract-test-management-key-9d1c"
 PROJECT = "P2CONTRACT"
+# Read before the autouse fixture clears DESCOPE_* variables from each test's environment.
+LIVE_ENV = {k: v for k, v in os.environ.items() if k.startswith("DESCOPE_")}
 FAST_RETRY = RetryPolicy(attempts=8, base_delay=0.005, max_delay=0.05, rate_limited_attempts=20)
 
 
@@ -54,10 +56,13 @@ def shared_emulator() -> Iterator[Any]:
 async def target(request: pytest.FixtureRequest, shared_emulator: Any) -> AsyncIterator[Target]:
     prefix = f"contract-{uuid.uuid4().hex[:8]}-"
     if request.config.getoption("--live"):
+        if not {"DESCOPE_PROJECT_ID", "DESCOPE_MANAGEMENT_KEY"} <= LIVE_ENV.keys():
+            pytest.fail("--live needs DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY in the environment")
+        project = LIVE_ENV["DESCOPE_PROJECT_ID"]
         live = Target(
-            base_url=os.environ.get("DESCOPE_BASE_URL", "https://api.descope.com"),
-            project_id=os.environ["DESCOPE_PROJECT_ID"],
-            management_key=os.environ["DESCOPE_MANAGEMENT_KEY"],
+            base_url=resolve_base_url(project, LIVE_ENV),
+            project_id=project,
+            management_key=LIVE_ENV["DESCOPE_MANAGEMENT_KEY"],
             prefix=prefix,
         )
         yield live
