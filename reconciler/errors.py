@@ -13,6 +13,7 @@
     │   ├── ServerError        5xx after every retry that was safe
     │   ├── ApiUnavailable     no usable answer: connection refused, reset, timed out
     │   └── AmbiguousObject    a lookup after an unknown outcome found more than one candidate
+    ├── PlanError              the manifests cannot be planned against live state (all reasons)
     ├── StalePlanError         a saved plan no longer matches live state
     ├── ApplyError             which changes failed and why
     └── SecretDeliveryError    a secret was issued but not delivered to its sink: exit 3
@@ -122,3 +123,12 @@ class ApiUnavailable(ApiError):
 
 class AmbiguousObject(ApiError):
     """After a create whose outcome was unknown, more than one live object could be the new one."""
+
+
+class PlanError(ReconcilerError):
+    """Planning found problems that need a person: ambiguous matches, conflicts, a delete budget."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = reasons
+        count = len(reasons)
+        super().__init__(f"cannot plan: {count} problem{'s' if count != 1 else ''}")

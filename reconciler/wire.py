@@ -92,3 +92,16 @@ class LiveClient:
     def to_wire(self) -> dict[str, Any]:
         """The whole object for server/client/update."""
         return {**self.fields, "id": self.id, "mcpServerId": self.server_id}
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the project holds: servers, and the clients of each, by server id."""
+
+    servers: tuple[LiveServer, ...]
+    clients: Mapping[str, tuple[LiveClient, ...]] = field(default_factory=dict)
+    scopes_format: ScopesFormat | None = None
+    complete: bool = True  # False when only some servers' clients were fetched (targeted plans)
+
+    def clients_of(self, server_id: str) -> tuple[LiveClient, ...]:
+        return self.clients.get(server_id, ())

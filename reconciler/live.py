@@ -1,0 +1,25 @@
+"""How a LiveState is fetched from the API.
+
+A fetch is one ``servers/all`` call and then the clients of every server, searched concurrently
+(bounded by the run's throttle) and paged: 1 + (pages of clients per server) calls in all, never
+one call per object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from types import MappingProxyType
+
+from reconciler.api import DescopeClient
+from reconciler.wire import LiveState
+
+
+async def fetch_live_state(api: DescopeClient, *, server_names: Collection[str] | None = None) -> LiveState:
+    """Fetch every server, and the clients of those in ``server_names`` (all when None)."""
+    servers = tuple(await api.load_all_servers())
+    wanted = [s for s in servers if server_names is None or s.name in server_names]
+    found = await asyncio.gather(*(api.search_clients(server.id) for server in wanted))
+    clients = {server.id: tuple(items) for server, items in zip(wanted, found, strict=True)}
+    scopes = next((s.scopes_format for s in servers if s.scopes_format), None)
+    return LiveState(servers, MappingProxyType(clients), scopes, complete=server_names is None)

@@ -1,0 +1,207 @@
+"""The plan as a value: Action, FieldChange, Change and Plan (types and their JSON form only).
+
+``plan`` builds one, renders it, and can save it; ``apply`` executes a saved or fresh plan and
+nothing else. A change carries what apply needs without the manifests (the desired fields, the
+secret's destination, the live fingerprint it was planned against); ``notes`` are for people and
+never steer apply. The JSON form is documented by ``schemas/plan.schema.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+FORMAT_VERSION = 1
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    ADOPT = "adopt"
+    ROTATE_SECRET = "rotate-secret"  # noqa: S105 - an action's name, not a password
+    DELETE = "delete"
+
+
+class Kind(StrEnum):
+    SERVER = "server"
+    CLIENT = "client"
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One field's value before (live) and after (desired); None means absent."""
+
+    path: str
+    before: Any
+    after: Any
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "before": self.before, "after": self.after}
+
+
+@dataclass(frozen=True)
+class SecretTarget:
+    """Where a client's secret goes: a sink declared in the plan, and the key within it."""
+
+    sink: str
+    key: str
+    rotation: str | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One action on one object, with everything apply needs to carry it out."""
+
+    kind: Kind
+    action: Action
+    name: str
+    server: str | None = None  # the server's name, for clients
+    id: str | None = None  # the live object's id; None for creates
+    server_id: str | None = None  # for clients of a server that exists already
+    fingerprint: str | None = None  # of the live object planned against; None for creates
+    fields: tuple[FieldChange, ...] = ()
+    desired: Mapping[str, Any] = field(default_factory=dict)  # the fields the manifest manages
+    secret: SecretTarget | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def address(self) -> str:
+        """``server "calendar"`` or ``client "calendar/ci-agent"``: how people and targets name it."""
+        return (
+            f'{self.kind} "{self.server}/{self.name}"'
+            if self.kind is Kind.CLIENT
+            else f'{self.kind} "{self.name}"'
+        )
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.kind.value, self.server or "", self.name)
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "kind": self.kind.value,
+            "action": self.action.value,
+            "name": self.name,
+            "server": self.server,
+            "id": self.id,
+            "serverId": self.server_id,
+            "fingerprint": self.fingerprint,
+            "fields": [f.to_json() for f in self.fields],
+            "desired": dict(self.desired),
+            "notes": list(self.notes),
+        }
+        if self.secret is not None:
+            data["secret"] = {
+                "sink": self.secret.sink,
+                "key": self.secret.key,
+                "rotation": self.secret.rotation,
+            }
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        secret = data.get("secret")
+        return cls(
+            kind=Kind(data["kind"]),
+            action=Action(data["action"]),
+            name=data["name"],
+            server=data.get("server"),
+            id=data.get("id"),
+            server_id=data.get("serverId"),
+            fingerprint=data.get("fingerprint"),
+            fields=tuple(FieldChange(f["path"], f["before"], f["after"]) for f in data.get("fields", [])),
+            desired=dict(data.get("desired") or {}),
+            secret=SecretTarget(secret["sink"], secret["key"], secret.get("rotation")) if secret else None,
+            notes=tuple(data.get("notes") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class Withheld:
+    """A change the planner chose not to make, and why (protected, dynamic clients, ...)."""
+
+    address: str
+    server: str  # the server it belongs to, for targeting
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"address": self.address, "server": self.server, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An ordered set of changes to one project, planned against one view of its live state."""
+
+    project_id: str
+    ownership_tag: str
+    changes: tuple[Change, ...]
+    scopes_format: str = "list"
+    partial: bool = False
+    targets: tuple[str, ...] = ()
+    withheld: tuple[Withheld, ...] = ()
+    sinks: Mapping[str, Any] = field(default_factory=dict)  # sink settings (never tokens or secrets)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = {action.value: 0 for action in Action}
+        for change in self.changes:
+            counts[change.action.value] += 1
+        return counts
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def to_json(self) -> dict[str, Any]:
+        body = {
+            "format_version": FORMAT_VERSION,
+            "project": self.project_id,
+            "ownershipTag": self.ownership_tag,
+            "scopesFormat": self.scopes_format,
+            "partial": self.partial,
+            "targets": list(self.targets),
+            "summary": self.summary,
+            "changes": [change.to_json() for change in self.changes],
+            "withheld": [w.to_json() for w in self.withheld],
+            "sinks": dict(self.sinks),
+        }
+        return {**body, "checksum": checksum(body)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Plan:
+        return cls(
+            project_id=data["project"],
+            ownership_tag=data["ownershipTag"],
+            changes=tuple(Change.from_json(c) for c in data["changes"]),
+            scopes_format=data.get("scopesFormat", "list"),
+            partial=bool(data.get("partial")),
+            targets=tuple(data.get("targets") or ()),
+            withheld=tuple(
+                Withheld(w["address"], w["server"], w["reason"]) for w in data.get("withheld") or ()
+            ),
+            sinks=dict(data.get("sinks") or {}),
+        )
+
+
+def canonical_json(value: Any) -> str:
+    """Key-sorted, compact JSON: equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def checksum(body: Mapping[str, Any]) -> str:
+    """sha256 of the plan's canonical JSON, so a truncated or edited plan file is noticed."""
+    return (
+        "sha256:"
+        + hashlib.sha256(
+            canonical_json({k: v for k, v in body.items() if k != "checksum"}).encode()
+        ).hexdigest()
+    )
+
+
+def fingerprint(fields: Mapping[str, Any]) -> str:
+    """A short, stable digest of a live object's fields, to notice that it changed since planning."""
+    return hashlib.sha256(canonical_json(dict(fields)).encode()).hexdigest()[:16]
