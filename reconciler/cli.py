@@ -7,6 +7,7 @@ passes through :func:`main`, which maps it to the exit codes of ``reconciler.err
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -16,10 +17,22 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler.errors import ExitCode, ManifestError, ReconcilerError, UsageError
+from reconciler.errors import ExitCode, ManifestError, PlanError, ReconcilerError, UsageError
 from reconciler.manifest import Manifest, load_manifest, read_var_file
+from reconciler.plan import Plan
+from reconciler.planner import PlanOptions, Target
 from reconciler.render.github import error_annotations, in_github_actions
-from reconciler.throttle import parse_rate
+from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
+from reconciler.render.text import render_drift_text, render_plan_text
+from reconciler.throttle import DEFAULT_CONCURRENCY, DEFAULT_RATE, ThrottleSettings, parse_rate
+from reconciler.workflow import (
+    Connection,
+    drift_as_json,
+    drift_project,
+    plan_as_json,
+    plan_project,
+    save_plan,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,6 +49,48 @@ def manifest_options(func: F) -> F:
         help="YAML file of NAME: value pairs for ${NAME} references (repeatable; the environment wins).",
     )(func)
     return click.argument("paths", nargs=-1, type=click.Path())(func)
+
+
+def api_options(func: F) -> F:
+    """Throughput controls shared by every command that calls the API."""
+    func = click.option(
+        "--rate-limit",
+        metavar="N/SECONDS",
+        default=f"{DEFAULT_RATE[0]}/{DEFAULT_RATE[1]:g}",
+        show_default=True,
+        envvar="MCP_RECONCILER_RATE_LIMIT",
+        help="At most N API requests in any SECONDS, for the whole run [env: MCP_RECONCILER_RATE_LIMIT].",
+    )(func)
+    return click.option(
+        "--concurrency",
+        default=DEFAULT_CONCURRENCY,
+        show_default=True,
+        type=click.IntRange(1, 64),
+        envvar="MCP_RECONCILER_CONCURRENCY",
+        help="At most this many API requests at once [env: MCP_RECONCILER_CONCURRENCY].",
+    )(func)
+
+
+def connection(concurrency: int, rate_limit: str) -> Connection:
+    try:
+        requests, seconds = parse_rate(rate_limit)
+    except ValueError as exc:
+        raise UsageError(f"--rate-limit: {exc}") from None
+    settings = ThrottleSettings(concurrency=concurrency, requests=requests, per_seconds=seconds)
+    return Connection(environ=dict(os.environ), throttle=settings)
+
+
+FORMAT_OPTION = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for policy tools (schemas/plan.schema.json), markdown for PR comments.",
+)
+DETAILED_EXITCODE = click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (0: none, 1: error)."
+)
 
 
 def load(paths: Sequence[str], var_files: Sequence[str]) -> Manifest:
@@ -79,6 +134,96 @@ def validate(paths: tuple[str, ...], var_files: tuple[str, ...]) -> int:
         f"{clients} client{_s(clients)}, project {manifest.project.projectId}."
     )
     return ExitCode.OK
+
+
+@cli.command("plan")
+@manifest_options
+@api_options
+@FORMAT_OPTION
+@DETAILED_EXITCODE
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Save the plan here, for apply.")
+@click.option(
+    "--prune/--no-prune", default=None, help="Delete owned objects not in the manifests [Project: prune]."
+)
+@click.option("--allow-deletes", type=click.IntRange(min=0), help="Accept up to N deletes, over maxDeletes.")
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="server:NAME|client:SERVER/NAME",
+    help="Plan only these objects (a server includes its clients). Repeatable; for emergencies.",
+)
+def plan_command(
+    *,
+    paths: tuple[str, ...],
+    var_files: tuple[str, ...],
+    concurrency: int,
+    rate_limit: str,
+    output_format: str,
+    detailed_exitcode: bool,
+    out: Path | None,
+    prune: bool | None,
+    allow_deletes: int | None,
+    targets: tuple[str, ...],
+) -> int:
+    """Show what apply would change in the Descope project, field by field.
+
+    Reads DESCOPE_MANAGEMENT_KEY (and DESCOPE_BASE_URL) from the environment; the
+    project is the Project manifest's projectId.
+    """
+    manifest = load(paths, var_files)
+    options = PlanOptions(
+        prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
+    )
+    plan = asyncio.run(plan_project(manifest, connection(concurrency, rate_limit), options))
+    if out is not None:
+        save_plan(plan, out)
+    emit(plan, output_format)
+    if out is not None:
+        click.echo(f"Saved the plan to {out}; apply exactly it with: mcp-reconciler apply {out}", err=True)
+    return ExitCode.CHANGES if detailed_exitcode and plan.has_changes else ExitCode.OK
+
+
+@cli.command("drift")
+@manifest_options
+@api_options
+@FORMAT_OPTION
+@DETAILED_EXITCODE
+def drift_command(
+    *,
+    paths: tuple[str, ...],
+    var_files: tuple[str, ...],
+    concurrency: int,
+    rate_limit: str,
+    output_format: str,
+    detailed_exitcode: bool,
+) -> int:
+    """Compare the live project with the manifests: changed, missing, orphaned, unmanaged.
+
+    For a scheduled job: with --detailed-exitcode it exits 2 when anything drifted.
+    """
+    manifest = load(paths, var_files)
+    report = asyncio.run(drift_project(manifest, connection(concurrency, rate_limit)))
+    if output_format == "json":
+        click.echo(drift_as_json(report), nl=False)
+    elif output_format == "markdown":
+        click.echo(render_drift_markdown(report), nl=False)
+    else:
+        click.echo(render_drift_text(report, colour=_colour()), nl=False)
+    return ExitCode.CHANGES if detailed_exitcode and report.has_drift else ExitCode.OK
+
+
+def emit(plan: Plan, output_format: str) -> None:
+    if output_format == "json":
+        click.echo(plan_as_json(plan), nl=False)
+    elif output_format == "markdown":
+        click.echo(render_plan_markdown(plan), nl=False)
+    else:
+        click.echo(render_plan_text(plan, colour=_colour()), nl=False)
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
 @cli.command()
@@ -168,6 +313,9 @@ def report(error: ReconcilerError) -> None:
         if in_github_actions(os.environ):
             for line in error_annotations(error.problems):
                 click.echo(line)
+    if isinstance(error, PlanError):
+        for reason in error.reasons:
+            click.echo(f"  {reason}", err=True)
     click.echo(f"error: {error}", err=True)
 
 

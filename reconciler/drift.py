@@ -2,8 +2,9 @@
 
 Findings are *changed* (a managed object differs from its manifest), *missing* (in the manifests,
 absent live), *orphaned* (managed, but no longer in any manifest), and *unmanaged* (live servers,
-and pre-registered clients, without the ownership tag: someone made them by hand). Clients that end
-users registered dynamically are counted, never reported as drift.
+and pre-registered clients, without the ownership tag: someone made them by hand, or a manifest
+is about to adopt them). Clients that end users registered dynamically are counted, never
+reported as drift.
 """
 
 from __future__ import annotations
@@ -67,14 +68,16 @@ class DriftReport:
 
 
 ADOPT_HINT = "a manifest declares this name: set adopt: true to take it over"
+ADOPTING = "a manifest adopts it: the next apply takes it over"
 
 
 def detect_drift(manifest: Manifest, live: LiveState) -> DriftReport:
     """Every difference between ``live`` and ``manifest``; never raises for conflicts."""
     plan = build_plan(manifest, live, PlanOptions(prune=True, lenient=True))
-    changed = tuple(replace(c, notes=()) for c in plan.changes if c.action in (Action.UPDATE, Action.ADOPT))
+    changed = tuple(replace(c, notes=()) for c in plan.changes if c.action is Action.UPDATE)
     deleted = {c.address for c in plan.changes if c.action is Action.DELETE}
-    unmanaged, dynamic = _unmanaged(manifest, live, adopting={c.address for c in changed})
+    adopting = {c.address for c in plan.changes if c.action is Action.ADOPT}
+    unmanaged, dynamic = _unmanaged(manifest, live, adopting=adopting)
     return DriftReport(
         project_id=plan.project_id,
         changed=changed,
@@ -93,14 +96,20 @@ def _unmanaged(manifest: Manifest, live: LiveState, *, adopting: set[str]) -> tu
     dynamic = 0
     for server in live.servers:
         address = f'server "{server.name}"'
-        if owner not in server.tags and address not in adopting:
-            found.append(Unmanaged(address, server.id, ADOPT_HINT if server.name in declared else ""))
+        if owner not in server.tags:
+            found.append(Unmanaged(address, server.id, _note(address, server.name in declared, adopting)))
         for client in live.clients_of(server.id):
             if client.registration_type not in ("", assumptions.REGISTRATION_PRE_REGISTERED):
                 dynamic += 1
                 continue
             address = f'client "{server.name}/{client.name}"'
-            if owner not in client.tags and address not in adopting:
-                hint = ADOPT_HINT if client.name in declared.get(server.name, set()) else ""
-                found.append(Unmanaged(address, client.id, hint))
+            if owner not in client.tags:
+                wanted = client.name in declared.get(server.name, set())
+                found.append(Unmanaged(address, client.id, _note(address, wanted, adopting)))
     return found, dynamic
+
+
+def _note(address: str, declared: bool, adopting: set[str]) -> str:
+    if address in adopting:
+        return ADOPTING
+    return ADOPT_HINT if declared else ""

@@ -133,7 +133,7 @@ class _Planner:
         desired = _server_payload(spec)
         if not matches:
             tags = with_system_tags(desired.get("tags", []), self.owner, protect=spec.protect)
-            self.changes.append(_create(Kind.SERVER, spec.name, {**desired, "tags": tags}))
+            self.changes.append(_create(Kind.SERVER, spec.name, desired, tags))
             for client in spec.clients:
                 self._create_client(spec.name, None, client)
             return
@@ -176,7 +176,8 @@ class _Planner:
             )
             return
         self.cascade[server.id] = len(clients)
-        notes = (f"also deletes its {len(clients)} clients",) if clients else ()
+        plural = "s" if len(clients) != 1 else ""
+        notes = (f"also deletes its {len(clients)} client{plural}",) if clients else ()
         self.changes.append(
             Change(
                 Kind.SERVER,
@@ -215,7 +216,7 @@ class _Planner:
         tags = with_system_tags(
             desired.get("tags", []), self.owner, protect=spec.protect, rotation=target.rotation
         )
-        change = _create(Kind.CLIENT, spec.name, {**desired, "tags": tags}, server=server)
+        change = _create(Kind.CLIENT, spec.name, desired, tags, server=server)
         self.changes.append(replace(change, server_id=server_id, secret=target))
 
     def _plan_client(self, server: str, server_id: str, spec: ClientSpec, live: LiveClient) -> None:
@@ -371,10 +372,14 @@ def _client_payload(spec: ClientSpec) -> dict[str, Any]:
     }
 
 
-def _create(kind: Kind, name: str, desired: dict[str, Any], *, server: str | None = None) -> Change:
-    shown = {k: v for k, v in desired.items() if k != "tags"}
+def _create(
+    kind: Kind, name: str, shown: dict[str, Any], tags: list[str], *, server: str | None = None
+) -> Change:
+    """A create: ``shown`` is what the manifest says, ``tags`` the full list with system tags."""
     fields = [FieldChange(key, None, value) for key, value in sorted(shown.items())]
-    return Change(kind, Action.CREATE, name, server=server, fields=tuple(fields), desired=desired)
+    return Change(
+        kind, Action.CREATE, name, server=server, fields=tuple(fields), desired={**shown, "tags": tags}
+    )
 
 
 def _by_name(objects: Iterable[Any]) -> dict[str, list[Any]]:

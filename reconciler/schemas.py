@@ -28,7 +28,7 @@ KIND_SCHEMAS = {
     "MCPServer": "server.schema.json",
     "MCPServerClient": "client.schema.json",
 }
-_ALL_SCHEMAS = (*KIND_SCHEMAS.values(), "common.schema.json")
+_ALL_SCHEMAS = (*KIND_SCHEMAS.values(), "common.schema.json", "plan.schema.json", "drift.schema.json")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 format_checker = FormatChecker(formats=())

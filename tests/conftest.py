@@ -43,3 +43,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="run the API contract tests against the real Descope project in DESCOPE_PROJECT_ID "
         "(with DESCOPE_MANAGEMENT_KEY) instead of the emulator",
     )
+    parser.addoption(
+        "--regen-goldens",
+        action="store_true",
+        default=False,
+        help="rewrite the expected outputs of tests/cases/*/expected/ from the current code",
+    )

@@ -1,0 +1,368 @@
+"""Markdown for GitHub pull-request comments and step summaries: plans and drift reports (pure).
+
+The first line is a hidden marker (``plan_marker``/``drift_marker``) by which a workflow finds its
+one comment and updates it in place. The head (heading, banners, summary table) is always whole.
+The objects follow as blocks, a ``<details>`` per changed object and a list item per other finding,
+and when the text would pass ``limit`` whole blocks are dropped from the end and a closing line
+counts them. Short lists (withheld changes; missing, orphaned and unmanaged objects) come before the
+bulky field tables, so the cap takes field details first.
+
+Names, values, notes and reasons come from manifests and the live API, so each is escaped for where
+it lands: HTML text inside ``<summary>``, backslash-escaped markdown in lists, code spans for paths
+and values. ``@name`` gets a zero-width space so that a comment never notifies anyone.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.drift import DriftReport, Unmanaged
+from reconciler.plan import Action, Change, FieldChange, Kind, Plan, Withheld
+
+MARKDOWN_LIMIT = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
+MIN_LIMIT = 4_000  # the head is bounded (cut names, at most MAX_TARGETS targets) well below this
+VALUE_LIMIT = 300  # characters of one value's JSON in a field table
+TEXT_LIMIT = 300  # characters of one name, note or reason
+MAX_FIELDS = 50  # field rows per object; the rest are counted
+MAX_TARGETS = 10
+
+# The same symbols as the terminal rendering (render/text.py), so a plan reads alike in both.
+SYMBOLS = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.ADOPT: ">",
+    Action.ROTATE_SECRET: "*",
+    Action.DELETE: "-",
+}
+_SECRET_ACTIONS = (Action.CREATE, Action.ADOPT, Action.ROTATE_SECRET)  # those that deliver a secret
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
+_BLOCK_START = re.compile(r"^(?:([#+=-])|(\d+)([.)]))")
+_MENTION = re.compile(r"@(?=[A-Za-z0-9])")
+_MARKER_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+
+
+def plan_marker(project_id: str) -> str:
+    """The hidden first line of a plan comment, to find and update that one comment."""
+    return f"<!-- mcp-reconciler:plan project={_marker_id(project_id)} -->"
+
+
+def drift_marker(project_id: str) -> str:
+    """The hidden first line of a drift comment."""
+    return f"<!-- mcp-reconciler:drift project={_marker_id(project_id)} -->"
+
+
+def _marker_id(project_id: str) -> str:
+    # Only characters that cannot end the comment ("-->") or the line, so the marker stays one token.
+    return _MARKER_UNSAFE.sub("_", project_id)[:200]
+
+
+# ---- escaping ------------------------------------------------------------------------------------
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _one_line(text: str, limit: int = TEXT_LIMIT) -> str:
+    return _cut(_CONTROL.sub(" ", text).strip(), limit)
+
+
+def _unmention(text: str) -> str:
+    return _MENTION.sub("@&#8203;", text)
+
+
+def html_text(text: str) -> str:
+    """``text`` for an HTML context such as ``<summary>``: one line, entities for ``& < >``."""
+    return _unmention(html.escape(_one_line(text), quote=False))
+
+
+def md_text(text: str) -> str:
+    """``text`` for markdown, table cells included: nothing in it formats, links, nests or pings."""
+    escaped = _MARKDOWN_PUNCTUATION.sub(r"\\\1", html.escape(_one_line(text), quote=False))
+    escaped = _BLOCK_START.sub(lambda m: f"\\{m[1]}" if m[1] else f"{m[2]}\\{m[3]}", escaped)
+    return _unmention(escaped)
+
+
+def code(text: str, *, cell: bool = False) -> str:
+    """A code span showing ``text`` literally; in a table ``cell``, pipes are escaped as GFM requires."""
+    text = _CONTROL.sub(" ", text) or " "
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    # A span that starts or ends with a backtick or space needs padding, which the parser strips
+    # (one space from each end, unless the span is all spaces).
+    pad = " " if text.strip(" ") and (text[0] in "` " or text[-1] in "` ") else ""
+    body = text.replace("|", "\\|") if cell else text
+    return f"{fence}{pad}{body}{pad}{fence}"
+
+
+def json_value(value: Any) -> str:
+    """A value as compact JSON, cut to VALUE_LIMIT characters."""
+    return _cut(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), VALUE_LIMIT)
+
+
+def _count(n: int, singular: str, plural: str) -> str:
+    return f"{n:,} {singular if n == 1 else plural}"
+
+
+# ---- assembly under the cap ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Section:
+    """A heading and whole blocks, any suffix of which may be left out; ``noun`` counts them."""
+
+    heading: str
+    blocks: tuple[str, ...]
+    noun: tuple[str, str]
+    separator: str = "\n"
+
+
+def _assemble(head: str, sections: Sequence[_Section], *, limit: int, whole: str) -> str:
+    """``head`` and as many leading blocks as fit in ``limit``, then a line counting the rest."""
+    if limit < MIN_LIMIT:
+        raise ValueError(f"the markdown limit must be at least {MIN_LIMIT:,} characters, not {limit:,}")
+    sections = [s for s in sections if s.blocks]
+    everything = [len(s.blocks) for s in sections]
+    text = _join(head, sections, everything)
+    if _size(text) <= limit:
+        return text
+    reserve = _size(_omitted_line(sections, everything, limit=limit, whole=whole)) + 2
+    shown = _fit(sections, budget=limit - _size(head) - reserve)
+    omitted = [len(s.blocks) - n for s, n in zip(sections, shown, strict=True)]
+    trailer = _omitted_line(sections, omitted, limit=limit, whole=whole)
+    return f"{_join(head, sections, shown)}\n{trailer}\n"
+
+
+def _size(text: str) -> int:
+    """Length in UTF-16 code units: never less than a count of characters, however GitHub counts."""
+    return len(text) + sum(1 for char in text if ord(char) > 0xFFFF)
+
+
+def _join(head: str, sections: Sequence[_Section], shown: Sequence[int]) -> str:
+    parts = [
+        f"{s.heading}\n\n{s.separator.join(s.blocks[:n])}\n"
+        for s, n in zip(sections, shown, strict=True)
+        if n
+    ]
+    return head + "".join("\n" + part for part in parts)
+
+
+def _fit(sections: Sequence[_Section], *, budget: int) -> list[int]:
+    """How many leading blocks of each section fit in ``budget``; the cut is one prefix of all blocks."""
+    shown = [0] * len(sections)
+    used = 0
+    for index, section in enumerate(sections):
+        for block in section.blocks:
+            # The exact growth of _join's text: a section's first block brings "\n", heading, "\n\n", "\n".
+            cost = _size(block) + (len(section.separator) if shown[index] else _size(section.heading) + 4)
+            if used + cost > budget:
+                return shown
+            used += cost
+            shown[index] += 1
+    return shown
+
+
+def _omitted_line(sections: Sequence[_Section], omitted: Sequence[int], *, limit: int, whole: str) -> str:
+    parts = [
+        _count(n, f"more {s.noun[0]}", f"more {s.noun[1]}")
+        for s, n in zip(sections, omitted, strict=True)
+        if n
+    ]
+    verb = "is" if len(parts) == 1 and sum(omitted) == 1 else "are"
+    why = f"the comment limit is {limit:,} characters"
+    return f"_… {' and '.join(parts)} {verb} not shown ({why}); see {whole}._"
+
+
+# ---- shared pieces -------------------------------------------------------------------------------
+
+
+def _heading(marker: str, title: str, project_id: str) -> str:
+    return f"{marker}\n## {title}: project {code(_cut(project_id, 100))}\n\n"
+
+
+def _summary_table(header: str, counts: Sequence[tuple[str, int]]) -> str:
+    rows = "".join(f"| {name} | {n:,} |\n" for name, n in counts)
+    return f"| {header} | count |\n| --- | ---: |\n{rows}"
+
+
+def _field_table(fields: Sequence[FieldChange], *, columns: tuple[str, str] | None) -> str:
+    """The fields as a table: path, before and after, or path and value when ``columns`` is None."""
+    shown = fields[:MAX_FIELDS]
+    if columns is None:
+        lines = ["| field | value |", "| --- | --- |"]
+        lines += [f"| {code(f.path, cell=True)} | {_cell_value(f.after)} |" for f in shown]
+    else:
+        lines = [f"| field | {columns[0]} | {columns[1]} |", "| --- | --- | --- |"]
+        lines += [
+            f"| {code(f.path, cell=True)} | {_cell_value(f.before)} | {_cell_value(f.after)} |" for f in shown
+        ]
+    if len(fields) > len(shown):
+        more = _count(len(fields) - len(shown), "more field", "more fields")
+        lines.append(f"| _… {more}_ |" + " |" * (1 if columns is None else 2))
+    return "\n".join(lines)
+
+
+def _cell_value(value: Any) -> str:
+    return "_absent_" if value is None else code(json_value(value), cell=True)
+
+
+def _details(summary: str, body: Sequence[str]) -> str:
+    """One object as a ``<details>`` block; blank lines let GitHub read the body as markdown."""
+    inner = "\n\n".join(body) if body else "_No field changes._"
+    return f"<details>\n<summary>{summary}</summary>\n\n{inner}\n\n</details>"
+
+
+def _facts(change: Change, *, planned: bool) -> str:
+    """The id, where a planned secret goes, and the notes, as a list (never a secret: plans hold none)."""
+    items = []
+    if change.id:
+        items.append(f"- id {code(change.id)}")
+    if planned and change.secret is not None and change.action in _SECRET_ACTIONS:
+        sink = code(change.secret.sink) if change.secret.sink else "_(none)_"
+        items.append(f"- secret delivered to sink {sink}, key {code(change.secret.key)}")
+    items += [f"- {md_text(note)}" for note in change.notes]
+    return "\n".join(items)
+
+
+def _columns(change: Change, *, planned: bool) -> tuple[str, str] | None:
+    # A create has nothing before it: its table lists the values it sets.
+    if change.action is Action.CREATE:
+        return None
+    return ("before", "after") if planned else ("live", "manifest")
+
+
+def _change_block(change: Change, *, summary: str, planned: bool) -> str:
+    body = []
+    if change.fields:
+        body.append(_field_table(change.fields, columns=_columns(change, planned=planned)))
+    facts = _facts(change, planned=planned)
+    if facts:
+        body.append(facts)
+    return _details(summary, body)
+
+
+# ---- plans ---------------------------------------------------------------------------------------
+
+
+def render_plan_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
+    """The plan as a pull-request comment of at most ``limit`` characters."""
+    head = _heading(plan_marker(plan.project_id), "mcp-reconciler plan", plan.project_id)
+    head += _delete_banner(plan.changes) + _partial_note(plan)
+    if plan.has_changes:
+        head += _summary_table("action", [(a.value, n) for a, n in _action_counts(plan)])
+    else:
+        head += "No changes. The project matches the manifests.\n"
+    sections = [
+        _Section(
+            f"### Withheld: changes this plan will not make ({len(plan.withheld):,})",
+            tuple(_withheld_item(w) for w in plan.withheld),
+            ("withheld change", "withheld changes"),
+        ),
+        _Section(
+            f"### Changes ({len(plan.changes):,})",
+            tuple(_plan_block(c) for c in plan.changes),
+            ("changed object", "changed objects"),
+            separator="\n\n",
+        ),
+    ]
+    whole = "the full plan in the job log or the plan artifact"
+    return _assemble(head, sections, limit=limit, whole=whole)
+
+
+def _action_counts(plan: Plan) -> list[tuple[Action, int]]:
+    summary = plan.summary
+    return [(action, summary[action.value]) for action in Action]
+
+
+def _delete_banner(changes: Sequence[Change]) -> str:
+    deletes = [c for c in changes if c.action is Action.DELETE]
+    if not deletes:
+        return ""
+    servers = sum(1 for c in deletes if c.kind is Kind.SERVER)
+    clients = len(deletes) - servers
+    kinds = [_count(servers, "server", "servers"), _count(clients, "client", "clients")]
+    shown = ", ".join(kind for kind, n in zip(kinds, (servers, clients), strict=True) if n)
+    cascade = " Deleting a server also deletes its clients." if servers else ""
+    return (
+        "> [!WARNING]\n"
+        f"> This plan **deletes {_count(len(deletes), 'object', 'objects')}** ({shown}).{cascade} "
+        "Review the deletes below before you apply it.\n\n"
+    )
+
+
+def _partial_note(plan: Plan) -> str:
+    if not plan.partial:
+        return ""
+    targets = ", ".join(code(_cut(t, 100)) for t in plan.targets[:MAX_TARGETS])
+    if len(plan.targets) > MAX_TARGETS:
+        targets += f" and {len(plan.targets) - MAX_TARGETS:,} more"
+    scope = f"only the targets {targets} were planned" if targets else "only some objects were planned"
+    return f"> [!NOTE]\n> Partial plan: {scope}; other changes may be pending.\n\n"
+
+
+def _plan_block(change: Change) -> str:
+    summary = html_text(f"{SYMBOLS[change.action]} {change.action.value} {change.address}")
+    return _change_block(change, summary=summary, planned=True)
+
+
+def _withheld_item(withheld: Withheld) -> str:
+    return f"- {md_text(withheld.address)}: {md_text(withheld.reason)}"
+
+
+# ---- drift ---------------------------------------------------------------------------------------
+
+
+def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -> str:
+    """The drift report as a pull-request comment or step summary of at most ``limit`` characters."""
+    head = _heading(drift_marker(report.project_id), "mcp-reconciler drift", report.project_id)
+    summary = report.summary
+    if report.has_drift:
+        counts = [(name, summary[name]) for name in ("changed", "missing", "orphaned", "unmanaged")]
+        head += _summary_table("finding", counts) + "\n"
+    else:
+        head += "No drift. The project matches the manifests.\n\n"
+    noun = "dynamically registered client"
+    dynamic = _count(report.dynamic_clients, noun, noun + "s")
+    head += f"{dynamic} (not drift).\n"
+    sections = [
+        _Section(
+            f"### Missing: in the manifests, not in Descope ({len(report.missing):,})",
+            tuple(f"- {md_text(c.address)}" for c in report.missing),
+            ("missing object", "missing objects"),
+        ),
+        _Section(
+            f"### Orphaned: managed, but in no manifest ({len(report.orphaned):,})",
+            tuple(f"- {md_text(address)}" for address in report.orphaned),
+            ("orphaned object", "orphaned objects"),
+        ),
+        _Section(
+            f"### Unmanaged: made by hand, without the ownership tag ({len(report.unmanaged):,})",
+            tuple(_unmanaged_item(u) for u in report.unmanaged),
+            ("unmanaged object", "unmanaged objects"),
+        ),
+        _Section(
+            f"### Changed: differs from its manifest ({len(report.changed):,})",
+            tuple(_drift_block(c) for c in report.changed),
+            ("changed object", "changed objects"),
+            separator="\n\n",
+        ),
+    ]
+    whole = "the full report in the job log or the drift artifact"
+    return _assemble(head, sections, limit=limit, whole=whole)
+
+
+def _unmanaged_item(item: Unmanaged) -> str:
+    note = f": {md_text(item.note)}" if item.note else ""
+    return f"- {md_text(item.address)} (id {code(item.id)}){note}"
+
+
+def _drift_block(change: Change) -> str:
+    suffix = " (not yet adopted)" if change.action is Action.ADOPT else ""
+    summary = html_text(f"~ {change.address}{suffix}")
+    return _change_block(change, summary=summary, planned=False)

@@ -1,0 +1,141 @@
+"""Terminal renderings of plans and drift reports, in the manner of ``terraform plan`` (pure).
+
+``+`` create, ``~`` update (only the changed fields), ``-`` delete, ``*`` rotate a secret, ``>``
+adopt. Colour is ANSI, only when asked for (the CLI asks when stdout is a terminal).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from reconciler.drift import DriftReport
+from reconciler.plan import Action, Change, FieldChange, Plan
+
+SYMBOLS = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.ADOPT: ">",
+    Action.ROTATE_SECRET: "*",
+    Action.DELETE: "-",
+}
+VERBS = {
+    Action.CREATE: "will be created",
+    Action.UPDATE: "will be updated in place",
+    Action.ADOPT: "will be adopted (taken over) and updated",
+    Action.ROTATE_SECRET: "will have its secret rotated",
+    Action.DELETE: "will be deleted",
+}
+COLOURS = {"+": "32", "~": "33", ">": "36", "*": "35", "-": "31", "?": "90"}
+
+
+def value(data: Any) -> str:
+    """A value as compact JSON, the way people read it in a diff."""
+    return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
+
+
+class _Writer:
+    def __init__(self, *, colour: bool) -> None:
+        self.colour = colour
+        self.lines: list[str] = []
+
+    def paint(self, symbol: str, text: str) -> str:
+        return f"\x1b[{COLOURS[symbol]}m{text}\x1b[0m" if self.colour else text
+
+    def add(self, line: str = "") -> None:
+        self.lines.append(line)
+
+    def change(self, change: Change, *, verb: str | None = None) -> None:
+        symbol = SYMBOLS[change.action]
+        headline = f"{symbol} {change.address} {verb or VERBS[change.action]}"
+        self.add("  " + self.paint(symbol, headline))
+        for item in change.fields:
+            self.field(change.action, item)
+        for note in change.notes:
+            self.add(f"      # {note}")
+
+    def field(self, action: Action, item: FieldChange) -> None:
+        if action is Action.CREATE or item.before is None:
+            self.add("      " + self.paint("+", f"+ {item.path}: {value(item.after)}"))
+        elif item.after is None:
+            self.add("      " + self.paint("-", f"- {item.path}: {value(item.before)}"))
+        else:
+            change = f"~ {item.path}: {value(item.before)} -> {value(item.after)}"
+            self.add("      " + self.paint("~", change))
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def summary_line(plan: Plan) -> str:
+    """``Plan: 2 to create, 1 to update, 0 to delete, 1 secret to rotate.`` (adoptions when any)."""
+    counts = plan.summary
+    parts = [f"{counts['create']} to create", f"{counts['update']} to update"]
+    if counts["adopt"]:
+        parts.append(f"{counts['adopt']} to adopt")
+    parts.append(f"{counts['delete']} to delete")
+    rotations = counts["rotate-secret"]
+    parts.append(f"{rotations} secret{'s' if rotations != 1 else ''} to rotate")
+    return "Plan: " + ", ".join(parts) + "."
+
+
+def render_plan_text(plan: Plan, *, colour: bool = False) -> str:
+    out = _Writer(colour=colour)
+    scope = f" (partial: {', '.join(plan.targets)})" if plan.partial else ""
+    out.add(f"Project {plan.project_id}{scope}")
+    out.add()
+    if not plan.changes:
+        out.add("No changes. The project matches the manifests.")
+    for change in plan.changes:
+        out.change(change)
+    if plan.withheld:
+        out.add()
+        out.add("Not changed:")
+        for item in plan.withheld:
+            out.add(f"  {item.address} is kept: {item.reason}")
+    if plan.changes:
+        out.add()
+        out.add(summary_line(plan))
+    return out.text()
+
+
+def render_drift_text(report: DriftReport, *, colour: bool = False) -> str:
+    out = _Writer(colour=colour)
+    out.add(f"Project {report.project_id}")
+    out.add()
+    _section(out, "Changed (managed objects that differ from their manifests):", report.changed, "differs")
+    _section(out, "Missing (in the manifests, absent live):", report.missing, "is missing")
+    if report.orphaned:
+        out.add("Orphaned (managed, but in no manifest any more):")
+        for address in report.orphaned:
+            out.add("  " + out.paint("-", f"- {address}"))
+        out.add()
+    if report.unmanaged:
+        out.add("Unmanaged (no ownership tag: adopt them in a manifest, or delete them):")
+        for item in report.unmanaged:
+            note = f": {item.note}" if item.note else ""
+            out.add("  " + out.paint("?", f"? {item.address} ({item.id}){note}"))
+        out.add()
+    if report.dynamic_clients:
+        plural = "s" if report.dynamic_clients != 1 else ""
+        out.add(f"{report.dynamic_clients} dynamically registered client{plural} (not drift).")
+    counts = report.summary
+    if report.has_drift:
+        out.add(
+            f"Drift: {counts['changed']} changed, {counts['missing']} missing, "
+            f"{counts['orphaned']} orphaned, {counts['unmanaged']} unmanaged."
+        )
+    else:
+        out.add("No drift. The project matches the manifests.")
+    return out.text()
+
+
+def _section(out: _Writer, title: str, changes: Iterable[Change], verb: str) -> None:
+    changes = list(changes)
+    if not changes:
+        return
+    out.add(title)
+    for change in changes:
+        out.change(change, verb=verb)
+    out.add()
