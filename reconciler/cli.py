@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import click
 
 from reconciler.errors import ExitCode, ManifestError, PlanError, ReconcilerError, UsageError
-from reconciler.manifest import Manifest, load_manifest, read_var_file
+from reconciler.manifest import load_manifest, read_var_file
+from reconciler.models import Manifest
 from reconciler.plan import Plan
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.github import error_annotations, in_github_actions

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler import assumptions
-from reconciler.manifest import Manifest
+from reconciler.models import Manifest
 from reconciler.plan import Action, Change
 from reconciler.planner import PlanOptions, build_plan
 from reconciler.wire import LiveState

@@ -17,35 +17,19 @@ from typing import Any
 from pydantic import ValidationError as ModelError
 
 from reconciler.errors import ManifestError, Problem, UsageError
-from reconciler.models import KIND_MODELS, ClientSpec, ProjectSpec, ServerSpec, StandaloneClientSpec
+from reconciler.models import (
+    KIND_MODELS,
+    ClientSpec,
+    Location,
+    Manifest,
+    ServerSpec,
+    StandaloneClientSpec,
+    secret_key,
+)
 from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_issues, usable_part
 from reconciler.yamlsource import DocPath, Document, read_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")
-
-
-@dataclass(frozen=True)
-class Location:
-    """Where an object was declared, for messages raised after loading."""
-
-    file: str
-    line: int
-    column: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """The desired state: the Project settings and every server, each with all of its clients."""
-
-    project: ProjectSpec
-    servers: tuple[ServerSpec, ...]
-    locations: Mapping[tuple[str, ...], Location]
-
-    def server(self, name: str) -> ServerSpec | None:
-        return next((s for s in self.servers if s.name == name), None)
 
 
 def find_manifest_files(paths: Iterable[str]) -> list[tuple[Path, str]]:
@@ -311,11 +295,6 @@ class _ServerSource:
 
 
 _NO_SINK = "no secret sink: name one in secret.sink, or set defaultSink in the Project"
-
-
-def secret_key(server_name: str, client: ClientSpec) -> str:
-    """The key a client's secret is stored under in its sink: explicit, or ``server/client``."""
-    return client.secret.key or f"{server_name}/{client.name}"
 
 
 def _inline(spec: StandaloneClientSpec) -> ClientSpec:

@@ -8,6 +8,8 @@ manifest mentions, because fields it does not mention are left alone on the live
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -180,3 +182,32 @@ KIND_MODELS: dict[str, type[Spec]] = {
     "MCPServer": ServerSpec,
     "MCPServerClient": StandaloneClientSpec,
 }
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an object was declared, for messages raised after loading."""
+
+    file: str
+    line: int
+    column: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The desired state: the Project settings and every server, each with all of its clients."""
+
+    project: ProjectSpec
+    servers: tuple[ServerSpec, ...]
+    locations: Mapping[tuple[str, ...], Location]
+
+    def server(self, name: str) -> ServerSpec | None:
+        return next((s for s in self.servers if s.name == name), None)
+
+
+def secret_key(server_name: str, client: ClientSpec) -> str:
+    """The key a client's secret is stored under in its sink: explicit, or ``server/client``."""
+    return client.secret.key or f"{server_name}/{client.name}"

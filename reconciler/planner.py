@@ -18,8 +18,7 @@ from typing import Any
 from reconciler import assumptions
 from reconciler.diff import field_changes
 from reconciler.errors import PlanError, UsageError
-from reconciler.manifest import Manifest, secret_key
-from reconciler.models import ClientSpec, ServerSpec
+from reconciler.models import ClientSpec, Manifest, ServerSpec, secret_key
 from reconciler.plan import Action, Change, FieldChange, Kind, Plan, SecretTarget, Withheld, fingerprint
 from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags, with_system_tags
 from reconciler.wire import LiveClient, LiveServer, LiveState

@@ -16,7 +16,7 @@ from reconciler.api import DescopeClient
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import UsageError
 from reconciler.live import fetch_live_state
-from reconciler.manifest import Manifest
+from reconciler.models import Manifest
 from reconciler.plan import Kind, Plan
 from reconciler.planner import PlanOptions, build_plan
 from reconciler.throttle import Throttle, ThrottleSettings

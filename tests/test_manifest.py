@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ManifestError
-from reconciler.manifest import load_manifest, secret_key
+from reconciler.manifest import load_manifest
+from reconciler.models import secret_key
 from tests.conftest import EXAMPLES, Writer
 
 PROJECT = (

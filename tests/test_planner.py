@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from reconciler.errors import PlanError, UsageError
-from reconciler.manifest import Manifest, load_manifest
+from reconciler.manifest import load_manifest
+from reconciler.models import Manifest
 from reconciler.plan import Action, FieldChange, Kind, Plan
 from reconciler.planner import PlanOptions, Target, build_plan
 from reconciler.tags import PROTECT_TAG, ROTATION_PREFIX

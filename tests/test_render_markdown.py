@@ -13,7 +13,8 @@ from jsonschema import Draft202012Validator
 
 from reconciler import assumptions
 from reconciler.drift import DriftReport, Unmanaged, detect_drift
-from reconciler.manifest import Manifest, load_manifest
+from reconciler.manifest import load_manifest
+from reconciler.models import Manifest
 from reconciler.plan import Action, Change, FieldChange, Kind, Plan, SecretTarget, Withheld
 from reconciler.planner import PlanOptions, Target, build_plan
 from reconciler.render.markdown import (
