@@ -306,10 +306,14 @@ class DescopeClient:
         )
         return _secret(data, "server/client/secret")
 
-    async def rotate_client_secret(self, server_id: str, client_id: str) -> Secret:
-        """Rotate once. If the outcome is unknown, the current secret tells whether it happened."""
+    async def rotate_client_secret(
+        self, server_id: str, client_id: str, *, before: Secret | None = None
+    ) -> Secret:
+        """Rotate once. If the outcome is unknown, the current secret (compared with ``before``, read
+        first unless given) tells whether the rotation happened."""
         body = {"id": client_id, "mcpServerId": server_id}
-        before = await self.get_client_secret(server_id, client_id)
+        if before is None:
+            before = await self.get_client_secret(server_id, client_id)
         last: ApiError | None = None
         for failures in range(1, self.retry.attempts + 1):
             try:

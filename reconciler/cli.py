@@ -11,25 +11,44 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from reconciler.errors import ExitCode, ManifestError, PlanError, ReconcilerError, UsageError
+from reconciler.applier import ApplyResult
+from reconciler.errors import (
+    ApplyError,
+    ExitCode,
+    ManifestError,
+    PlanError,
+    ReconcilerError,
+    SecretDeliveryError,
+    StalePlanError,
+    UsageError,
+)
+from reconciler.journal import DEFAULT_JOURNAL
 from reconciler.manifest import load_manifest, read_var_file
 from reconciler.models import Manifest
-from reconciler.plan import Plan
+from reconciler.plan import Change, Plan
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.github import error_annotations, in_github_actions
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
-from reconciler.render.text import render_drift_text, render_plan_text
+from reconciler.render.text import apply_summary, render_drift_text, render_plan_text
+from reconciler.secret import Secret
 from reconciler.throttle import DEFAULT_CONCURRENCY, DEFAULT_RATE, ThrottleSettings, parse_rate
 from reconciler.workflow import (
+    ApplySettings,
     Connection,
+    apply_fresh,
+    apply_saved,
+    check_secrets,
+    check_sinks,
     drift_as_json,
     drift_project,
+    load_saved_plan,
     plan_as_json,
     plan_project,
     save_plan,
@@ -94,6 +113,23 @@ DETAILED_EXITCODE = click.option(
 )
 
 
+TARGET_OPTION = click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="server:NAME|client:SERVER/NAME",
+    help="Only these objects (a server includes its clients). Repeatable; for emergencies.",
+)
+JOURNAL_OPTION = click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_JOURNAL,
+    show_default=True,
+    envvar="MCP_RECONCILER_JOURNAL",
+    help="JSON-lines record of every step (never secrets); also how a later run finishes open deliveries.",
+)
+
+
 def load(paths: Sequence[str], var_files: Sequence[str]) -> Manifest:
     values: dict[str, str] = {}
     for var_file in var_files:
@@ -147,13 +183,7 @@ def validate(paths: tuple[str, ...], var_files: tuple[str, ...]) -> int:
     "--prune/--no-prune", default=None, help="Delete owned objects not in the manifests [Project: prune]."
 )
 @click.option("--allow-deletes", type=click.IntRange(min=0), help="Accept up to N deletes, over maxDeletes.")
-@click.option(
-    "--target",
-    "targets",
-    multiple=True,
-    metavar="server:NAME|client:SERVER/NAME",
-    help="Plan only these objects (a server includes its clients). Repeatable; for emergencies.",
-)
+@TARGET_OPTION
 def plan_command(
     *,
     paths: tuple[str, ...],
@@ -176,7 +206,12 @@ def plan_command(
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
     )
-    plan = asyncio.run(plan_project(manifest, connection(concurrency, rate_limit), options))
+    link = connection(concurrency, rate_limit)
+    plan = asyncio.run(plan_project(manifest, link, options))
+    for problem in check_sinks(plan, link.environ):
+        click.echo(
+            f"warning: {problem} (apply will not create or rotate clients whose secrets go there)", err=True
+        )
     if out is not None:
         save_plan(plan, out)
     emit(plan, output_format)
@@ -225,6 +260,174 @@ def emit(plan: Plan, output_format: str) -> None:
 
 def _colour() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+@cli.command("apply")
+@manifest_options
+@api_options
+@click.option("--auto-approve", is_flag=True, help="Apply without asking (required when not on a terminal).")
+@click.option(
+    "--prune/--no-prune", default=None, help="Delete owned objects not in the manifests [Project: prune]."
+)
+@click.option("--allow-deletes", type=click.IntRange(min=0), help="Accept up to N deletes, over maxDeletes.")
+@TARGET_OPTION
+@JOURNAL_OPTION
+def apply_command(
+    *,
+    paths: tuple[str, ...],
+    var_files: tuple[str, ...],
+    concurrency: int,
+    rate_limit: str,
+    auto_approve: bool,
+    prune: bool | None,
+    allow_deletes: int | None,
+    targets: tuple[str, ...],
+    journal: Path,
+) -> int:
+    """Make the Descope project match the manifests, or apply a saved plan.
+
+    \b
+    mcp-reconciler apply [PATHS...]   plan, show it, ask, then apply
+    mcp-reconciler apply plan.json    apply exactly a saved plan (no prompt),
+                                      refused if the project changed since
+
+    New and rotated client secrets go to their sinks and are never printed.
+    """
+    link = connection(concurrency, rate_limit)
+    settings = ApplySettings(journal=journal, mask=_masker(), progress=ProgressLine())
+    if len(paths) == 1 and paths[0].endswith(".json") and Path(paths[0]).is_file():
+        if targets or prune is not None or allow_deletes is not None or var_files:
+            plan_only = "--target, --prune, --allow-deletes and --var-file"
+            raise UsageError(f"a saved plan is applied as it is: {plan_only} belong to plan")
+        saved = load_saved_plan(Path(paths[0]))
+        click.echo(render_plan_text(saved, colour=_colour()), nl=False)
+        result = asyncio.run(apply_saved(saved, link, settings)) if saved.changes else None
+        return _finish(result)
+    manifest = load(paths, var_files)
+    options = PlanOptions(
+        prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
+    )
+    plan, result = asyncio.run(apply_fresh(manifest, link, options, settings, _confirmer(auto_approve)))
+    if not plan.changes:
+        click.echo(render_plan_text(plan, colour=_colour()), nl=False)
+    elif result is None:
+        click.echo("Apply cancelled; nothing was changed.", err=True)
+        return ExitCode.ERROR
+    return _finish(result)
+
+
+def _confirmer(auto_approve: bool) -> Callable[[Plan], bool]:
+    def confirm(plan: Plan) -> bool:
+        click.echo(render_plan_text(plan, colour=_colour()), nl=False)
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "apply needs --auto-approve when not run from a terminal (or apply a saved plan)"
+            )
+        answer: str = click.prompt(
+            "\nApply these changes? Only 'yes' will be accepted", default="", show_default=False
+        )
+        return answer == "yes"
+
+    return confirm
+
+
+def _masker() -> Callable[[Secret], None] | None:
+    if not in_github_actions(os.environ):
+        return None
+
+    def mask(secret: Secret) -> None:
+        # The runner hides every later occurrence of a value announced this way.
+        click.echo(f"::add-mask::{secret.reveal()}")
+
+    return mask
+
+
+def _finish(result: ApplyResult | None) -> int:
+    if result is None:
+        return ExitCode.OK
+    for change, reason in result.failed:
+        click.echo(f"failed: {change.action.value} {change.address}: {reason}", err=True)
+    for change, reason in result.skipped:
+        click.echo(f"skipped: {change.action.value} {change.address}: {reason}", err=True)
+    for address, reason in result.undelivered:
+        click.echo(f"secret not delivered: {address}: {reason}", err=True)
+    click.echo(apply_summary(result))
+    if result.undelivered:
+        raise SecretDeliveryError(
+            f"{len(result.undelivered)} secret(s) did not reach their sink; the next apply (or "
+            "'mcp-reconciler secrets check --fix') delivers them again"
+        )
+    if result.failed or result.skipped:
+        raise ApplyError(f"{len(result.failed)} change(s) failed and {len(result.skipped)} were skipped")
+    return ExitCode.OK
+
+
+class ProgressLine:
+    """Progress for long runs: one updating line on a terminal, a line per change otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.total = self.count = self.failures = 0
+        self.started = 0.0
+
+    def start(self, total: int) -> None:
+        self.total, self.started = total, time.monotonic()
+
+    def done(self, change: Change, error: str | None) -> None:
+        self.count += 1
+        self.failures += error is not None
+        if not self.tty:
+            status = f"FAILED ({error})" if error else "done"
+            click.echo(
+                f"[{self.count}/{self.total}] {change.action.value} {change.address}: {status}", err=True
+            )
+            return
+        rate = self.count / max(time.monotonic() - self.started, 1e-6)
+        line = f"\r{self.count}/{self.total} changes, {self.failures} failed, {rate:.1f}/s"
+        click.echo(line, err=True, nl=False)
+
+    def finish(self) -> None:
+        if self.tty and self.total:
+            click.echo("", err=True)
+
+
+@cli.group("secrets")
+def secrets_group() -> None:
+    """Check that every managed client's secret is in its sink."""
+
+
+@secrets_group.command("check")
+@manifest_options
+@api_options
+@click.option(
+    "--fix", is_flag=True, help="Deliver the current secret (read from Descope) where it is missing."
+)
+@JOURNAL_OPTION
+def secrets_check(
+    *,
+    paths: tuple[str, ...],
+    var_files: tuple[str, ...],
+    concurrency: int,
+    rate_limit: str,
+    fix: bool,
+    journal: Path,
+) -> int:
+    """Verify each managed client's current secret against its sink (exit 3 if any is not there)."""
+    manifest = load(paths, var_files)
+    statuses = asyncio.run(
+        check_secrets(manifest, connection(concurrency, rate_limit), fix=fix, journal=journal)
+    )
+    for status in statuses:
+        detail = f": {status.detail}" if status.detail else ""
+        click.echo(f"{status.state:>10}  {status.address} -> sink {status.sink}{detail}")
+    bad = [s for s in statuses if not s.ok and s.state != "absent"]
+    click.echo(f"{len(statuses) - len(bad)} of {len(statuses)} secrets are in their sinks or not issued yet.")
+    if bad:
+        hint = "" if fix else "; run with --fix to deliver them"
+        raise SecretDeliveryError(f"{len(bad)} secret(s) are not in their sinks{hint}")
+    return ExitCode.OK
 
 
 @cli.command()
@@ -317,6 +520,9 @@ def report(error: ReconcilerError) -> None:
     if isinstance(error, PlanError):
         for reason in error.reasons:
             click.echo(f"  {reason}", err=True)
+    if isinstance(error, StalePlanError):
+        for moved in error.moved:
+            click.echo(f"  {moved}", err=True)
     click.echo(f"error: {error}", err=True)
 
 

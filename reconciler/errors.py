@@ -15,6 +15,7 @@
     │   └── AmbiguousObject    a lookup after an unknown outcome found more than one candidate
     ├── PlanError              the manifests cannot be planned against live state (all reasons)
     ├── StalePlanError         a saved plan no longer matches live state
+    ├── SavedPlanError         a saved plan file is unreadable, truncated, edited or too new
     ├── ApplyError             which changes failed and why
     └── SecretDeliveryError    a secret was issued but not delivered to its sink: exit 3
 
@@ -69,6 +70,31 @@ class ManifestError(ReconcilerError):
         self.problems = sorted(problems)
         count = len(self.problems)
         super().__init__(f"{count} problem{'s' if count != 1 else ''} found in the manifests")
+
+
+class StalePlanError(ReconcilerError):
+    """The saved plan no longer matches the live project; lists what moved."""
+
+    def __init__(self, moved: list[str]) -> None:
+        self.moved = moved
+        super().__init__(
+            f"the saved plan is stale: {len(moved)} object{'s' if len(moved) != 1 else ''} changed since it "
+            "was made; run plan again, review it, and apply the new plan"
+        )
+
+
+class SavedPlanError(ReconcilerError):
+    """A saved plan file cannot be used: unreadable, truncated, edited, or of another format version."""
+
+
+class ApplyError(ReconcilerError):
+    """Some changes failed or were skipped; the summary says which."""
+
+
+class SecretDeliveryError(ReconcilerError):
+    """Apply finished, but at least one secret did not reach its sink."""
+
+    exit_code = ExitCode.SECRET_UNDELIVERED
 
 
 class ApiError(ReconcilerError):

@@ -81,6 +81,11 @@ class Change:
     def key(self) -> tuple[str, ...]:
         return (self.kind.value, self.server or "", self.name)
 
+    @property
+    def issues_secret(self) -> bool:
+        """Whether carrying it out puts a secret in our hands for the client's sink."""
+        return self.kind is Kind.CLIENT and self.action in (Action.CREATE, Action.ROTATE_SECRET, Action.ADOPT)
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "kind": self.kind.value,

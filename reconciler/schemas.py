@@ -80,6 +80,14 @@ class SchemaIssue:
     unusable: DocPath
 
 
+@cache
+def validator_for_document(filename: str) -> Draft202012Validator:
+    """A validator for one of the shipped output schemas (plan.schema.json, drift.schema.json)."""
+    return Draft202012Validator(
+        load_schema(filename), registry=schema_registry(), format_checker=format_checker
+    )
+
+
 def schema_issues(doc: Document, kind: str, data: Any = None) -> list[SchemaIssue]:
     """Every schema violation in ``doc`` (or in ``data``, a pruned copy of it), located precisely."""
     data = doc.data if data is None else data

@@ -5,20 +5,28 @@ Nothing here prints or exits; the CLI turns results and errors into output and e
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.api import DescopeClient
+from reconciler.applier import Applier, ApplyResult, Progress
+from reconciler.delivery import Courier, Masker, Outcome, resume
 from reconciler.drift import DriftReport, detect_drift
-from reconciler.errors import UsageError
+from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
+from reconciler.journal import Journal, open_deliveries
 from reconciler.live import fetch_live_state
-from reconciler.models import Manifest
-from reconciler.plan import Kind, Plan
+from reconciler.models import ClientSpec, Manifest, secret_key
+from reconciler.plan import FORMAT_VERSION, Kind, Plan, checksum
 from reconciler.planner import PlanOptions, build_plan
+from reconciler.schemas import validator_for_document
+from reconciler.sinks import build_sinks, close_sinks
+from reconciler.sinks.base import SecretRecord, SinkError
+from reconciler.stale import moved_since
 from reconciler.throttle import Throttle, ThrottleSettings
 from reconciler.wire import LiveState
 
@@ -90,3 +98,198 @@ def plan_as_json(plan: Plan) -> str:
 
 def drift_as_json(report: DriftReport) -> str:
     return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def load_saved_plan(path: Path) -> Plan:
+    """Read a plan saved by ``plan --out``; refuse one that is truncated, edited or of another version."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SavedPlanError(f"{path}: cannot read the saved plan ({exc.__class__.__name__})") from None
+    try:
+        document = json.loads(text)
+    except ValueError:
+        raise SavedPlanError(
+            f"{path}: not a complete JSON document (truncated?); run plan --out again"
+        ) from None
+    if not isinstance(document, dict):
+        raise SavedPlanError(f"{path}: not a saved plan")
+    if document.get("format_version") != FORMAT_VERSION:
+        version = document.get("format_version")
+        raise SavedPlanError(
+            f"{path}: plan format version {version!r}; this mcp-reconciler reads {FORMAT_VERSION}"
+        )
+    if document.get("checksum") != checksum(document):
+        raise SavedPlanError(
+            f"{path}: the checksum does not match: the plan was edited or damaged; run plan again"
+        )
+    errors = sorted(validator_for_document("plan.schema.json").iter_errors(document), key=str)
+    if errors:
+        where = "/".join(str(p) for p in errors[0].absolute_path)
+        raise SavedPlanError(
+            f"{path}: not a valid saved plan (at {where or 'the top'}: {errors[0].message[:120]})"
+        )
+    return Plan.from_json(document)
+
+
+@dataclass(frozen=True)
+class ApplySettings:
+    """What an apply needs besides the plan: where to journal, how to mask, how to show progress."""
+
+    journal: Path
+    mask: Masker | None = None
+    progress: Progress | None = None
+
+
+async def apply_saved(plan: Plan, connection: Connection, settings: ApplySettings) -> ApplyResult:
+    """Apply exactly a saved plan, after finishing open deliveries and checking it is not stale."""
+    sinks = build_sinks(plan.sinks, connection.environ)
+    journal = Journal(settings.journal)
+    try:
+        courier = Courier(sinks, journal, mask=settings.mask)
+        async with connection.client(plan.project_id) as api:
+            await finish_open_deliveries(api, courier, settings.journal)
+            touched = {change.server or change.name for change in plan.changes}
+            live = await fetch_live_state(api, server_names=touched)
+            moved = moved_since(plan, live)
+            if moved:
+                raise StalePlanError(moved)
+            return await Applier(
+                api, plan, live, sinks=sinks, courier=courier, progress=settings.progress
+            ).run()
+    finally:
+        journal.close()
+        close_sinks(sinks)
+
+
+async def apply_fresh(
+    manifest: Manifest,
+    connection: Connection,
+    options: PlanOptions,
+    settings: ApplySettings,
+    confirm: Callable[[Plan], bool],
+) -> tuple[Plan, ApplyResult | None]:
+    """Finish open deliveries, plan, ask ``confirm``, apply. No result when declined or nothing to do."""
+    project = manifest.project
+    settings_by_name = {name: sink.mentioned() for name, sink in project.sinks.items()}
+    sinks = build_sinks(settings_by_name, connection.environ)
+    journal = Journal(settings.journal)
+    try:
+        courier = Courier(sinks, journal, mask=settings.mask)
+        async with connection.client(project.projectId) as api:
+            await finish_open_deliveries(api, courier, settings.journal)
+            targeted = {t.server for t in options.targets} if options.targets else None
+            live = await fetch_live_state(api, server_names=targeted)
+            check_targets(manifest, live, options)
+            plan = build_plan(manifest, live, options)
+            if not plan.changes or not confirm(plan):
+                return plan, None
+            applier = Applier(api, plan, live, sinks=sinks, courier=courier, progress=settings.progress)
+            return plan, await applier.run()
+    finally:
+        journal.close()
+        close_sinks(sinks)
+
+
+async def finish_open_deliveries(api: DescopeClient, courier: Courier, journal: Path) -> list[Outcome]:
+    """Deliver the secrets a previous run issued but did not get into their sinks."""
+    outcomes = []
+    for item in open_deliveries(journal):
+        outcome = await resume(api, courier, item)
+        if outcome is not None:
+            outcomes.append(outcome)
+    return outcomes
+
+
+def check_sinks(plan: Plan, environ: Mapping[str, str]) -> list[str]:
+    """Problems with the sinks the plan's new secrets need: reachability and permission."""
+    needed = {c.secret.sink for c in plan.changes if c.secret is not None and c.issues_secret}
+    if not needed:
+        return []
+    try:
+        sinks = build_sinks({n: s for n, s in plan.sinks.items() if n in needed}, environ)
+    except SinkError as exc:
+        return [str(exc)]
+    problems = []
+    try:
+        for name in sorted(needed):
+            try:
+                sinks[name].check()
+            except SinkError as exc:
+                problems.append(str(exc))
+            except KeyError:
+                problems.append(f"sink {name!r} is not declared")
+    finally:
+        close_sinks(sinks)
+    return problems
+
+
+@dataclass(frozen=True)
+class SecretStatus:
+    """Whether one managed client's current secret is in its sink."""
+
+    address: str
+    sink: str
+    state: str  # a Verification value, "fixed", "absent" (client not live) or "error"
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state in ("match", "unreadable", "fixed")
+
+
+async def check_secrets(
+    manifest: Manifest, connection: Connection, *, fix: bool, journal: Path
+) -> list[SecretStatus]:
+    """Verify every managed client's current secret against its sink; with ``fix``, deliver it again."""
+    project = manifest.project
+    sinks = build_sinks({name: sink.mentioned() for name, sink in project.sinks.items()}, connection.environ)
+    log = Journal(journal)
+    try:
+        courier = Courier(sinks, log)
+        async with connection.client(project.projectId) as api:
+            live = await fetch_live_state(api, server_names={s.name for s in manifest.servers})
+            work = [
+                _check_one(api, courier, live, project.ownershipTag, spec, fix=fix)
+                for spec in _clients(manifest)
+            ]
+            return list(await asyncio.gather(*work))
+    finally:
+        log.close()
+        close_sinks(sinks)
+
+
+def _clients(manifest: Manifest) -> list[tuple[str, ClientSpec, str]]:
+    default = manifest.project.defaultSink or ""
+    return [
+        (server.name, client, client.secret.sink or default)
+        for server in manifest.servers
+        for client in server.clients
+    ]
+
+
+async def _check_one(
+    api: DescopeClient,
+    courier: Courier,
+    live: LiveState,
+    owner: str,
+    entry: tuple[str, ClientSpec, str],
+    *,
+    fix: bool,
+) -> SecretStatus:
+    server_name, spec, sink_name = entry
+    address = f'client "{server_name}/{spec.name}"'
+    server = next((s for s in live.servers if s.name == server_name and owner in s.tags), None)
+    client = next((c for c in live.clients_of(server.id) if c.name == spec.name), None) if server else None
+    if server is None or client is None or owner not in client.tags:
+        return SecretStatus(address, sink_name, "absent", "not a managed client in the live project yet")
+    record = SecretRecord(server_name, spec.name, client.client_id, secret_key(server_name, spec))
+    try:
+        current = await api.get_client_secret(server.id, client.id)
+        state = (await asyncio.to_thread(courier.sinks[sink_name].verify, record, current)).value
+    except (ReconcilerError, SinkError) as exc:
+        return SecretStatus(address, sink_name, "error", str(exc))
+    if fix and state != "match":
+        outcome = await courier.hand_off(record, sink_name, current)
+        return SecretStatus(address, sink_name, "fixed" if outcome.delivered else "error", outcome.reason)
+    return SecretStatus(address, sink_name, state)

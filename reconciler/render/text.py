@@ -7,9 +7,11 @@ adopt. Colour is ANSI, only when asked for (the CLI asks when stdout is a termin
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from reconciler.applier import ApplyResult
 from reconciler.drift import DriftReport
 from reconciler.plan import Action, Change, FieldChange, Plan
 
@@ -139,3 +141,20 @@ def _section(out: _Writer, title: str, changes: Iterable[Change], verb: str) -> 
     for change in changes:
         out.change(change, verb=verb)
     out.add()
+
+
+def apply_summary(result: ApplyResult) -> str:
+    """The last line of an apply: true even after a partial failure."""
+    done = Counter(change.action for change in result.done)
+    parts = [
+        f"{done[Action.CREATE]} created",
+        f"{done[Action.UPDATE]} updated",
+        f"{done[Action.ADOPT]} adopted",
+        f"{done[Action.DELETE]} deleted",
+        f"{done[Action.ROTATE_SECRET]} secrets rotated",
+    ]
+    outcome = f"{len(result.failed)} failed, {len(result.skipped)} skipped"
+    secrets = f"{result.delivered} secrets delivered"
+    if result.undelivered:
+        secrets += f", {len(result.undelivered)} NOT delivered"
+    return f"Apply finished in {result.seconds:.1f} s: {', '.join(parts)}; {outcome}; {secrets}."

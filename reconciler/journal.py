@@ -1,0 +1,117 @@
+"""The apply journal: one JSON line per event, flushed to disk before the step it announces.
+
+It lets a person see exactly what a run did, and lets the next run finish what a crash or a failed
+delivery left open: a client created (or a secret rotated) whose secret did not reach its sink. It
+never holds a secret; for a rotation it holds a salted digest of the secret *before* the rotation,
+which is enough to tell afterwards whether the rotation happened, and useless for anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets as random_source
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.secret import Secret
+
+DEFAULT_JOURNAL = Path(".mcp-reconciler") / "journal.jsonl"
+
+# Events whose secret may not have reached its sink, and the events that close them.
+OPENING = {"create-started", "rotate-started", "adopt-started", "undelivered"}
+CLOSING = {"delivered", "create-absent", "rotate-absent"}
+
+
+def digest(secret: Secret, salt: str) -> str:
+    """A salted digest of a secret: tells two secrets apart without revealing either."""
+    return hashlib.sha256((salt + secret.reveal()).encode()).hexdigest()[:32]
+
+
+class Journal:
+    """Appends events to a JSON-lines file (mode 0600), fsynced one by one."""
+
+    def __init__(self, path: Path, *, run_id: str | None = None) -> None:
+        self.path = path
+        self.run_id = run_id or time.strftime(
+            "%Y%m%dT%H%M%SZ", time.gmtime()
+        ) + "-" + random_source.token_hex(3)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.is_symlink():
+            raise OSError(f"{path} is a symbolic link; refusing to write the journal through it")
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        self._stream = os.fdopen(descriptor, "a", encoding="utf-8")
+
+    def write(self, event: str, **fields: Any) -> None:
+        record = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "run": self.run_id,
+            "event": event,
+        }
+        record.update({k: v for k, v in fields.items() if v is not None})
+        self._stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+@dataclass(frozen=True)
+class OpenDelivery:
+    """A secret that may not be in its sink: the last opening event for one client, unclosed."""
+
+    event: str
+    server: str
+    client: str
+    sink: str
+    key: str
+    client_ref: str | None = None  # the client's record id, when known
+    server_id: str | None = None
+    rotation: str | None = None
+    before: str | None = None  # digest of the secret before a rotation
+    salt: str | None = None
+
+
+def read_events(path: Path) -> Iterator[dict[str, Any]]:
+    """Every well-formed event in the journal; a torn last line (a crash mid-write) is skipped."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as stream:
+        for line in stream:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and "event" in event:
+                yield event
+
+
+def open_deliveries(path: Path) -> list[OpenDelivery]:
+    """Clients whose latest opening event (create, rotate, adopt, undelivered) was never closed."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for event in read_events(path):
+        client = (str(event.get("server", "")), str(event.get("client", "")))
+        if event["event"] in OPENING:
+            latest[client] = {**latest.get(client, {}), **event}
+        elif event["event"] in CLOSING:
+            latest.pop(client, None)
+    return [
+        OpenDelivery(
+            event=e["event"],
+            server=e["server"],
+            client=e["client"],
+            sink=e.get("sink", ""),
+            key=e.get("key", ""),
+            client_ref=e.get("id"),
+            server_id=e.get("serverId"),
+            rotation=e.get("rotation"),
+            before=e.get("before"),
+            salt=e.get("salt"),
+        )
+        for e in latest.values()
+    ]

@@ -1,0 +1,112 @@
+"""The SecretSink protocol: where a client secret goes once Descope issues it, and how that is checked.
+
+A sink is synchronous (the applier runs it in a worker thread). ``deliver`` must be idempotent: the
+applier may deliver the same secret again after a failure or a crash. A sink never writes a secret
+anywhere but its destination: not in exceptions, logs, argv or the environment.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from reconciler.secret import Secret
+
+
+class SinkError(Exception):
+    """A sink could not be reached, refused, or failed to store a secret. Never contains the secret."""
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """What is delivered with a secret: whose it is and where it goes in the sink."""
+
+    server: str  # the MCP server's name
+    client: str  # the client's name
+    client_id: str  # the OAuth client_id
+    key: str  # the destination within the sink (file entry, Vault path, AWS name, GitHub name)
+
+
+class Verification(StrEnum):
+    MATCH = "match"  # the sink holds exactly this secret
+    MISSING = "missing"  # the sink holds nothing under this key
+    DIFFERENT = "different"  # the sink holds another value under this key
+    UNREADABLE = "unreadable"  # something is stored there, but the sink cannot give values back
+
+
+class SecretSink(Protocol):
+    """A named destination for client secrets."""
+
+    name: str
+
+    def check(self) -> None:
+        """Raise SinkError unless the sink is reachable and this run may write to it."""
+
+    def deliver(self, record: SecretRecord, secret: Secret) -> None:
+        """Store ``secret`` under ``record.key``, replacing what was there. Idempotent."""
+
+    def verify(self, record: SecretRecord, secret: Secret) -> Verification:
+        """Whether the sink now holds ``secret`` under ``record.key``."""
+
+    def close(self) -> None:
+        """Release connections or files."""
+
+
+class SinkFactory(Protocol):
+    def __call__(self, name: str, settings: Mapping[str, Any], environ: Mapping[str, str]) -> SecretSink: ...
+
+
+# ---- helpers shared by the sinks ---------------------------------------------------------------
+
+
+def env_name(key: str) -> str:
+    """``key`` as an environment-variable name: upper case, only [A-Z0-9_], not starting with a digit."""
+    name = re.sub(r"[^A-Z0-9_]", "_", key.upper())
+    return f"_{name}" if not name or name[0].isdigit() else name
+
+
+def secret_fields(record: SecretRecord, secret: Secret) -> dict[str, str]:
+    """The document a key-value store (Vault, AWS) keeps for one client."""
+    return {
+        "client_id": record.client_id,
+        "client_secret": secret.reveal(),
+        "server": record.server,
+        "client": record.client,
+    }
+
+
+def same_secret(stored: object, secret: Secret) -> Verification:
+    """MATCH or DIFFERENT, compared in constant time; anything but a string is DIFFERENT."""
+    if not isinstance(stored, str):
+        return Verification.DIFFERENT
+    equal = hmac.compare_digest(stored.encode(), secret.reveal().encode())
+    return Verification.MATCH if equal else Verification.DIFFERENT
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def parse_settings(model: type[SpecT], sink: str, settings: Mapping[str, Any]) -> SpecT:
+    """The sink's settings as ``model`` (defaults applied), or a SinkError naming the sink."""
+    try:
+        return model.model_validate(dict(settings))
+    except ValidationError as exc:
+        raise invalid_settings(sink, exc) from None
+
+
+def invalid_settings(sink: str, exc: ValidationError, *, tagged: bool = False) -> SinkError:
+    """Pydantic's errors as one message (``msg`` never repeats the input, so nothing leaks).
+
+    ``tagged``: the errors of a discriminated union, whose locations start with the type's tag.
+    """
+    problems = "; ".join(
+        f"{'.'.join(str(part) for part in error['loc'][1 if tagged else 0 :]) or '(top)'}: {error['msg']}"
+        for error in exc.errors()
+    )
+    return SinkError(f"sink {sink!r}: invalid settings: {problems}")

@@ -1,0 +1,36 @@
+"""Is a saved plan still true? Each change is checked against the live object it was planned on (pure)."""
+
+from __future__ import annotations
+
+from reconciler.plan import Action, Change, Kind, Plan, fingerprint
+from reconciler.wire import LiveState
+
+
+def moved_since(plan: Plan, live: LiveState) -> list[str]:
+    """What changed in the project since ``plan`` was made; empty when the plan still holds."""
+    moved = [reason for change in plan.changes if (reason := _moved(change, live))]
+    return sorted(set(moved))
+
+
+def _moved(change: Change, live: LiveState) -> str | None:
+    if change.action is Action.CREATE:
+        return _exists_now(change, live)
+    if change.kind is Kind.SERVER:
+        current = next((s.fields for s in live.servers if s.id == change.id), None)
+    else:
+        current = next((c.fields for c in live.clients_of(change.server_id or "") if c.id == change.id), None)
+    if current is None:
+        return f"{change.address} ({change.id}) no longer exists"
+    if fingerprint(current) != change.fingerprint:
+        return f"{change.address} ({change.id}) was changed since the plan was made"
+    return None
+
+
+def _exists_now(change: Change, live: LiveState) -> str | None:
+    if change.kind is Kind.SERVER:
+        found = [s.id for s in live.servers if s.name == change.name]
+    else:
+        found = [c.id for c in live.clients_of(change.server_id or "") if c.name == change.name]
+    if found:
+        return f"{change.address} now exists ({', '.join(found)}); the plan would create another"
+    return None
