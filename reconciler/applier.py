@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
@@ -22,7 +21,7 @@ from reconciler.delivery import Courier, new_salt, record_rotation
 from reconciler.diff import overlay
 from reconciler.errors import ReconcilerError
 from reconciler.journal import digest
-from reconciler.plan import Action, Change, Kind, Plan
+from reconciler.plan import Action, ApplyResult, Change, Kind, Plan
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
 from reconciler.wire import LiveClient, LiveServer, LiveState
@@ -45,22 +44,6 @@ class SilentProgress:
 
     def finish(self) -> None:
         pass
-
-
-@dataclass
-class ApplyResult:
-    """What happened, change by change: true even when the run failed halfway."""
-
-    done: list[Change] = field(default_factory=list)
-    failed: list[tuple[Change, str]] = field(default_factory=list)
-    skipped: list[tuple[Change, str]] = field(default_factory=list)
-    undelivered: list[tuple[str, str]] = field(default_factory=list)  # (client address, reason)
-    delivered: int = 0
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.skipped and not self.undelivered
 
 
 class _Failed(Exception):

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler.applier import ApplyResult
 from reconciler.errors import (
     ApplyError,
     ExitCode,
@@ -32,7 +31,7 @@ from reconciler.errors import (
 from reconciler.journal import DEFAULT_JOURNAL
 from reconciler.manifest import load_manifest, read_var_file
 from reconciler.models import Manifest
-from reconciler.plan import Change, Plan
+from reconciler.plan import ApplyResult, Change, Plan
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.github import error_annotations, in_github_actions
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown

@@ -210,3 +210,19 @@ def checksum(body: Mapping[str, Any]) -> str:
 def fingerprint(fields: Mapping[str, Any]) -> str:
     """A short, stable digest of a live object's fields, to notice that it changed since planning."""
     return hashlib.sha256(canonical_json(dict(fields)).encode()).hexdigest()[:16]
+
+
+@dataclass
+class ApplyResult:
+    """What happened, change by change: true even when the run failed halfway."""
+
+    done: list[Change] = field(default_factory=list)
+    failed: list[tuple[Change, str]] = field(default_factory=list)
+    skipped: list[tuple[Change, str]] = field(default_factory=list)
+    undelivered: list[tuple[str, str]] = field(default_factory=list)  # (client address, reason)
+    delivered: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped and not self.undelivered

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.api import DescopeClient
-from reconciler.applier import Applier, ApplyResult, Progress
+from reconciler.applier import Applier, Progress
 from reconciler.delivery import Courier, Masker, Outcome, resume
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.journal import Journal, open_deliveries
 from reconciler.live import fetch_live_state
 from reconciler.models import ClientSpec, Manifest, secret_key
-from reconciler.plan import FORMAT_VERSION, Kind, Plan, checksum
+from reconciler.plan import FORMAT_VERSION, ApplyResult, Kind, Plan, checksum
 from reconciler.planner import PlanOptions, build_plan
 from reconciler.schemas import validator_for_document
 from reconciler.sinks import build_sinks, close_sinks

@@ -11,9 +11,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from reconciler.applier import ApplyResult
 from reconciler.drift import DriftReport
-from reconciler.plan import Action, Change, FieldChange, Plan
+from reconciler.plan import Action, ApplyResult, Change, FieldChange, Plan
 
 SYMBOLS = {
     Action.CREATE: "+",
