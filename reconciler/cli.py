@@ -139,7 +139,7 @@ def load(paths: Sequence[str], var_files: Sequence[str]) -> Manifest:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcp-reconciler", prog_name="mcp-reconciler")
 @click.option(
-    "-v", "--verbose", count=True, help="Log API calls (-v) and their details (-vv) to stderr; never secrets."
+    "-v", "--verbose", count=True, help="Log steps (-v), API calls (-vv), libraries (-vvv); never secrets."
 )
 def cli(verbose: int) -> None:
     """Reconcile a Descope project's MCP Servers and their OAuth clients to YAML manifests.
@@ -149,10 +149,10 @@ def cli(verbose: int) -> None:
     present (with --detailed-exitcode), 3 a secret was not delivered to its sink.
     """
     if verbose:
-        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+        # -v: what the reconciler does; -vv: every API call; -vvv: the libraries' own debug logs too.
+        root = logging.DEBUG if verbose > 2 else logging.WARNING
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, level=root)
         logging.getLogger("reconciler").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
-        if verbose > 1:
-            logging.getLogger("reconciler.api").setLevel(logging.DEBUG)
 
 
 @cli.command()

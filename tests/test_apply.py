@@ -226,3 +226,94 @@ def test_github_actions_masks_every_secret_first(
     # Outside the mask announcements, no secret appears.
     rest = "\n".join(line for line in lines if not line.startswith("::add-mask::"))
     assert not any(secret in rest for secret in masks)
+
+
+def test_a_failure_skips_only_what_depends_on_it_and_every_failure_is_reported(
+    emulator: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator.seed({"servers": [{"name": "ok", "tags": [OWNER]}]})
+    folder = _manifests(tmp_path, "kind: MCPServer\nname: ok\ndescription: changed\n")
+    assert run(["plan", str(folder), "--out", str(tmp_path / "plan.json")]) == 0
+    document: dict[str, Any] = json.loads((tmp_path / "plan.json").read_text())
+    # Add a server the API will refuse (an empty name) and a client that depends on it.
+    bad_server = {
+        **document["changes"][0],
+        "action": "create",
+        "name": "bad",
+        "id": None,
+        "fingerprint": None,
+        "fields": [],
+        "desired": {"name": "", "tags": [OWNER]},
+    }
+    orphan = {
+        "kind": "client",
+        "action": "create",
+        "name": "c",
+        "server": "bad",
+        "id": None,
+        "serverId": None,
+        "fingerprint": None,
+        "fields": [],
+        "desired": {"name": "c", "tags": [OWNER]},
+        "notes": [],
+        "secret": {"sink": "local", "key": "bad/c", "rotation": None},
+    }
+    document["changes"] = [bad_server, document["changes"][0], orphan]
+    document["summary"]["create"] = 2
+    from reconciler.plan import checksum
+
+    document["checksum"] = checksum(document)
+    (tmp_path / "plan.json").write_text(json.dumps(document))
+    capsys.readouterr()
+    assert run(["apply", str(tmp_path / "plan.json")]) == 1
+    captured = capsys.readouterr()
+    assert 'failed: create server "bad": POST server/create failed: 400 ' in captured.err
+    assert 'skipped: create client "bad/c": its server "bad" was not applied' in captured.err
+    assert (
+        "0 created, 1 updated, 0 adopted, 0 deleted, 0 secrets rotated; 1 failed, 1 skipped" in captured.out
+    )
+    assert emulator.state()["servers"][0]["description"] == "changed"
+    events = [
+        json.loads(line)["event"]
+        for line in (tmp_path / ".mcp-reconciler" / "journal.jsonl").read_text().splitlines()
+    ]
+    assert events[0] == "apply-started"
+    assert events[-1] == "apply-finished"
+    assert {"failed", "skipped", "finished"} <= set(events)
+
+
+def test_secrets_check_fix_delivers_missing_secrets_again(
+    emulator: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _manifests(tmp_path, ONE)
+    assert run(["apply", str(folder), "--auto-approve"]) == 0
+    (tmp_path / "secrets" / "out.json").write_text("{}")
+    capsys.readouterr()
+    assert run(["secrets", "check", str(folder)]) == 3
+    assert '   missing  client "s/a" -> sink local' in capsys.readouterr().out
+    assert run(["secrets", "check", str(folder), "--fix"]) == 0
+    assert '     fixed  client "s/a" -> sink local' in capsys.readouterr().out
+    assert (
+        json.loads((tmp_path / "secrets" / "out.json").read_text())["s/a"]["clientSecret"]
+        == live_secrets(emulator)["s/a"]
+    )
+
+
+def test_plan_warns_when_a_sink_for_new_secrets_is_unusable(
+    emulator: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _manifests(tmp_path, ONE)
+    (folder / "p.yaml").write_text(
+        "kind: Project\nprojectId: P2MCPRECONCILERDEMO\ndefaultSink: vault\n"
+        "sinks:\n  vault: {type: vault, url: 'http://127.0.0.1:9', tokenEnv: NO_SUCH_TOKEN_VAR}\n"
+    )
+    assert run(["plan", str(folder)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ")
+    assert "NO_SUCH_TOKEN_VAR" in err
+    assert "apply will not create or rotate clients whose secrets go there" in err
+    assert run(["apply", str(folder), "--auto-approve"]) == 1
+    err = capsys.readouterr().err
+    assert "skipped: create client \"s/a\": sink 'vault' is not usable" in err
+    assert [s["name"] for s in emulator.state()["servers"]] == ["s"]
+    assert emulator.state()["servers"][0].get("clients", []) == []
