@@ -12,6 +12,7 @@ import pytest
 
 from reconciler.cli import run
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from reconciler.plan import checksum
 from reconciler.sinks.base import SinkError
 from reconciler.sinks.file import FileSink
 from tests.conftest import EXAMPLES
@@ -236,7 +237,7 @@ def test_a_failure_skips_only_what_depends_on_it_and_every_failure_is_reported(
     assert run(["plan", str(folder), "--out", str(tmp_path / "plan.json")]) == 0
     document: dict[str, Any] = json.loads((tmp_path / "plan.json").read_text())
     # Add a server the API will refuse (an empty name) and a client that depends on it.
-    bad_server = {
+    bad_server: dict[str, Any] = {
         **document["changes"][0],
         "action": "create",
         "name": "bad",
@@ -245,7 +246,7 @@ def test_a_failure_skips_only_what_depends_on_it_and_every_failure_is_reported(
         "fields": [],
         "desired": {"name": "", "tags": [OWNER]},
     }
-    orphan = {
+    orphan: dict[str, Any] = {
         "kind": "client",
         "action": "create",
         "name": "c",
@@ -260,8 +261,6 @@ def test_a_failure_skips_only_what_depends_on_it_and_every_failure_is_reported(
     }
     document["changes"] = [bad_server, document["changes"][0], orphan]
     document["summary"]["create"] = 2
-    from reconciler.plan import checksum
-
     document["checksum"] = checksum(document)
     (tmp_path / "plan.json").write_text(json.dumps(document))
     capsys.readouterr()
