@@ -96,7 +96,19 @@ def connection(concurrency: int, rate_limit: str) -> Connection:
     except ValueError as exc:
         raise UsageError(f"--rate-limit: {exc}") from None
     settings = ThrottleSettings(concurrency=concurrency, requests=requests, per_seconds=seconds)
-    return Connection(environ=dict(os.environ), throttle=settings)
+    return Connection(environ=dict(os.environ), throttle=settings, fetch_progress=_fetch_progress())
+
+
+def _fetch_progress() -> Callable[[int, int], None] | None:
+    """On a terminal, a line counting the servers whose clients have been read."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        click.echo(f"\rReading the live project: {done}/{total} servers{end}", err=True, nl=False)
+
+    return show
 
 
 FORMAT_OPTION = click.option(

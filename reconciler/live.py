@@ -8,18 +8,35 @@ one call per object.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from types import MappingProxyType
 
 from reconciler.api import DescopeClient
-from reconciler.wire import LiveState
+from reconciler.wire import LiveClient, LiveServer, LiveState
+
+FetchProgress = Callable[[int, int], None]  # (servers whose clients are read, servers to read)
 
 
-async def fetch_live_state(api: DescopeClient, *, server_names: Collection[str] | None = None) -> LiveState:
+async def fetch_live_state(
+    api: DescopeClient,
+    *,
+    server_names: Collection[str] | None = None,
+    progress: FetchProgress | None = None,
+) -> LiveState:
     """Fetch every server, and the clients of those in ``server_names`` (all when None)."""
     servers = tuple(await api.load_all_servers())
     wanted = [s for s in servers if server_names is None or s.name in server_names]
-    found = await asyncio.gather(*(api.search_clients(server.id) for server in wanted))
+    read = 0
+
+    async def clients_of(server: LiveServer) -> list[LiveClient]:
+        nonlocal read
+        found = await api.search_clients(server.id)
+        read += 1
+        if progress is not None:
+            progress(read, len(wanted))
+        return found
+
+    found = await asyncio.gather(*(clients_of(server) for server in wanted))
     clients = {server.id: tuple(items) for server, items in zip(wanted, found, strict=True)}
     scopes = next((s.scopes_format for s in servers if s.scopes_format), None)
     return LiveState(servers, MappingProxyType(clients), scopes, complete=server_names is None)

@@ -19,7 +19,7 @@ from reconciler.delivery import Courier, Masker, Outcome, resume
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.journal import Journal, open_deliveries
-from reconciler.live import fetch_live_state
+from reconciler.live import FetchProgress, fetch_live_state
 from reconciler.models import ClientSpec, Manifest, secret_key
 from reconciler.plan import FORMAT_VERSION, ApplyResult, Kind, Plan, checksum
 from reconciler.planner import PlanOptions, build_plan
@@ -37,6 +37,10 @@ class Connection:
 
     environ: Mapping[str, str]
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
+    fetch_progress: FetchProgress | None = None
+
+    async def live_state(self, api: DescopeClient, server_names: set[str] | None = None) -> LiveState:
+        return await fetch_live_state(api, server_names=server_names, progress=self.fetch_progress)
 
     def client(self, project_id: str) -> DescopeClient:
         return DescopeClient.from_env(self.environ, project_id=project_id, throttle=Throttle(self.throttle))
@@ -46,7 +50,7 @@ async def plan_project(manifest: Manifest, connection: Connection, options: Plan
     """Fetch the live state the manifests need and plan against it."""
     targeted = {t.server for t in options.targets} if options.targets else None
     async with connection.client(manifest.project.projectId) as api:
-        live = await fetch_live_state(api, server_names=targeted)
+        live = await connection.live_state(api, targeted)
     check_targets(manifest, live, options)
     return build_plan(manifest, live, options)
 
@@ -68,7 +72,7 @@ def check_targets(manifest: Manifest, live: LiveState, options: PlanOptions) -> 
 
 async def drift_project(manifest: Manifest, connection: Connection) -> DriftReport:
     async with connection.client(manifest.project.projectId) as api:
-        live = await fetch_live_state(api)
+        live = await connection.live_state(api)
     return detect_drift(manifest, live)
 
 
@@ -150,7 +154,7 @@ async def apply_saved(plan: Plan, connection: Connection, settings: ApplySetting
         async with connection.client(plan.project_id) as api:
             await finish_open_deliveries(api, courier, settings.journal)
             touched = {change.server or change.name for change in plan.changes}
-            live = await fetch_live_state(api, server_names=touched)
+            live = await connection.live_state(api, touched)
             moved = moved_since(plan, live)
             if moved:
                 raise StalePlanError(moved)
@@ -179,7 +183,7 @@ async def apply_fresh(
         async with connection.client(project.projectId) as api:
             await finish_open_deliveries(api, courier, settings.journal)
             targeted = {t.server for t in options.targets} if options.targets else None
-            live = await fetch_live_state(api, server_names=targeted)
+            live = await connection.live_state(api, targeted)
             check_targets(manifest, live, options)
             plan = build_plan(manifest, live, options)
             if not plan.changes or not confirm(plan):
@@ -248,7 +252,7 @@ async def check_secrets(
     try:
         courier = Courier(sinks, log)
         async with connection.client(project.projectId) as api:
-            live = await fetch_live_state(api, server_names={s.name for s in manifest.servers})
+            live = await connection.live_state(api, {s.name for s in manifest.servers})
             work = [
                 _check_one(api, courier, live, project.ownershipTag, spec, fix=fix)
                 for spec in _clients(manifest)
