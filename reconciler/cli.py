@@ -396,7 +396,7 @@ class ProgressLine:
             )
             return
         rate = self.count / max(time.monotonic() - self.started, 1e-6)
-        line = f"\r{self.count}/{self.total} changes, {self.failures} failed, {rate:.1f}/s"
+        line = f"\r{self.count}/{self.total} changes, {self.failures} failed, {rate:.1f}/s\x1b[K"
         click.echo(line, err=True, nl=False)
 
     def finish(self) -> None:
