@@ -79,7 +79,7 @@ class Applier:
     async def run(self) -> ApplyResult:
         started = time.monotonic()
         self.progress.start(len(self.plan.changes))
-        self.journal.write("apply-started", project=self.plan.project_id, changes=len(self.plan.changes))
+        self.journal.write("apply-started", changes=len(self.plan.changes))
         await self._check_sinks()
         by_level: dict[int, list[Change]] = defaultdict(list)
         for change in self.plan.changes:

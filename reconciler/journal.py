@@ -35,8 +35,9 @@ def digest(secret: Secret, salt: str) -> str:
 class Journal:
     """Appends events to a JSON-lines file (mode 0600), fsynced one by one."""
 
-    def __init__(self, path: Path, *, run_id: str | None = None) -> None:
+    def __init__(self, path: Path, *, project: str, run_id: str | None = None) -> None:
         self.path = path
+        self.project = project
         self.run_id = run_id or time.strftime(
             "%Y%m%dT%H%M%SZ", time.gmtime()
         ) + "-" + random_source.token_hex(3)
@@ -47,11 +48,8 @@ class Journal:
         self._stream = os.fdopen(descriptor, "a", encoding="utf-8")
 
     def write(self, event: str, **fields: Any) -> None:
-        record = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "run": self.run_id,
-            "event": event,
-        }
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record = {"time": now, "run": self.run_id, "project": self.project, "event": event}
         record.update({k: v for k, v in fields.items() if v is not None})
         self._stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
         self._stream.flush()
@@ -91,10 +89,13 @@ def read_events(path: Path) -> Iterator[dict[str, Any]]:
                 yield event
 
 
-def open_deliveries(path: Path) -> list[OpenDelivery]:
-    """Clients whose latest opening event (create, rotate, adopt, undelivered) was never closed."""
+def open_deliveries(path: Path, project: str) -> list[OpenDelivery]:
+    """Clients of ``project`` whose latest opening event (create, rotate, adopt, undelivered) was
+    never closed. A journal may be shared by several projects; each only sees its own."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for event in read_events(path):
+        if event.get("project") != project:
+            continue
         client = (str(event.get("server", "")), str(event.get("client", "")))
         if event["event"] in OPENING:
             latest[client] = {**latest.get(client, {}), **event}

@@ -148,11 +148,11 @@ class ApplySettings:
 async def apply_saved(plan: Plan, connection: Connection, settings: ApplySettings) -> ApplyResult:
     """Apply exactly a saved plan, after finishing open deliveries and checking it is not stale."""
     sinks = build_sinks(plan.sinks, connection.environ)
-    journal = Journal(settings.journal)
+    journal = Journal(settings.journal, project=plan.project_id)
     try:
         courier = Courier(sinks, journal, mask=settings.mask)
         async with connection.client(plan.project_id) as api:
-            await finish_open_deliveries(api, courier, settings.journal)
+            await finish_open_deliveries(api, courier)
             touched = {change.server or change.name for change in plan.changes}
             live = await connection.live_state(api, touched)
             moved = moved_since(plan, live)
@@ -177,11 +177,11 @@ async def apply_fresh(
     project = manifest.project
     settings_by_name = {name: sink.mentioned() for name, sink in project.sinks.items()}
     sinks = build_sinks(settings_by_name, connection.environ)
-    journal = Journal(settings.journal)
+    journal = Journal(settings.journal, project=project.projectId)
     try:
         courier = Courier(sinks, journal, mask=settings.mask)
         async with connection.client(project.projectId) as api:
-            await finish_open_deliveries(api, courier, settings.journal)
+            await finish_open_deliveries(api, courier)
             targeted = {t.server for t in options.targets} if options.targets else None
             live = await connection.live_state(api, targeted)
             check_targets(manifest, live, options)
@@ -195,10 +195,10 @@ async def apply_fresh(
         close_sinks(sinks)
 
 
-async def finish_open_deliveries(api: DescopeClient, courier: Courier, journal: Path) -> list[Outcome]:
+async def finish_open_deliveries(api: DescopeClient, courier: Courier) -> list[Outcome]:
     """Deliver the secrets a previous run issued but did not get into their sinks."""
     outcomes = []
-    for item in open_deliveries(journal):
+    for item in open_deliveries(courier.journal.path, courier.journal.project):
         outcome = await resume(api, courier, item)
         if outcome is not None:
             outcomes.append(outcome)
@@ -248,7 +248,7 @@ async def check_secrets(
     """Verify every managed client's current secret against its sink; with ``fix``, deliver it again."""
     project = manifest.project
     sinks = build_sinks({name: sink.mentioned() for name, sink in project.sinks.items()}, connection.environ)
-    log = Journal(journal)
+    log = Journal(journal, project=project.projectId)
     try:
         courier = Courier(sinks, log)
         async with connection.client(project.projectId) as api:
