@@ -12,7 +12,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from reconciler.errors import (
     StalePlanError,
     UsageError,
 )
+from reconciler.ghactions import append_summary, write_outputs
 from reconciler.journal import DEFAULT_JOURNAL
 from reconciler.manifest import load_manifest, read_var_file
 from reconciler.models import Manifest
@@ -218,7 +220,9 @@ def plan_command(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
     )
     link = connection(concurrency, rate_limit)
-    plan = asyncio.run(plan_project(manifest, link, options))
+    with group("Reading the live project and planning"):
+        plan = asyncio.run(plan_project(manifest, link, options))
+    publish(render_plan_markdown(plan), {"has-changes": plan.has_changes, **plan.summary})
     for problem in check_sinks(plan, link.environ):
         click.echo(
             f"warning: {problem} (apply will not create or rotate clients whose secrets go there)", err=True
@@ -250,7 +254,9 @@ def drift_command(
     For a scheduled job: with --detailed-exitcode it exits 2 when anything drifted.
     """
     manifest = load(paths, var_files)
-    report = asyncio.run(drift_project(manifest, connection(concurrency, rate_limit)))
+    with group("Reading the live project"):
+        report = asyncio.run(drift_project(manifest, connection(concurrency, rate_limit)))
+    publish(render_drift_markdown(report), {"has-changes": report.has_drift, **report.summary})
     if output_format == "json":
         click.echo(drift_as_json(report), nl=False)
     elif output_format == "markdown":
@@ -267,6 +273,26 @@ def emit(plan: Plan, output_format: str) -> None:
         click.echo(render_plan_markdown(plan), nl=False)
     else:
         click.echo(render_plan_text(plan, colour=_colour()), nl=False)
+
+
+@contextmanager
+def group(title: str) -> Iterator[None]:
+    """Fold what happens inside into one collapsible group of the Actions log."""
+    folding = in_github_actions(os.environ)
+    if folding:
+        click.echo(f"::group::{title}")
+    try:
+        yield
+    finally:
+        if folding:
+            click.echo("::endgroup::")
+
+
+def publish(markdown: str, outputs: Mapping[str, int | bool]) -> None:
+    """Inside GitHub Actions: the markdown to the job summary, the counts to the step outputs."""
+    if in_github_actions(os.environ):
+        append_summary(os.environ, markdown)
+        write_outputs(os.environ, outputs)
 
 
 def _colour() -> bool:
@@ -385,6 +411,8 @@ class ProgressLine:
 
     def start(self, total: int) -> None:
         self.total, self.started = total, time.monotonic()
+        if in_github_actions(os.environ):
+            click.echo(f"::group::Applying {total} changes")
 
     def done(self, change: Change, error: str | None) -> None:
         self.count += 1
@@ -402,6 +430,8 @@ class ProgressLine:
     def finish(self) -> None:
         if self.tty and self.total:
             click.echo("", err=True)
+        if in_github_actions(os.environ):
+            click.echo("::endgroup::")
 
 
 @cli.group("secrets")

@@ -14,6 +14,7 @@ from reconciler.api import DescopeClient
 from reconciler.cli import run
 from reconciler.diff import overlay
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from reconciler.ghactions import SUMMARY_LIMIT, append_summary
 from reconciler.plan import Action, Kind, Plan
 from tests.conftest import EXAMPLES
 
@@ -219,3 +220,33 @@ def test_targets_that_name_nothing_are_usage_errors(
     )
     assert run(["plan", str(EXAMPLES), "--target", "nonsense"]) == 1
     assert "expected server:NAME or client:SERVER/NAME" in capsys.readouterr().err
+
+
+def test_inside_github_actions_plan_writes_outputs_summary_and_groups(
+    emulator: RunningEmulator,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outputs, summary = tmp_path / "output", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert run(["plan", str(EXAMPLES), "--detailed-exitcode"]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("::group::Reading the live project and planning\n::endgroup::\n")
+    assert outputs.read_text() == "has-changes=true\ncreate=9\nupdate=0\nadopt=0\nrotate-secret=0\ndelete=0\n"
+    assert summary.read_text().startswith("<!-- mcp-reconciler:plan project=P2MCPRECONCILERDEMO -->\n")
+    assert run(["drift", str(EXAMPLES)]) == 0
+    assert outputs.read_text().endswith(
+        "has-changes=true\nchanged=0\nmissing=9\norphaned=0\nunmanaged=0\ndynamicClients=0\n"
+    )
+    assert "<!-- mcp-reconciler:drift project=P2MCPRECONCILERDEMO -->" in summary.read_text()
+
+
+def test_the_step_summary_stays_under_githubs_limit(tmp_path: Path) -> None:
+    summary = tmp_path / "summary.md"
+    for _ in range(3):
+        append_summary({"GITHUB_STEP_SUMMARY": str(summary)}, "x" * 600_000)
+    assert SUMMARY_LIMIT - 100 < summary.stat().st_size <= SUMMARY_LIMIT < 1024 * 1024
+    assert summary.read_text().endswith("_The rest is cut: GitHub allows 1 MiB of step summary._\n")
