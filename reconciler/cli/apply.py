@@ -1,0 +1,213 @@
+"""apply and secrets check: the commands that change the project or the sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from reconciler.cli.common import (
+    JOURNAL_OPTION,
+    TARGET_OPTION,
+    api_options,
+    colour,
+    connection,
+    load,
+    manifest_options,
+)
+from reconciler.cli.main import cli
+from reconciler.errors import (
+    ApplyError,
+    ExitCode,
+    SecretDeliveryError,
+    UsageError,
+)
+from reconciler.plan import ApplyResult, Change, Plan
+from reconciler.planner import PlanOptions, Target
+from reconciler.render.github import in_github_actions
+from reconciler.render.text import apply_summary, render_plan_text
+from reconciler.secret import Secret
+from reconciler.workflow import (
+    ApplySettings,
+    apply_fresh,
+    apply_saved,
+    check_secrets,
+    load_saved_plan,
+)
+
+
+@cli.command("apply")
+@manifest_options
+@api_options
+@click.option("--auto-approve", is_flag=True, help="Apply without asking (required when not on a terminal).")
+@click.option(
+    "--prune/--no-prune", default=None, help="Delete owned objects not in the manifests [Project: prune]."
+)
+@click.option("--allow-deletes", type=click.IntRange(min=0), help="Accept up to N deletes, over maxDeletes.")
+@TARGET_OPTION
+@JOURNAL_OPTION
+def apply_command(
+    *,
+    paths: tuple[str, ...],
+    var_files: tuple[str, ...],
+    concurrency: int,
+    rate_limit: str,
+    auto_approve: bool,
+    prune: bool | None,
+    allow_deletes: int | None,
+    targets: tuple[str, ...],
+    journal: Path,
+) -> int:
+    """Make the Descope project match the manifests, or apply a saved plan.
+
+    \b
+    mcp-reconciler apply [PATHS...]   plan, show it, ask, then apply
+    mcp-reconciler apply plan.json    apply exactly a saved plan (no prompt),
+                                      refused if the project changed since
+
+    New and rotated client secrets go to their sinks and are never printed.
+    """
+    link = connection(concurrency, rate_limit)
+    settings = ApplySettings(journal=journal, mask=_masker(), progress=ProgressLine())
+    if len(paths) == 1 and paths[0].endswith(".json") and Path(paths[0]).is_file():
+        if targets or prune is not None or allow_deletes is not None or var_files:
+            plan_only = "--target, --prune, --allow-deletes and --var-file"
+            raise UsageError(f"a saved plan is applied as it is: {plan_only} belong to plan")
+        saved = load_saved_plan(Path(paths[0]))
+        click.echo(render_plan_text(saved, colour=colour()), nl=False)
+        result = asyncio.run(apply_saved(saved, link, settings)) if saved.changes else None
+        return _finish(result)
+    manifest = load(paths, var_files)
+    options = PlanOptions(
+        prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
+    )
+    plan, result = asyncio.run(apply_fresh(manifest, link, options, settings, _confirmer(auto_approve)))
+    if not plan.changes:
+        click.echo(render_plan_text(plan, colour=colour()), nl=False)
+    elif result is None:
+        click.echo("Apply cancelled; nothing was changed.", err=True)
+        return ExitCode.ERROR
+    return _finish(result)
+
+
+def _confirmer(auto_approve: bool) -> Callable[[Plan], bool]:
+    def confirm(plan: Plan) -> bool:
+        click.echo(render_plan_text(plan, colour=colour()), nl=False)
+        if auto_approve:
+            return True
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "apply needs --auto-approve when not run from a terminal (or apply a saved plan)"
+            )
+        answer: str = click.prompt(
+            "\nApply these changes? Only 'yes' will be accepted", default="", show_default=False
+        )
+        return answer == "yes"
+
+    return confirm
+
+
+def _masker() -> Callable[[Secret], None] | None:
+    if not in_github_actions(os.environ):
+        return None
+
+    def mask(secret: Secret) -> None:
+        # The runner hides every later occurrence of a value announced this way.
+        click.echo(f"::add-mask::{secret.reveal()}")
+
+    return mask
+
+
+def _finish(result: ApplyResult | None) -> int:
+    if result is None:
+        return ExitCode.OK
+    for change, reason in result.failed:
+        click.echo(f"failed: {change.action.value} {change.address}: {reason}", err=True)
+    for change, reason in result.skipped:
+        click.echo(f"skipped: {change.action.value} {change.address}: {reason}", err=True)
+    for address, reason in result.undelivered:
+        click.echo(f"secret not delivered: {address}: {reason}", err=True)
+    click.echo(apply_summary(result))
+    if result.undelivered:
+        raise SecretDeliveryError(
+            f"{len(result.undelivered)} secret(s) did not reach their sink; the next apply (or "
+            "'mcp-reconciler secrets check --fix') delivers them again"
+        )
+    if result.failed or result.skipped:
+        raise ApplyError(f"{len(result.failed)} change(s) failed and {len(result.skipped)} were skipped")
+    return ExitCode.OK
+
+
+class ProgressLine:
+    """Progress for long runs: one updating line on a terminal, a line per change otherwise."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.total = self.count = self.failures = 0
+        self.started = 0.0
+
+    def start(self, total: int) -> None:
+        self.total, self.started = total, time.monotonic()
+        if in_github_actions(os.environ):
+            click.echo(f"::group::Applying {total} changes")
+
+    def done(self, change: Change, error: str | None) -> None:
+        self.count += 1
+        self.failures += error is not None
+        if not self.tty:
+            status = f"FAILED ({error})" if error else "done"
+            click.echo(
+                f"[{self.count}/{self.total}] {change.action.value} {change.address}: {status}", err=True
+            )
+            return
+        rate = self.count / max(time.monotonic() - self.started, 1e-6)
+        line = f"\r{self.count}/{self.total} changes, {self.failures} failed, {rate:.1f}/s\x1b[K"
+        click.echo(line, err=True, nl=False)
+
+    def finish(self) -> None:
+        if self.tty and self.total:
+            click.echo("", err=True)
+        if in_github_actions(os.environ):
+            click.echo("::endgroup::")
+
+
+@cli.group("secrets")
+def secrets_group() -> None:
+    """Check that every managed client's secret is in its sink."""
+
+
+@secrets_group.command("check")
+@manifest_options
+@api_options
+@click.option(
+    "--fix", is_flag=True, help="Deliver the current secret (read from Descope) where it is missing."
+)
+@JOURNAL_OPTION
+def secrets_check(
+    *,
+    paths: tuple[str, ...],
+    var_files: tuple[str, ...],
+    concurrency: int,
+    rate_limit: str,
+    fix: bool,
+    journal: Path,
+) -> int:
+    """Verify each managed client's current secret against its sink (exit 3 if any is not there)."""
+    manifest = load(paths, var_files)
+    statuses = asyncio.run(
+        check_secrets(manifest, connection(concurrency, rate_limit), fix=fix, journal=journal)
+    )
+    for status in statuses:
+        detail = f": {status.detail}" if status.detail else ""
+        click.echo(f"{status.state:>10}  {status.address} -> sink {status.sink}{detail}")
+    bad = [s for s in statuses if not s.ok and s.state != "absent"]
+    click.echo(f"{len(statuses) - len(bad)} of {len(statuses)} secrets are in their sinks or not issued yet.")
+    if bad:
+        hint = "" if fix else "; run with --fix to deliver them"
+        raise SecretDeliveryError(f"{len(bad)} secret(s) are not in their sinks{hint}")
+    return ExitCode.OK

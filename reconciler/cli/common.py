@@ -1,0 +1,160 @@
+"""Options, loading and output helpers shared by the commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from reconciler.errors import (
+    UsageError,
+)
+from reconciler.ghactions import append_summary, write_outputs
+from reconciler.journal import DEFAULT_JOURNAL
+from reconciler.manifest import load_manifest, read_var_file
+from reconciler.models import Manifest
+from reconciler.plan import Plan
+from reconciler.render.github import in_github_actions
+from reconciler.render.markdown import render_plan_markdown
+from reconciler.render.text import render_plan_text
+from reconciler.throttle import DEFAULT_CONCURRENCY, DEFAULT_RATE, ThrottleSettings, parse_rate
+from reconciler.workflow import (
+    Connection,
+    plan_as_json,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_PATHS = ("manifests",)
+
+
+def manifest_options(func: F) -> F:
+    """The options every command that reads manifests shares."""
+    func = click.option(
+        "--var-file",
+        "var_files",
+        multiple=True,
+        type=click.Path(dir_okay=False),
+        help="YAML file of NAME: value pairs for ${NAME} references (repeatable; the environment wins).",
+    )(func)
+    return click.argument("paths", nargs=-1, type=click.Path())(func)
+
+
+def api_options(func: F) -> F:
+    """Throughput controls shared by every command that calls the API."""
+    func = click.option(
+        "--rate-limit",
+        metavar="N/SECONDS",
+        default=f"{DEFAULT_RATE[0]}/{DEFAULT_RATE[1]:g}",
+        show_default=True,
+        envvar="MCP_RECONCILER_RATE_LIMIT",
+        help="At most N API requests in any SECONDS, for the whole run [env: MCP_RECONCILER_RATE_LIMIT].",
+    )(func)
+    return click.option(
+        "--concurrency",
+        default=DEFAULT_CONCURRENCY,
+        show_default=True,
+        type=click.IntRange(1, 64),
+        envvar="MCP_RECONCILER_CONCURRENCY",
+        help="At most this many API requests at once [env: MCP_RECONCILER_CONCURRENCY].",
+    )(func)
+
+
+def connection(concurrency: int, rate_limit: str) -> Connection:
+    try:
+        requests, seconds = parse_rate(rate_limit)
+    except ValueError as exc:
+        raise UsageError(f"--rate-limit: {exc}") from None
+    settings = ThrottleSettings(concurrency=concurrency, requests=requests, per_seconds=seconds)
+    return Connection(environ=dict(os.environ), throttle=settings, fetch_progress=fetch_progress())
+
+
+def fetch_progress() -> Callable[[int, int], None] | None:
+    """On a terminal, a line counting the servers whose clients have been read."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        click.echo(f"\rReading the live project: {done}/{total} servers{end}", err=True, nl=False)
+
+    return show
+
+
+FORMAT_OPTION = click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "json", "markdown"]),
+    default="text",
+    show_default=True,
+    help="text for people, json for policy tools (schemas/plan.schema.json), markdown for PR comments.",
+)
+DETAILED_EXITCODE = click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (0: none, 1: error)."
+)
+
+
+TARGET_OPTION = click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="server:NAME|client:SERVER/NAME",
+    help="Only these objects (a server includes its clients). Repeatable; for emergencies.",
+)
+JOURNAL_OPTION = click.option(
+    "--journal",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=DEFAULT_JOURNAL,
+    show_default=True,
+    envvar="MCP_RECONCILER_JOURNAL",
+    help="JSON-lines record of every step (never secrets); also how a later run finishes open deliveries.",
+)
+
+
+def load(paths: Sequence[str], var_files: Sequence[str]) -> Manifest:
+    values: dict[str, str] = {}
+    for var_file in var_files:
+        values.update(read_var_file(var_file))
+    return load_manifest(paths or DEFAULT_PATHS, var_values=values)
+
+
+def emit(plan: Plan, output_format: str) -> None:
+    if output_format == "json":
+        click.echo(plan_as_json(plan), nl=False)
+    elif output_format == "markdown":
+        click.echo(render_plan_markdown(plan), nl=False)
+    else:
+        click.echo(render_plan_text(plan, colour=colour()), nl=False)
+
+
+@contextmanager
+def group(title: str) -> Iterator[None]:
+    """Fold what happens inside into one collapsible group of the Actions log."""
+    folding = in_github_actions(os.environ)
+    if folding:
+        click.echo(f"::group::{title}")
+    try:
+        yield
+    finally:
+        if folding:
+            click.echo("::endgroup::")
+
+
+def publish(markdown: str, outputs: Mapping[str, int | bool]) -> None:
+    """Inside GitHub Actions: the markdown to the job summary, the counts to the step outputs."""
+    if in_github_actions(os.environ):
+        append_summary(os.environ, markdown)
+        write_outputs(os.environ, outputs)
+
+
+def colour() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+def plural(count: int) -> str:
+    return "" if count == 1 else "s"

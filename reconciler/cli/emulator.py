@@ -1,0 +1,90 @@
+"""The emulator command: the local Descope stand-in, in the foreground."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reconciler.cli.main import cli
+from reconciler.errors import (
+    ExitCode,
+    UsageError,
+)
+from reconciler.throttle import parse_rate
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
+)
+@click.option(
+    "--project-id",
+    envvar="DESCOPE_PROJECT_ID",
+    default="P2MCPRECONCILERDEMO",
+    show_default=True,
+    help="The project ID it answers for [env: DESCOPE_PROJECT_ID].",
+)
+@click.option(
+    "--management-key",
+    envvar="DESCOPE_MANAGEMENT_KEY",
+    help="The management key it accepts; prefer the environment variable [env: DESCOPE_MANAGEMENT_KEY].",
+)
+@click.option(
+    "--state-file", type=click.Path(dir_okay=False, path_type=Path), help="Keep state in this JSON file."
+)
+@click.option("--latency-ms", default=0.0, type=click.FloatRange(min=0), help="Delay before every answer.")
+@click.option("--rate-limit", metavar="N/SECONDS", help="Answer 429 past N requests in any SECONDS.")
+@click.option(
+    "--fault-rate", default=0.0, type=click.FloatRange(0, 1), help="Chance of a 5xx before handling."
+)
+@click.option(
+    "--fault-after-commit-rate",
+    default=0.0,
+    type=click.FloatRange(0, 1),
+    help="Chance that a mutation happens and then fails (5xx or a dropped connection).",
+)
+@click.option("--seed", type=int, help="Seed for repeatable faults.")
+@click.option(
+    "--scopes-format", type=click.Choice(["list", "categorized"]), default="list", show_default=True
+)
+def emulator(**options: Any) -> int:
+    """Run the local Descope emulator (MCP server management API) until interrupted.
+
+    Point mcp-reconciler at it with DESCOPE_BASE_URL=http://HOST:PORT and the same
+    DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY.
+    """
+    from reconciler.emulator import EmulatorConfig, serve  # noqa: PLC0415 - load the server stack only here
+
+    if not options["management_key"]:
+        raise UsageError("set DESCOPE_MANAGEMENT_KEY (or --management-key): the key the emulator will accept")
+    try:
+        rate = parse_rate(options["rate_limit"]) if options["rate_limit"] else None
+        config = EmulatorConfig(
+            project_id=options["project_id"],
+            management_key=options["management_key"],
+            state_file=options["state_file"],
+            latency_ms=options["latency_ms"],
+            rate_limit=rate,
+            fault_rate=options["fault_rate"],
+            fault_after_commit_rate=options["fault_after_commit_rate"],
+            seed=options["seed"],
+            scopes_format=options["scopes_format"],
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    host, port = options["host"], options["port"]
+    click.echo(
+        f"Descope emulator for project {config.project_id} on http://{host}:{port}"
+        + (f", state in {config.state_file}" if config.state_file else ", state in memory only"),
+        err=True,
+    )
+    click.echo(f"Use it with: export DESCOPE_BASE_URL=http://{host}:{port}", err=True)
+    try:
+        serve(config, host=host, port=port)
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down cleanly
+        click.echo("Emulator stopped.", err=True)
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
