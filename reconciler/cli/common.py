@@ -11,9 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
-from reconciler.errors import (
-    UsageError,
-)
+from reconciler.errors import UsageError
 from reconciler.ghactions import append_summary, write_outputs
 from reconciler.journal import DEFAULT_JOURNAL
 from reconciler.manifest import load_manifest, read_var_file

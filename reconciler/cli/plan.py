@@ -22,9 +22,7 @@ from reconciler.cli.common import (
     publish,
 )
 from reconciler.cli.main import cli
-from reconciler.errors import (
-    ExitCode,
-)
+from reconciler.errors import ExitCode
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
 from reconciler.render.text import render_drift_text
