@@ -45,9 +45,9 @@ def run(command: list[str]) -> None:
 
 
 def demo() -> None:
-    """Set up, then run the main job on the embedded default."""
+    """Set up, then run the whole workflow on the embedded Descope emulator."""
     ensure_environment("")
-    run([str(BIN / "mcp-reconciler"), "validate", "manifests"])
+    run([str(BIN / "mcp-reconciler"), "demo", "manifests"])
 
 
 def test() -> None:
