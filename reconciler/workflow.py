@@ -297,3 +297,8 @@ async def _check_one(
         outcome = await courier.hand_off(record, sink_name, current)
         return SecretStatus(address, sink_name, "fixed" if outcome.delivered else "error", outcome.reason)
     return SecretStatus(address, sink_name, state)
+
+
+async def fetch_for_export(connection: Connection, project_id: str) -> LiveState:
+    async with connection.client(project_id) as api:
+        return await connection.live_state(api)

@@ -1,0 +1,195 @@
+"""Live project → manifest files: one per server, clients inline, each with a secret block.
+
+Only fields the manifest format knows are written, zero values left out, and the reconciler's own
+tags turned back into ``protect`` and ``secret.rotation``; everything else stays "not mentioned",
+so a plan on a fresh export is empty. Dynamically registered clients belong to end users and are
+not exported. ``adopt`` marks objects the reconciler does not own yet, so that the next apply takes
+them over and delivers each adopted client's current secret to its sink.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from reconciler import assumptions
+from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ServerSpec
+from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags
+from reconciler.wire import LiveClient, LiveServer, LiveState
+
+SERVER_FIELDS = [
+    f.alias or n
+    for n, f in ServerSpec.model_fields.items()
+    if n not in ("kind", "protect", "adopt", "clients")
+]
+CLIENT_FIELDS = [
+    f.alias or n for n, f in ClientSpec.model_fields.items() if n not in ("secret", "protect", "adopt")
+]
+SCOPE_FIELDS = ("name", "description", "optional", "values")
+DEFAULT_SINK = "local"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    project_id: str
+    sink: str = DEFAULT_SINK
+    sink_path: str = ".secrets/mcp-clients.json"
+    ownership_tag: str = DEFAULT_OWNERSHIP_TAG
+    adopt: bool = False
+    tags: tuple[str, ...] = ()  # only servers with one of these tags
+    names: tuple[str, ...] = ()  # only servers whose name matches one of these patterns
+
+
+@dataclass
+class Export:
+    """The files to write (relative path → text), and what a person should know about them."""
+
+    files: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    servers: int = 0
+    clients: int = 0
+    unowned: int = 0
+
+
+def export_project(live: LiveState, options: ExportOptions) -> Export:
+    result = Export()
+    counts = Counter(s.name for s in live.servers)
+    used: set[str] = set()
+    for server in sorted(live.servers, key=lambda s: s.name):
+        if not _selected(server, options):
+            continue
+        if counts[server.name] > 1:
+            shared = f"{counts[server.name]} live servers share its name"
+            result.warnings.append(f'server "{server.name}" ({server.id}) is skipped: {shared}')
+            continue
+        document = _server_document(server, live.clients_of(server.id), options, result)
+        result.files[f"servers/{_file_name(server.name, used)}.yaml"] = dump(
+            document, _header(server, options)
+        )
+        result.servers += 1
+    result.files["project.yaml"] = dump(_project_document(options), "Settings of the exported project.")
+    if result.unowned and not options.adopt:
+        result.warnings.append(
+            f"{result.unowned} exported objects are not managed by mcp-reconciler yet: "
+            "export with --adopt to take them over on the next apply"
+        )
+    return result
+
+
+def _selected(server: LiveServer, options: ExportOptions) -> bool:
+    if options.tags and not set(options.tags) & set(server.tags):
+        return False
+    return not options.names or any(fnmatch.fnmatchcase(server.name, pattern) for pattern in options.names)
+
+
+def _server_document(
+    server: LiveServer, clients: Iterable[LiveClient], options: ExportOptions, result: Export
+) -> dict[str, Any]:
+    document: dict[str, Any] = {"kind": "MCPServer", **_fields(server.fields, SERVER_FIELDS, options)}
+    if PROTECT_TAG in server.tags:
+        document["protect"] = True
+    if options.ownership_tag not in server.tags:
+        result.unowned += 1
+        if options.adopt:
+            document["adopt"] = True
+    exported = []
+    for client in sorted(clients, key=lambda c: c.name):
+        if client.registration_type not in ("", assumptions.REGISTRATION_PRE_REGISTERED):
+            continue  # an end user's client: never exported, never managed
+        exported.append(_client_document(client, options, result))
+    duplicates = [name for name, n in Counter(c["name"] for c in exported).items() if n > 1]
+    for name in duplicates:
+        result.warnings.append(
+            f'client "{server.name}/{name}" is skipped: several live clients share its name'
+        )
+    clients_out = [c for c in exported if c["name"] not in duplicates]
+    if clients_out:
+        document["clients"] = clients_out
+        result.clients += len(clients_out)
+    return document
+
+
+def _client_document(client: LiveClient, options: ExportOptions, result: Export) -> dict[str, Any]:
+    document = _fields(client.fields, CLIENT_FIELDS, options)
+    secret: dict[str, Any] = {"sink": options.sink}
+    marker = rotation_marker(client.tags)
+    if marker is not None:
+        secret["rotation"] = marker
+    document["secret"] = secret
+    if PROTECT_TAG in client.tags:
+        document["protect"] = True
+    if options.ownership_tag not in client.tags:
+        result.unowned += 1
+        if options.adopt:
+            document["adopt"] = True
+    return document
+
+
+def _fields(live: Mapping[str, Any], names: Iterable[str], options: ExportOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        value = live.get(name)
+        if name == "tags":
+            value = user_tags(value or [], options.ownership_tag)
+        elif name == "approvedScopes":
+            value = [{k: s[k] for k in SCOPE_FIELDS if k in s} for s in value or []]
+        cleaned = _without_zeros(value)
+        if cleaned is not None:
+            out[name] = cleaned
+    return out
+
+
+def _without_zeros(value: Any) -> Any:
+    """The value with zero values left out (None when nothing is left), and ``${`` escaped."""
+    if isinstance(value, Mapping):
+        kept = {k: v for k, v in ((k, _without_zeros(v)) for k, v in value.items()) if v is not None}
+        return kept or None
+    if isinstance(value, list):
+        items = [v for v in (_without_zeros(item) for item in value) if v is not None]
+        return items or None
+    if value in (None, "", False, 0) and not isinstance(value, float):
+        return None
+    if isinstance(value, str):
+        return value.replace("${", "$${")  # the loader substitutes ${...}; keep the text as it is
+    return value
+
+
+def _project_document(options: ExportOptions) -> dict[str, Any]:
+    return {
+        "kind": "Project",
+        "projectId": options.project_id,
+        "ownershipTag": options.ownership_tag,
+        "defaultSink": options.sink,
+        "sinks": {options.sink: {"type": "file", "path": options.sink_path}},
+    }
+
+
+def _header(server: LiveServer, options: ExportOptions) -> str:
+    return f"Exported from project {options.project_id}: MCP server {server.id}."
+
+
+def _file_name(name: str, used: set[str]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "server"
+    candidate, number = base, 2
+    while candidate in used:
+        candidate, number = f"{base}-{number}", number + 1
+    used.add(candidate)
+    return candidate
+
+
+def dump(document: Mapping[str, Any], comment: str) -> str:
+    """YAML for people: block style, keys in the order written, a comment on top."""
+    yaml = YAML(typ="rt")
+    yaml.default_flow_style = False
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 110
+    stream = io.StringIO()
+    yaml.dump(dict(document), stream)
+    return f"# {comment}\n" + stream.getvalue()
