@@ -233,8 +233,9 @@ def test_inside_github_actions_plan_writes_outputs_summary_and_groups(
     monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     assert run(["plan", str(EXAMPLES), "--detailed-exitcode"]) == 2
-    out = capsys.readouterr().out
-    assert out.startswith("::group::Reading the live project and planning\n::endgroup::\n")
+    captured = capsys.readouterr()
+    assert captured.err.startswith("::group::Reading the live project and planning\n::endgroup::\n")
+    assert "::group::" not in captured.out
     assert outputs.read_text() == "has-changes=true\ncreate=9\nupdate=0\nadopt=0\nrotate-secret=0\ndelete=0\n"
     assert summary.read_text().startswith("<!-- mcp-reconciler:plan project=P2MCPRECONCILERDEMO -->\n")
     assert run(["drift", str(EXAMPLES)]) == 0

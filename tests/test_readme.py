@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
+from reconciler.cli import run
 from reconciler.manifest import load_manifest
 from tests.conftest import ROOT
 
@@ -28,3 +31,17 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert commands == ["python3 dev.py demo", "python3 dev.py test"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert re.search(r"^python3 dev\.py test$", ci, re.M)
+
+
+def test_every_command_in_the_readme_has_help_and_the_help_lists_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    listed = re.findall(r"`([a-z]+(?: check)?)`", README.split("> Commands:", 1)[1].split("\n", 1)[0])
+    assert listed == ["demo", "validate", "plan", "apply", "drift", "export", "secrets check", "emulator"]
+    assert run(["--help"]) == 0
+    overview = capsys.readouterr().out
+    for command in listed:
+        assert re.search(rf"^  {command.split()[0]}\s", overview, re.M), command
+        assert run([*command.split(), "--help"]) == 0
+        assert capsys.readouterr().out.startswith(f"Usage: mcp-reconciler {command}")
+    assert "Exit codes: 0 success (for plan/drift: no changes), 1 error, 2 changes or drift" in overview

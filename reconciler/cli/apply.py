@@ -154,7 +154,7 @@ class ProgressLine:
     def start(self, total: int) -> None:
         self.total, self.started = total, time.monotonic()
         if in_github_actions(os.environ):
-            click.echo(f"::group::Applying {total} changes")
+            click.echo(f"::group::Applying {total} changes", err=True)
 
     def done(self, change: Change, error: str | None) -> None:
         self.count += 1
@@ -173,7 +173,7 @@ class ProgressLine:
         if self.tty and self.total:
             click.echo("", err=True)
         if in_github_actions(os.environ):
-            click.echo("::endgroup::")
+            click.echo("::endgroup::", err=True)
 
 
 @cli.group("secrets")

@@ -132,15 +132,19 @@ def emit(plan: Plan, output_format: str) -> None:
 
 @contextmanager
 def group(title: str) -> Iterator[None]:
-    """Fold what happens inside into one collapsible group of the Actions log."""
+    """Fold what happens inside into one collapsible group of the Actions log.
+
+    The runner reads workflow commands on stderr as well; there they cannot mix into JSON or
+    markdown on stdout.
+    """
     folding = in_github_actions(os.environ)
     if folding:
-        click.echo(f"::group::{title}")
+        click.echo(f"::group::{title}", err=True)
     try:
         yield
     finally:
         if folding:
-            click.echo("::endgroup::")
+            click.echo("::endgroup::", err=True)
 
 
 def publish(markdown: str, outputs: Mapping[str, int | bool]) -> None:
