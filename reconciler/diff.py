@@ -3,8 +3,9 @@
 Both sides are first reduced to an *essence*: only the fields the manifest mentions, set-like lists
 sorted (tags, URLs, audiences, scope names), scopes and CIMD domain policies keyed by name, and a
 missing value read as the zero value of the desired one. Equal essences mean no change; otherwise
-deepdiff says which paths differ, and each is reported once, with its whole before and after value
-(a list is reported as a list, not item by item).
+each differing top-level scalar or list is reported whole, and deepdiff says which paths differ
+inside nested objects (scopes, registration, session and CIMD settings). Calling deepdiff only there
+keeps a 21,000-object plan well under its CPU budget (see BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -70,10 +71,17 @@ def field_changes(live: Mapping[str, Any], desired: Mapping[str, Any]) -> tuple[
     if before == after:
         return ()
     changes: dict[str, FieldChange] = {}
-    for parts in _changed_paths(before, after):
-        path = render(parts)
-        if path not in changes:
-            changes[path] = FieldChange(path, _at(before, parts), _at(after, parts))
+    for key in after:
+        if before.get(key) == after[key]:
+            continue
+        if not isinstance(after[key], Mapping) or not isinstance(before.get(key), Mapping):
+            # A scalar or a list differs: reported whole, no need for a structural diff.
+            changes[render((key,))] = FieldChange(render((key,)), before.get(key), after[key])
+            continue
+        for parts in _changed_paths(before[key], after[key]):
+            path = render((key, *parts))
+            if path not in changes:
+                changes[path] = FieldChange(path, _at(before[key], parts), _at(after[key], parts))
     return tuple(changes[path] for path in sorted(changes))
 
 
