@@ -211,6 +211,8 @@ class Applier:
         # Recorded even when delivery failed: the rotation happened; the journal redelivers.
         current = await self.api.load_client(live.server_id, id=live.id)
         await record_rotation(self.api, live.server_id, live.id, list(current.tags), change.secret.rotation)
+        where = {"server": change.server, "client": change.name}
+        self.journal.write("rotation-recorded", **where, rotation=change.secret.rotation)
 
     async def _hand_off(self, change: Change, record: SecretRecord, secret: Secret) -> None:
         assert change.secret is not None

@@ -103,6 +103,9 @@ async def resume(api: DescopeClient, courier: Courier, item: OpenDelivery) -> Ou
     outcome = await courier.hand_off(record, item.sink, current)
     if item.rotation is not None:
         await record_rotation(api, server_id or "", client_ref, tags, item.rotation)
+        courier.journal.write(
+            "rotation-recorded", server=item.server, client=item.client, rotation=item.rotation
+        )
     return outcome
 
 

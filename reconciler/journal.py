@@ -22,9 +22,11 @@ from reconciler.secret import Secret
 
 DEFAULT_JOURNAL = Path(".mcp-reconciler") / "journal.jsonl"
 
-# Events whose secret may not have reached its sink, and the events that close them.
+# Events whose secret may not have reached its sink, and the events that close them. A rotation
+# stays open after its delivery until its marker is recorded on the client: otherwise a crash in
+# between would leave the old marker, and the next plan would rotate a second time.
 OPENING = {"create-started", "rotate-started", "adopt-started", "undelivered"}
-CLOSING = {"delivered", "create-absent", "rotate-absent"}
+CLOSING = {"delivered", "create-absent", "rotate-absent", "rotation-recorded"}
 
 
 def digest(secret: Secret, salt: str) -> str:
@@ -63,7 +65,7 @@ class Journal:
 class OpenDelivery:
     """A secret that may not be in its sink: the last opening event for one client, unclosed."""
 
-    event: str
+    event: str  # the last opening event, or rotate-delivered (a rotation whose marker is not recorded)
     server: str
     client: str
     sink: str
@@ -99,6 +101,10 @@ def open_deliveries(path: Path, project: str) -> list[OpenDelivery]:
         client = (str(event.get("server", "")), str(event.get("client", "")))
         if event["event"] in OPENING:
             latest[client] = {**latest.get(client, {}), **event}
+        elif event["event"] == "delivered" and latest.get(client, {}).get("rotation") is not None:
+            latest[client] = {**latest[client], "event": "rotate-delivered"}
+        elif event["event"] == "rotation-recorded" and latest.get(client, {}).get("event") == "undelivered":
+            latest[client] = {k: v for k, v in latest[client].items() if k != "rotation"}  # still undelivered
         elif event["event"] in CLOSING:
             latest.pop(client, None)
     return [

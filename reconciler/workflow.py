@@ -15,7 +15,7 @@ from pathlib import Path
 
 from reconciler.api import DescopeClient
 from reconciler.applier import Applier, Progress
-from reconciler.delivery import Courier, Masker, Outcome, resume
+from reconciler.delivery import Courier, Masker, resume
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.journal import Journal, open_deliveries
@@ -181,28 +181,44 @@ async def apply_fresh(
     try:
         courier = Courier(sinks, journal, mask=settings.mask)
         async with connection.client(project.projectId) as api:
-            await finish_open_deliveries(api, courier)
+            resumed = await finish_open_deliveries(api, courier)
             targeted = {t.server for t in options.targets} if options.targets else None
             live = await connection.live_state(api, targeted)
             check_targets(manifest, live, options)
             plan = build_plan(manifest, live, options)
-            if not plan.changes or not confirm(plan):
+            if not plan.changes:
+                return plan, _merged(resumed, None)
+            if not confirm(plan):
                 return plan, None
             applier = Applier(api, plan, live, sinks=sinks, courier=courier, progress=settings.progress)
-            return plan, await applier.run()
+            return plan, _merged(resumed, await applier.run())
     finally:
         journal.close()
         close_sinks(sinks)
 
 
-async def finish_open_deliveries(api: DescopeClient, courier: Courier) -> list[Outcome]:
-    """Deliver the secrets a previous run issued but did not get into their sinks."""
-    outcomes = []
+async def finish_open_deliveries(api: DescopeClient, courier: Courier) -> ApplyResult:
+    """Deliver the secrets a previous run issued but did not get into their sinks; the result
+    counts them, so a run that still could not deliver one exits 3 like the run that issued it."""
+    result = ApplyResult()
     for item in open_deliveries(courier.journal.path, courier.journal.project):
         outcome = await resume(api, courier, item)
-        if outcome is not None:
-            outcomes.append(outcome)
-    return outcomes
+        if outcome is None:
+            continue
+        if outcome.delivered:
+            result.delivered += 1
+        else:
+            result.undelivered.append((f'client "{item.server}/{item.client}"', outcome.reason))
+    return result
+
+
+def _merged(resumed: ApplyResult, result: ApplyResult | None) -> ApplyResult | None:
+    """The applier's result with the resumed deliveries added; None when nothing happened at all."""
+    if result is None:
+        return resumed if resumed.delivered or resumed.undelivered else None
+    result.delivered += resumed.delivered
+    result.undelivered[:0] = resumed.undelivered
+    return result
 
 
 def check_sinks(plan: Plan, environ: Mapping[str, str]) -> list[str]:

@@ -80,8 +80,7 @@ def apply_command(
             raise UsageError(f"a saved plan is applied as it is: {plan_only} belong to plan")
         saved = load_saved_plan(Path(paths[0]))
         click.echo(render_plan_text(saved, colour=colour()), nl=False)
-        result = asyncio.run(apply_saved(saved, link, settings)) if saved.changes else None
-        return _finish(result)
+        return _finish(asyncio.run(apply_saved(saved, link, settings)))
     manifest = load(paths, var_files)
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
