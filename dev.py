@@ -55,7 +55,7 @@ def test() -> None:
     ensure_environment("dev")
     run([str(BIN / "ruff"), "check", "."])
     run([str(BIN / "ruff"), "format", "--check", "."])
-    run([str(BIN / "mypy"), "--strict", "reconciler", "tests", "dev.py"])
+    run([str(BIN / "mypy"), "--strict", "reconciler", "tests", "bench", "dev.py"])
     run([str(BIN / "lint-imports")])
     run([str(BIN / "python"), "-m", "pytest", *sys.argv[2:]])
 

@@ -1,0 +1,31 @@
+"""The benchmark script runs end to end at a tiny size, so it cannot rot (figures live in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+
+def test_the_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    ours, single, baseline = results["plan"]
+    assert (ours["calls"], single["calls"], baseline["calls"]) == (1 + 3, 1 + 3, 1 + 3 + 3 * 2)
+    assert results["apply"]["done"] == 12  # the server is seeded and in sync; its 12 clients are created
+    assert results["apply"]["failed"] == 0
+    assert results["diff"]["changes"] == 20 + 20 * 5
+    assert "build_plan" in results["profile"]
+    assert "| 3x2 | this tool |" in done.stdout
