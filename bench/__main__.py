@@ -71,8 +71,9 @@ def emulator(*, latency_ms: float, rate: str | None = None) -> Iterator[Emulator
 
 
 def measure(kind: str, args: dict[str, Any]) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.scenarios", kind, json.dumps(args)],
+    done = subprocess.run(  # arguments on stdin: a 20,000-client id list does not fit in argv
+        [sys.executable, "-m", "bench.scenarios", kind],
+        input=json.dumps(args),
         cwd=ROOT,
         capture_output=True,
         text=True,

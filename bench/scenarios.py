@@ -1,4 +1,4 @@
-"""One benchmark measurement per process: ``python -m bench.scenarios KIND JSON-ARGS`` prints JSON.
+"""One benchmark measurement per process: ``python -m bench.scenarios KIND < args.json`` prints JSON.
 
 Each measurement runs in a fresh process so that its peak memory (ru_maxrss) and CPU time are its
 own; the emulator runs in another process, so its work is not counted as ours.
@@ -172,5 +172,4 @@ def _timed(work: Any, describe: Any) -> dict[str, Any]:
 KINDS = {"plan": measure_plan, "baseline": measure_baseline, "apply": measure_apply, "diff": measure_diff}
 
 if __name__ == "__main__":
-    kind, raw = sys.argv[1], sys.argv[2]
-    print(json.dumps(KINDS[kind](json.loads(raw))))
+    print(json.dumps(KINDS[sys.argv[1]](json.loads(sys.stdin.read()))))

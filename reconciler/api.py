@@ -120,6 +120,7 @@ class DescopeClient:
         self.throttle = throttle or Throttle()
         self.retry = retry or RetryPolicy()
         self.scopes_format: ScopesFormat = scopes_format
+        self.settle_seconds = timeout  # how long a lost request may still take to land
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._http = httpx.AsyncClient(
@@ -177,10 +178,14 @@ class DescopeClient:
         body = server_to_wire({k: v for k, v in fields.items() if k != "id"}, self.scopes_format)
         name = str(fields.get("name", ""))
         last: ApiError | None = None
+        retried = False
         for failures in range(1, self.retry.attempts + 1):
             try:
                 data = await self._post("server/create", body, idempotent=False)
-                return LiveServer.from_wire(data.get("server") or {})
+                created = LiveServer.from_wire(data.get("server") or {})
+                if retried:
+                    await self._sweep_servers(name, {*exclude_ids, created.id})
+                return created
             except _OutcomeUnknown as unknown:
                 last = unknown.error
             found = [s for s in await self.load_all_servers() if s.name == name and s.id not in exclude_ids]
@@ -190,6 +195,7 @@ class DescopeClient:
             if len(found) > 1:
                 ids = ", ".join(s.id for s in found)
                 raise AmbiguousObject(f"several new servers named {name!r}: {ids}", endpoint="server/create")
+            retried = True
             await self._sleep(self.retry.delay(failures, self._rng))
         raise _final(last, "server/create")
 
@@ -219,12 +225,16 @@ class DescopeClient:
         body = {**{k: v for k, v in fields.items() if k not in ("id", "clientId")}, "mcpServerId": server_id}
         name = str(fields.get("name", ""))
         last: ApiError | None = None
+        retried = False
         for failures in range(1, self.retry.attempts + 1):
             try:
                 data = await self._post("server/client/create", body, idempotent=False)
-                return CreatedClient(
+                created = CreatedClient(
                     str(data["id"]), str(data.get("clientId", "")), Secret(str(data["cleartext"]))
                 )
+                if retried:
+                    await self._sweep_clients(server_id, name, {*exclude_ids, created.id})
+                return created
             except _OutcomeUnknown as unknown:
                 last = unknown.error
             except KeyError as missing:
@@ -241,8 +251,29 @@ class DescopeClient:
                 raise AmbiguousObject(
                     f"several new clients named {name!r}: {ids}", endpoint="server/client/create"
                 )
+            retried = True
             await self._sleep(self.retry.delay(failures, self._rng))
         raise _final(last, "server/client/create")
+
+    # A create that timed out may still land after the lookup that found nothing and the retry that
+    # followed. Once the retry succeeded, wait as long as a request may take, look again, and delete
+    # what the lost attempts made: nobody holds those objects' secrets, and they carry our name.
+
+    async def _sweep_servers(self, name: str, keep: set[str]) -> None:
+        await self._sleep(self.settle_seconds)
+        extra = [s.id for s in await self.load_all_servers() if s.name == name and s.id not in keep]
+        if extra:
+            log.warning("server/create: deleting %d late duplicate(s) of %r: %s", len(extra), name, extra)
+            await self.delete_servers(extra)
+
+    async def _sweep_clients(self, server_id: str, name: str, keep: set[str]) -> None:
+        await self._sleep(self.settle_seconds)
+        extra = [c.id for c in await self.search_clients(server_id, name=name) if c.id not in keep]
+        if extra:
+            log.warning(
+                "server/client/create: deleting %d late duplicate(s) of %r: %s", len(extra), name, extra
+            )
+            await self.delete_clients(server_id, extra)
 
     async def update_client(self, client: Mapping[str, Any]) -> LiveClient:
         """Replace a client's mutable fields with ``client`` (with ``id`` and ``mcpServerId``)."""

@@ -30,6 +30,8 @@ from reconciler.stale import moved_since
 from reconciler.throttle import Throttle, ThrottleSettings
 from reconciler.wire import LiveState
 
+DEFAULT_TIMEOUT = 30.0  # seconds per API call; MCP_RECONCILER_TIMEOUT overrides it
+
 
 @dataclass(frozen=True)
 class Connection:
@@ -43,7 +45,14 @@ class Connection:
         return await fetch_live_state(api, server_names=server_names, progress=self.fetch_progress)
 
     def client(self, project_id: str) -> DescopeClient:
-        return DescopeClient.from_env(self.environ, project_id=project_id, throttle=Throttle(self.throttle))
+        timeout = self.environ.get("MCP_RECONCILER_TIMEOUT", "")
+        try:
+            seconds = float(timeout) if timeout else DEFAULT_TIMEOUT
+        except ValueError:
+            raise UsageError(f"MCP_RECONCILER_TIMEOUT={timeout!r} is not a number of seconds") from None
+        return DescopeClient.from_env(
+            self.environ, project_id=project_id, throttle=Throttle(self.throttle), timeout=seconds
+        )
 
 
 async def plan_project(manifest: Manifest, connection: Connection, options: PlanOptions) -> Plan:

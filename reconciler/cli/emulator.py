@@ -46,6 +46,8 @@ from reconciler.throttle import parse_rate
     type=click.FloatRange(0, 1),
     help="Chance that a mutation happens and then fails (5xx or a dropped connection).",
 )
+@click.option("--slow-rate", default=0.0, type=click.FloatRange(0, 1), help="Chance of a late answer.")
+@click.option("--slow-ms", default=0.0, type=click.FloatRange(min=0), help="How late a late answer comes.")
 @click.option("--seed", type=int, help="Seed for repeatable faults.")
 @click.option(
     "--scopes-format", type=click.Choice(["list", "categorized"]), default="list", show_default=True
@@ -70,6 +72,8 @@ def emulator(**options: Any) -> int:
             rate_limit=rate,
             fault_rate=options["fault_rate"],
             fault_after_commit_rate=options["fault_after_commit_rate"],
+            slow_rate=options["slow_rate"],
+            slow_ms=options["slow_ms"],
             seed=options["seed"],
             scopes_format=options["scopes_format"],
         )

@@ -53,6 +53,8 @@ class EmulatorConfig:
     latency_ms: float = 0
     rate_limit: tuple[int, float] | None = None
     fault_rate: float = 0
+    slow_rate: float = 0  # chance that an answer comes late by slow_ms, past a client's timeout
+    slow_ms: float = 0
     fault_after_commit_rate: float = 0
     seed: int | None = None
     scopes_format: ScopesFormat = "list"
@@ -61,9 +63,10 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if not self.project_id or not self.management_key:
             raise ValueError("the emulator needs a project id and a management key")
-        if not (0 <= self.fault_rate <= 1 and 0 <= self.fault_after_commit_rate <= 1):
+        rates = (self.fault_rate, self.fault_after_commit_rate, self.slow_rate)
+        if not all(0 <= rate <= 1 for rate in rates):
             raise ValueError("fault rates are probabilities: between 0 and 1")
-        if self.latency_ms < 0 or self.max_page_size < 1:
+        if self.latency_ms < 0 or self.slow_ms < 0 or self.max_page_size < 1:
             raise ValueError("latency_ms must not be negative and max_page_size must be at least 1")
         if self.scopes_format not in ("list", "categorized"):
             raise ValueError(f"scopes_format must be 'list' or 'categorized', not {self.scopes_format!r}")
@@ -314,7 +317,9 @@ class Emulator:
             return error_response(
                 429, assumptions.RATE_LIMITED_CODE, "rate limit exceeded", {"Retry-After": str(retry_after)}
             )
-        await apply_latency(self.config.latency_ms)
+        late = self.faults.slow(self.config.slow_rate)
+        self.traffic.slowed += late
+        await apply_latency(self.config.latency_ms + (self.config.slow_ms if late else 0))
         try:
             self.authorize(request)
             handler = self.handler(request, endpoint)

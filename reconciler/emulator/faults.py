@@ -68,6 +68,7 @@ class FaultInjector:
         self._after_commit_rate = after_commit_rate
         self._seed = seed
         self._rng = random.Random(seed)  # noqa: S311 - reproducible faults, not cryptography
+        self._slow_rng = random.Random(None if seed is None else seed + 1)  # noqa: S311
 
     def before(self) -> int | None:
         """A 5xx status to answer instead of handling the request, or None."""
@@ -84,9 +85,14 @@ class FaultInjector:
             return AfterCommit(status=self._rng.choice(FAULT_STATUSES))
         return AfterCommit(status=None)
 
+    def slow(self, rate: float) -> bool:
+        """Whether to answer this request late; a series of its own, so other faults repeat as before."""
+        return rate > 0 and self._slow_rng.random() < rate
+
     def reseed(self) -> None:
         """Start the seeded series again, so that a reset emulator repeats its faults."""
         self._rng = random.Random(self._seed)  # noqa: S311
+        self._slow_rng = random.Random(None if self._seed is None else self._seed + 1)  # noqa: S311
 
 
 class Traffic:
@@ -98,6 +104,7 @@ class Traffic:
         self.rate_limited = 0
         self.faults_before = 0
         self.faults_after_commit = 0
+        self.slowed = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
@@ -121,6 +128,7 @@ class Traffic:
             "rateLimited": self.rate_limited,
             "faultsBefore": self.faults_before,
             "faultsAfterCommit": self.faults_after_commit,
+            "slowed": self.slowed,
             "maxInFlight": self.max_in_flight,
         }
 
@@ -130,6 +138,6 @@ class Traffic:
     def clear(self) -> None:
         """Forget counters and the log; requests still in flight stay counted as in flight."""
         self.by_endpoint.clear()
-        self.rate_limited = self.faults_before = self.faults_after_commit = 0
+        self.rate_limited = self.faults_before = self.faults_after_commit = self.slowed = 0
         self.max_in_flight = self.in_flight
         self.log.clear()
