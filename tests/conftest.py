@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,8 +45,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(with DESCOPE_MANAGEMENT_KEY) instead of the emulator",
     )
     parser.addoption(
+        "--slow",
+        action="store_true",
+        default=False,
+        help="run the long versions of the reliability tests (e.g. 60 SIGKILL points instead of 12)",
+    )
+    parser.addoption(
         "--regen-goldens",
         action="store_true",
         default=False,
         help="rewrite the expected outputs of tests/cases/*/expected/ from the current code",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The slow variants are chosen at import time by the modules that have them.
+    if config.getoption("--slow"):
+        os.environ["MCP_RECONCILER_SLOW"] = "1"

@@ -8,7 +8,7 @@ the file sink) and a clean folder; the manifests create servers and clients and 
 markers, so that kills land inside creates, deliveries and rotations. After the kill, apply runs again
 (in process, not killed) until it exits 0, and the outcome is checked against the emulator's state.
 
-``MCP_RECONCILER_SLOW=1`` runs 60 kill points instead of 12. The figures (where the kills landed, the
+``pytest --slow`` (or ``MCP_RECONCILER_SLOW=1``) runs 60 kill points instead of 12. The figures (where the kills landed, the
 re-runs they needed) go to the test's user properties (``--junitxml``) and are printed (``-s``).
 """
 
