@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from bench.scenarios import PROJECT, seed_body
+from reconciler.throttle import DEFAULT_CONCURRENCY
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,7 +161,7 @@ def main() -> None:
             (1000, 20),
             3000,
         )
-    concurrency = 16
+    concurrency = DEFAULT_CONCURRENCY  # the tool's default, as a user runs it
     started = time.monotonic()
     results: dict[str, Any] = {
         "machine": {

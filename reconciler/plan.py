@@ -26,6 +26,16 @@ class Action(StrEnum):
     DELETE = "delete"
 
 
+# How each action is marked in every rendering (``+`` create, ``~`` update, ...), so plans read alike.
+ACTION_SYMBOLS = {
+    Action.CREATE: "+",
+    Action.UPDATE: "~",
+    Action.ADOPT: ">",
+    Action.ROTATE_SECRET: "*",
+    Action.DELETE: "-",
+}
+
+
 class Kind(StrEnum):
     SERVER = "server"
     CLIENT = "client"

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from reconciler.applier import Applier, Progress
 from reconciler.delivery import Courier, Masker, resume
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
+from reconciler.files import write_atomically
 from reconciler.journal import Journal, open_deliveries
 from reconciler.live import FetchProgress, fetch_live_state
 from reconciler.models import ClientSpec, Manifest, secret_key
@@ -88,21 +87,6 @@ async def drift_project(manifest: Manifest, connection: Connection) -> DriftRepo
 def save_plan(plan: Plan, path: Path) -> None:
     """Write the plan as JSON, atomically: a reader never sees half a plan."""
     write_atomically(path, json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n", mode=0o644)
-
-
-def write_atomically(path: Path, text: str, *, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
 
 
 def plan_as_json(plan: Plan) -> str:

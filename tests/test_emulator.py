@@ -759,6 +759,7 @@ def test_stats_and_request_log(api: httpx.Client, em: RunningEmulator) -> None:
         "rateLimited": 0,
         "faultsBefore": 0,
         "faultsAfterCommit": 0,
+        "slowed": 0,
         "maxInFlight": 1,
     }
     log = em.requests()
@@ -852,3 +853,14 @@ def test_state_round_trips_through_seed(api: httpx.Client, em: RunningEmulator) 
     em.reset()
     em.seed(state)
     assert em.state() == state
+
+
+def test_slow_answers_come_late_by_the_configured_time() -> None:
+    config = EmulatorConfig(project_id="P2SLOW", management_key="k", slow_rate=1.0, slow_ms=300, seed=1)
+    with running_emulator(config) as em:
+        started = time.monotonic()
+        response = em.http.post("/v1/mgmt/mcp/servers/all", json={})
+        elapsed = time.monotonic() - started
+        assert response.status_code == 200
+        assert elapsed >= 0.3
+        assert em.stats()["slowed"] == 1

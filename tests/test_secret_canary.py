@@ -94,3 +94,69 @@ def test_secrets_and_the_key_appear_only_where_they_belong(emulator: RunningEmul
     assert KEY not in everything
     assert KEY not in held
     assert json.loads((tmp_path / "plan.json").read_text())["checksum"].startswith("sha256:")
+
+
+def test_inside_github_actions_secrets_appear_only_in_mask_announcements(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    """With faults (so error messages and retries are printed) and a broken manifest (annotations)."""
+    manifests = tmp_path / "manifests"
+    subprocess.run(["cp", "-r", str(ROOT / "manifests"), str(manifests)], check=True)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DESCOPE_", "GITHUB_"))},
+        "DESCOPE_BASE_URL": emulator.base_url,
+        "DESCOPE_MANAGEMENT_KEY": KEY,
+        "SECRETS_DIR": str(tmp_path / "secrets"),
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_OUTPUT": str(tmp_path / "github-output"),
+        "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md"),
+        "MCP_RECONCILER_TIMEOUT": "5",
+    }
+    outputs: list[str] = []
+    for args in (
+        ["apply", "manifests", "--auto-approve"],
+        ["plan", "manifests", "--format", "markdown"],
+        ["drift", "manifests", "--format", "json"],
+        ["secrets", "check", "manifests", "--fix"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "reconciler", "-vvv", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        outputs += [done.stdout, done.stderr]
+    (manifests / "broken.yaml").write_text("kind: MCPServer\nname: x\nclients: [{name: c, scopes: [nope]}]\n")
+    broken = subprocess.run(
+        [sys.executable, "-m", "reconciler", "validate", "manifests"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert broken.returncode == 1
+    assert "::error file=manifests/broken.yaml,line=3,col=" in broken.stdout
+    outputs += [broken.stdout, broken.stderr]
+    issued = _secrets(emulator)
+    assert len(issued) == 5
+    text = "\n".join(outputs)
+    masked = {
+        line.removeprefix("::add-mask::") for line in text.splitlines() if line.startswith("::add-mask::")
+    }
+    assert issued <= masked
+    unmasked = "\n".join(line for line in text.splitlines() if not line.startswith("::add-mask::"))
+    files = "\n".join(
+        p.read_text()
+        for p in (
+            tmp_path / "github-output",
+            tmp_path / "summary.md",
+            tmp_path / ".mcp-reconciler" / "journal.jsonl",
+        )
+    )
+    assert [s for s in issued if s in unmasked or s in files] == []
+    assert KEY not in text + files

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from reconciler.drift import DriftReport
 from reconciler.errors import UsageError
 from reconciler.ghactions import append_summary, write_outputs
 from reconciler.journal import DEFAULT_JOURNAL
@@ -18,11 +19,12 @@ from reconciler.manifest import load_manifest, read_var_file
 from reconciler.models import Manifest
 from reconciler.plan import Plan
 from reconciler.render.github import in_github_actions
-from reconciler.render.markdown import render_plan_markdown
-from reconciler.render.text import render_plan_text
+from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
+from reconciler.render.text import render_drift_text, render_plan_text
 from reconciler.throttle import DEFAULT_CONCURRENCY, DEFAULT_RATE, ThrottleSettings, parse_rate
 from reconciler.workflow import (
     Connection,
+    drift_as_json,
     plan_as_json,
 )
 
@@ -121,13 +123,20 @@ def load(paths: Sequence[str], var_files: Sequence[str]) -> Manifest:
     return load_manifest(paths or DEFAULT_PATHS, var_values=values)
 
 
-def emit(plan: Plan, output_format: str) -> None:
+def emit(result: Plan | DriftReport, output_format: str) -> None:
+    """A plan or a drift report on stdout, in the format asked for."""
     if output_format == "json":
-        click.echo(plan_as_json(plan), nl=False)
+        text = plan_as_json(result) if isinstance(result, Plan) else drift_as_json(result)
     elif output_format == "markdown":
-        click.echo(render_plan_markdown(plan), nl=False)
+        text = render_plan_markdown(result) if isinstance(result, Plan) else render_drift_markdown(result)
     else:
-        click.echo(render_plan_text(plan, colour=colour()), nl=False)
+        shade = colour()
+        text = (
+            render_plan_text(result, colour=shade)
+            if isinstance(result, Plan)
+            else render_drift_text(result, colour=shade)
+        )
+    click.echo(text, nl=False)
 
 
 @contextmanager

@@ -12,9 +12,10 @@ from reconciler.cli.common import api_options, connection, plural
 from reconciler.cli.main import cli
 from reconciler.errors import ExitCode, UsageError
 from reconciler.export import DEFAULT_SINK, ExportOptions, export_project
+from reconciler.files import write_atomically
 from reconciler.manifest import load_manifest
 from reconciler.models import DEFAULT_OWNERSHIP_TAG
-from reconciler.workflow import fetch_for_export, write_atomically
+from reconciler.workflow import fetch_for_export
 
 GITIGNORE = "# Client secrets written by mcp-reconciler's file sink: never commit them.\n.secrets/\n"
 

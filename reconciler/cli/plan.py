@@ -12,7 +12,6 @@ from reconciler.cli.common import (
     FORMAT_OPTION,
     TARGET_OPTION,
     api_options,
-    colour,
     connection,
     emit,
     group,
@@ -25,10 +24,8 @@ from reconciler.cli.main import cli
 from reconciler.errors import ExitCode
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
-from reconciler.render.text import render_drift_text
 from reconciler.workflow import (
     check_sinks,
-    drift_as_json,
     drift_project,
     plan_project,
     save_plan,
@@ -123,10 +120,5 @@ def drift_command(
     with group("Reading the live project"):
         report = asyncio.run(drift_project(manifest, connection(concurrency, rate_limit)))
     publish(render_drift_markdown(report), {"has-changes": report.has_drift, **report.summary})
-    if output_format == "json":
-        click.echo(drift_as_json(report), nl=False)
-    elif output_format == "markdown":
-        click.echo(render_drift_markdown(report), nl=False)
-    else:
-        click.echo(render_drift_text(report, colour=colour()), nl=False)
+    emit(report, output_format)
     return ExitCode.CHANGES if detailed_exitcode and report.has_drift else ExitCode.OK

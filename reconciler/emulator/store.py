@@ -8,17 +8,15 @@ never among them, so that no view of a client can carry one by accident.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import secrets
 import string
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from reconciler import assumptions
+from reconciler.files import write_atomically
 from reconciler.scopes import CATEGORIES, read_scopes
 
 STATE_FILE_VERSION = 1
@@ -193,29 +191,6 @@ class Server(Record):
     clients: dict[str, Client] = field(default_factory=dict)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` so that a reader sees the old state or the new one, never half of either."""
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp, 0o600)  # the file holds client secrets
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    # The rename itself is durable only once the folder is synced.
-    with contextlib.suppress(OSError):
-        folder = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-
-
 class Store:
     """Every server and client, in creation order, with the operations of the API on them."""
 
@@ -229,7 +204,7 @@ class Store:
         """Write the state file, when there is one; called after every mutation."""
         if self._state_file is not None:
             self._state_file.parent.mkdir(parents=True, exist_ok=True)
-            write_atomically(self._state_file, json.dumps(dump_state(self.servers), indent=1))
+            write_atomically(self._state_file, json.dumps(dump_state(self.servers), indent=1), mode=0o600)
 
     def clear(self) -> None:
         self.servers.clear()

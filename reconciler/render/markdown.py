@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.drift import DriftReport, Unmanaged
-from reconciler.plan import Action, Change, FieldChange, Kind, Plan, Withheld
+from reconciler.plan import ACTION_SYMBOLS, Action, Change, FieldChange, Kind, Plan, Withheld
 
 MARKDOWN_LIMIT = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
 MIN_LIMIT = 4_000  # the head is bounded (cut names, at most MAX_TARGETS targets) well below this
@@ -31,14 +31,7 @@ TEXT_LIMIT = 300  # characters of one name, note or reason
 MAX_FIELDS = 50  # field rows per object; the rest are counted
 MAX_TARGETS = 10
 
-# The same symbols as the terminal rendering (render/text.py), so a plan reads alike in both.
-SYMBOLS = {
-    Action.CREATE: "+",
-    Action.UPDATE: "~",
-    Action.ADOPT: ">",
-    Action.ROTATE_SECRET: "*",
-    Action.DELETE: "-",
-}
+SYMBOLS = ACTION_SYMBOLS
 _SECRET_ACTIONS = (Action.CREATE, Action.ADOPT, Action.ROTATE_SECRET)  # those that deliver a secret
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")

@@ -12,15 +12,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from reconciler.drift import DriftReport
-from reconciler.plan import Action, ApplyResult, Change, FieldChange, Plan
+from reconciler.plan import ACTION_SYMBOLS, Action, ApplyResult, Change, FieldChange, Plan
 
-SYMBOLS = {
-    Action.CREATE: "+",
-    Action.UPDATE: "~",
-    Action.ADOPT: ">",
-    Action.ROTATE_SECRET: "*",
-    Action.DELETE: "-",
-}
+SYMBOLS = ACTION_SYMBOLS
 VERBS = {
     Action.CREATE: "will be created",
     Action.UPDATE: "will be updated in place",
