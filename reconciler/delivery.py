@@ -114,8 +114,8 @@ async def record_rotation(
 ) -> None:
     """Remember the applied rotation marker on the client, so the next plan does not rotate again."""
     kept = [t for t in tags if not t.startswith(ROTATION_PREFIX)]
-    if ROTATION_PREFIX + marker in tags:
-        return
+    if [t for t in tags if t.startswith(ROTATION_PREFIX)] == [ROTATION_PREFIX + marker]:
+        return  # exactly this marker, and no other, is recorded already
     live = await api.load_client(server_id, id=client_ref)
     await api.update_client({**live.to_wire(), "tags": [*kept, ROTATION_PREFIX + marker]})
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError as ModelError
 
 from reconciler.errors import ManifestError, Problem, UsageError
 from reconciler.models import (
+    DEFAULT_OWNERSHIP_TAG,
     KIND_MODELS,
     ClientSpec,
     Location,
@@ -27,6 +28,7 @@ from reconciler.models import (
     secret_key,
 )
 from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_issues, usable_part
+from reconciler.tags import reserved_tag_problem
 from reconciler.yamlsource import DocPath, Document, read_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -153,6 +155,7 @@ class _Loader:
         servers = self._servers()
         if project_doc is not None:
             self._check_sinks(project_doc, servers)
+            self._check_reserved_tags(project_doc, servers)
         if self.problems or not self.projects:
             raise ManifestError(self.problems)
         return Manifest(
@@ -260,6 +263,21 @@ class _Loader:
                         message = f"secret destination '{key}' in sink '{sink}' is already used by client"
                         where = f"'{first.spec.name}' at {first.where()}"
                         self.problems.append(client.problem(("secret",), f"{message} {where}"))
+
+    def _check_reserved_tags(
+        self, project: Document, servers: dict[str, tuple[ServerSpec, _ServerSource]]
+    ) -> None:
+        """Tags the reconciler keeps itself may not be written by hand: a plan could never settle."""
+        owner = project.data.get("ownershipTag")
+        owner = owner if isinstance(owner, str) and owner else DEFAULT_OWNERSHIP_TAG
+        for server, source in servers.values():
+            for i, tag in enumerate(server.tags):
+                if problem := reserved_tag_problem(tag, owner):
+                    self.problems.append(source.entry.doc.problem(("tags", i), problem))
+            for client in source.clients:
+                for i, tag in enumerate(client.spec.tags):
+                    if problem := reserved_tag_problem(tag, owner):
+                        self.problems.append(client.problem(("tags", i), problem))
 
     def _locations(
         self, servers: dict[str, tuple[ServerSpec, _ServerSource]]

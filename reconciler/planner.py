@@ -20,7 +20,7 @@ from reconciler.diff import field_changes
 from reconciler.errors import PlanError, UsageError
 from reconciler.models import ClientSpec, Manifest, ServerSpec, secret_key
 from reconciler.plan import Action, Change, FieldChange, Kind, Plan, SecretTarget, Withheld, fingerprint
-from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags, with_system_tags
+from reconciler.tags import PROTECT_TAG, rotation_markers, user_tags, with_system_tags
 from reconciler.wire import LiveClient, LiveServer, LiveState
 
 MANIFEST_ONLY_SERVER_FIELDS = frozenset({"kind", "protect", "adopt", "clients"})
@@ -224,7 +224,9 @@ class _Planner:
             self.problems.append(_conflict(f'client "{server}/{spec.name}"', live.id))
             return
         target = self._secret_target(server, spec)
-        marker = rotation_marker(live.tags)
+        markers = rotation_markers(live.tags)
+        # Tags edited by hand may hold several markers: the wanted one among them counts as done.
+        marker = target.rotation if target.rotation in markers else next(iter(markers), None)
         # Adopting records the marker as it is: the adopted client's current secret is delivered.
         kept = target.rotation if not owned else marker
         desired = _client_payload(spec)

@@ -23,8 +23,26 @@ def user_tags(tags: Iterable[str], ownership_tag: str) -> list[str]:
     return [tag for tag in tags if not is_system_tag(tag, ownership_tag)]
 
 
+def rotation_markers(tags: Iterable[str]) -> list[str]:
+    """Every rotation marker recorded on an object (normally one; more if someone edited the tags)."""
+    return [tag[len(ROTATION_PREFIX) :] for tag in tags if tag.startswith(ROTATION_PREFIX)]
+
+
 def rotation_marker(tags: Iterable[str]) -> str | None:
-    return next((tag[len(ROTATION_PREFIX) :] for tag in tags if tag.startswith(ROTATION_PREFIX)), None)
+    return next(iter(rotation_markers(tags)), None)
+
+
+def reserved_tag_problem(tag: str, ownership_tag: str) -> str | None:
+    """Why a manifest may not write ``tag`` itself, or None when it may."""
+    if tag == ownership_tag:
+        return (
+            f"'{tag}' is the ownership tag: mcp-reconciler stamps it (use adopt: true to take an object over)"
+        )
+    if tag == PROTECT_TAG:
+        return f"'{tag}' is reserved: write protect: true instead"
+    if tag.startswith(ROTATION_PREFIX):
+        return f"'{tag}' is reserved: write secret.rotation instead"
+    return None
 
 
 def with_system_tags(

@@ -179,3 +179,17 @@ def test_project_settings_and_sinks_are_checked_with_plain_messages(write: Write
         "p.yaml:8:17: sinks.weird.type: 'carrier-pigeon' is not one of 'file', 'command', 'vault', 'aws-secrets-manager', 'github'",
         "p.yaml:9:33: sinks.cmd.command: needs at least 1 item",
     ]
+
+
+def test_reserved_tags_are_refused(write: Writer) -> None:
+    write("p.yaml", PROJECT)
+    folder = write(
+        "s.yaml",
+        "kind: MCPServer\nname: a\ntags: [ok, managed-by:mcp-reconciler]\nclients:\n"
+        "  - {name: c, tags: ['mcp-reconciler:protect', 'mcp-reconciler:rotation=x']}\n",
+    )
+    assert _problems(folder) == [
+        "s.yaml:3:12: tags[1]: 'managed-by:mcp-reconciler' is the ownership tag: mcp-reconciler stamps it (use adopt: true to take an object over)",
+        "s.yaml:5:22: clients[0].tags[0]: 'mcp-reconciler:protect' is reserved: write protect: true instead",
+        "s.yaml:5:48: clients[0].tags[1]: 'mcp-reconciler:rotation=x' is reserved: write secret.rotation instead",
+    ]
