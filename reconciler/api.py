@@ -346,17 +346,25 @@ class DescopeClient:
         if before is None:
             before = await self.get_client_secret(server_id, client_id)
         last: ApiError | None = None
+        retried = False
         for failures in range(1, self.retry.attempts + 1):
             try:
-                return _secret(
-                    await self._post("server/client/secret/rotate", body, idempotent=False), "rotate"
-                )
+                answer = await self._post("server/client/secret/rotate", body, idempotent=False)
+                rotated = _secret(answer, "server/client/secret/rotate")
             except _OutcomeUnknown as unknown:
                 last = unknown.error
+            else:
+                if not retried:
+                    return rotated
+                # A rotation that timed out may land after ours: wait as long as a request may take,
+                # then hand over whatever secret is current, so the sink gets the one that counts.
+                await self._sleep(self.settle_seconds)
+                return await self.get_client_secret(server_id, client_id)
             current = await self.get_client_secret(server_id, client_id)
             if current != before:
                 log.info("server/client/secret/rotate: outcome was unknown; the secret did change")
                 return current
+            retried = True
             await self._sleep(self.retry.delay(failures, self._rng))
         raise _final(last, "server/client/secret/rotate")
 
