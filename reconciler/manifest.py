@@ -129,7 +129,7 @@ class _Loader:
             self.problems.append(doc.problem((), "a manifest document must be a mapping with a 'kind'"))
             return
         kind = doc.data.get("kind")
-        if kind not in KIND_SCHEMAS:
+        if not isinstance(kind, str) or kind not in KIND_SCHEMAS:
             self.problems.append(_kind_problem(doc, kind))
             return
         issues = schema_issues(doc, kind)

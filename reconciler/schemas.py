@@ -23,6 +23,8 @@ from referencing import Registry, Resource
 from reconciler.errors import Problem
 from reconciler.yamlsource import DocPath, Document
 
+MAX_SUGGESTION_CANDIDATES = 200
+
 KIND_SCHEMAS = {
     "Project": "project.schema.json",
     "MCPServer": "server.schema.json",
@@ -270,5 +272,7 @@ def _short(text: str, limit: int = 80) -> str:
 
 def did_you_mean(word: str, candidates: list[str] | set[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest candidate, or an empty string."""
+    if len(candidates) > MAX_SUGGESTION_CANDIDATES or len(word) > 200:
+        return ""  # difflib is quadratic: a hint is not worth seconds
     close = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

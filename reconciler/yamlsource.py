@@ -10,6 +10,7 @@ YAML tags other than ``!!str`` are refused rather than constructed.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -19,6 +20,8 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.reader import ReaderError
 
 from reconciler.errors import Problem
 from reconciler.variables import VariableError, substitute
@@ -26,6 +29,7 @@ from reconciler.variables import VariableError, substitute
 MAX_FILE_BYTES = 4 * 1024 * 1024
 MAX_NODES_PER_FILE = 200_000
 MAX_DEPTH = 64
+MAX_LIST_ITEMS = 1000  # jsonschema's uniqueItems is quadratic on items it cannot sort
 _STR_TAG = "tag:yaml.org,2002:str"
 _PLAIN_TAGS = {None, "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"}
 
@@ -121,15 +125,18 @@ class _Converter:
     def _mapping(self, node: CommentedMap, path: DocPath) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key in node:
-            line, col = node.lc.key(key)
+            line, col = _key_position(node, key)
             if not isinstance(key, str):
                 kind = "a list" if isinstance(key, tuple | list) else type(key).__name__
                 message = f"keys must be strings, not {kind}"
                 self.problems.append(Problem(self.doc.file, line + 1, col + 1, render_path(path), message))
                 continue
             child = (*path, key)
+            if max(key, default="") >= "\ud800" and _not_unicode(key):
+                self.problems.append(Problem(self.doc.file, line + 1, col + 1, render_path(path), _SURROGATE))
+                continue
             self.doc.key_positions[child] = Position(line + 1, col + 1)
-            vline, vcol = node.lc.value(key)
+            vline, vcol = _value_position(node, key, (line, col))
             self.doc.value_positions[child] = Position(vline + 1, vcol + 1)
             result[key] = self.convert(node[key], child)
         return result
@@ -165,6 +172,9 @@ class _Converter:
         return None
 
     def _string(self, text: str, path: DocPath, *, plain: bool) -> Any:
+        if _not_unicode(text):
+            self.problems.append(self.doc.problem(path, _SURROGATE))
+            return None
         if "${" not in text:
             return text
         try:
@@ -175,6 +185,41 @@ class _Converter:
         if plain and result.whole:
             return _retype(result.text)
         return result.text
+
+
+_SURROGATE = "text with a lone surrogate (\\ud800-\\udfff) is not valid Unicode"
+
+
+def _not_unicode(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (YAML escapes allow one; no output can print it)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _key_position(node: CommentedMap, key: Any) -> tuple[int, int]:
+    # Keys a merge key (<<) brought in have no position of their own: use the mapping's.
+    try:
+        line, col = node.lc.key(key)
+        return int(line), int(col)
+    except (KeyError, TypeError):
+        return _node_position(node)
+
+
+def _value_position(node: CommentedMap, key: Any, fallback: tuple[int, int]) -> tuple[int, int]:
+    try:
+        line, col = node.lc.value(key)
+        return int(line), int(col)
+    except (KeyError, TypeError):
+        return fallback
+
+
+def _node_position(node: Any) -> tuple[int, int]:
+    lc = getattr(node, "lc", None)
+    line, col = getattr(lc, "line", None), getattr(lc, "col", None)
+    return (line, col) if isinstance(line, int) and isinstance(col, int) else (0, 0)
 
 
 _INT = re.compile(r"[-+]?[0-9]+")
@@ -194,7 +239,12 @@ def _retype(text: str) -> Any:
     return text
 
 
-def _yaml_error(file: str, exc: YAMLError) -> Problem:
+def _yaml_error(file: str, exc: YAMLError, text: str = "") -> Problem:
+    if isinstance(exc, ReaderError):
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        character = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        return Problem(file, line, column, "", f"the character {character!r} is not allowed in YAML")
     if isinstance(exc, MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
         problem = exc.problem or "invalid YAML"
@@ -205,7 +255,7 @@ def _yaml_error(file: str, exc: YAMLError) -> Problem:
             context = f" ({exc.context})" if exc.context else ""
             message = f"YAML syntax error: {_short(problem)}{context}{_flow_hint(exc)}"
         return Problem(file, mark.line + 1, mark.column + 1, "", message)
-    return Problem(file, 1, 1, "", f"YAML error: {_short(str(exc))}")
+    return Problem(file, 1, 1, "", f"YAML error: {_short(_one_line(str(exc)))}")
 
 
 def _flow_hint(exc: MarkedYAMLError) -> str:
@@ -213,6 +263,10 @@ def _flow_hint(exc: MarkedYAMLError) -> str:
     if "flow" in (exc.context or "") and "${" in str(exc.problem_mark.buffer or ""):
         return "; quote values that contain ${...} inside [ ] or { }"
     return ""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _short(text: str, limit: int = 120) -> str:
@@ -225,7 +279,7 @@ def _decode(file: str, raw: bytes) -> str | Problem:
     except UnicodeDecodeError as exc:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
-        column = exc.start - (before.rfind(b"\n") + 1) + 1
+        column = len(before[before.rfind(b"\n") + 1 :].decode("utf-8", errors="replace")) + 1
         return Problem(file, line, column, "", "file is not valid UTF-8")
 
 
@@ -244,23 +298,99 @@ def read_documents(
         return [], [Problem(display, 1, 1, "", f"cannot read file: {exc.strerror or exc}")]
     if isinstance(decoded, Problem):
         return [], [decoded]
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
     documents: list[Document] = []
     problems: list[Problem] = []
-    budget = _Budget()
-    try:
-        for index, node in enumerate(yaml.load_all(decoded)):
-            start = Position(node.lc.line + 1, node.lc.col + 1) if hasattr(node, "lc") else Position(1, 1)
-            doc = Document(display, index, None, start)
-            converter = _Converter(doc, variables, budget)
-            doc.data = converter.convert(node, ())
-            problems.extend(converter.problems)
-            documents.append(doc)
-    except YAMLError as exc:
-        problems.append(_yaml_error(display, exc))
-    except _TooLargeError as exc:
-        problems.append(Problem(display, 1, 1, "", f"file is too large or too deeply nested: {exc}"))
-    except RecursionError:
-        problems.append(Problem(display, 1, 1, "", "file is nested too deeply to read"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ruamel's warnings would print library source among the problems
+        try:
+            problems.extend(_check_structure(decoded, display))
+            if not problems:
+                _construct(decoded, display, variables, documents, problems)
+        except YAMLError as exc:
+            problems.append(_yaml_error(display, exc, decoded))
+        except _TooLargeError as exc:
+            problems.append(Problem(display, 1, 1, "", f"file is too large or too deeply nested: {exc}"))
+        except RecursionError:
+            problems.append(Problem(display, 1, 1, "", "file is nested too deeply to read"))
+        except (ValueError, ArithmeticError, LookupError, TypeError, AttributeError, AssertionError) as exc:
+            # ruamel's constructors raise plain exceptions on some values (2001-02-30, !!int x, ...).
+            problems.append(
+                Problem(display, 1, 1, "", f"a value cannot be read as YAML: {_one_line(str(exc))}")
+            )
     return documents, problems
+
+
+def _construct(
+    text: str, display: str, variables: Mapping[str, str], documents: list[Document], problems: list[Problem]
+) -> None:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.allow_duplicate_keys = True  # reported by _check_structure, without formatting huge values
+    budget = _Budget()
+    for index, node in enumerate(yaml.load_all(text)):
+        line, col = _node_position(node)
+        doc = Document(display, index, None, Position(line + 1, col + 1))
+        converter = _Converter(doc, variables, budget)
+        doc.data = converter.convert(node, ())
+        problems.extend(converter.problems)
+        documents.append(doc)
+
+
+def _check_structure(text: str, display: str) -> list[Problem]:
+    """Duplicate keys, over-long lists and the expanded size, from the node graph: before anything is
+    constructed, so an alias bomb costs nothing but this walk (sizes are memoized per node)."""
+    problems: list[Problem] = []
+    sizes: dict[int, int] = {}
+    total = 0
+    for root in YAML(typ="rt").compose_all(text):
+        if root is not None:
+            total += _walk(root, display, sizes, set(), problems)
+        if total > MAX_NODES_PER_FILE:
+            raise _TooLargeError(f"more than {MAX_NODES_PER_FILE:,} values (after expanding aliases)")
+    return problems
+
+
+def _walk(node: Node, display: str, sizes: dict[int, int], active: set[int], problems: list[Problem]) -> int:
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in active:
+        raise _TooLargeError("an alias refers to itself")
+    active.add(id(node))
+    size = 1
+    if isinstance(node, MappingNode):
+        seen: set[str] = set()
+        for key, value in node.value:
+            if isinstance(key, ScalarNode) and key.value != "<<":
+                if key.value in seen:
+                    mark = key.start_mark
+                    problems.append(
+                        Problem(
+                            display,
+                            mark.line + 1,
+                            mark.column + 1,
+                            "",
+                            f"duplicate key '{_short(_one_line(key.value))}'",
+                        )
+                    )
+                seen.add(key.value)
+            size += _walk(key, display, sizes, active, problems) + _walk(
+                value, display, sizes, active, problems
+            )
+    elif isinstance(node, SequenceNode):
+        if len(node.value) > MAX_LIST_ITEMS:
+            mark = node.start_mark
+            problems.append(
+                Problem(
+                    display,
+                    mark.line + 1,
+                    mark.column + 1,
+                    "",
+                    f"a list of more than {MAX_LIST_ITEMS:,} items",
+                )
+            )
+        size += sum(_walk(item, display, sizes, active, problems) for item in node.value)
+    active.discard(id(node))
+    sizes[id(node)] = size
+    if size > MAX_NODES_PER_FILE:
+        raise _TooLargeError(f"more than {MAX_NODES_PER_FILE:,} values (after expanding aliases)")
+    return size
