@@ -176,6 +176,10 @@ class ProjectSpec(Spec):
     defaultSink: str | None = None
     sinks: dict[str, SinkSpec] = Field(default_factory=dict)
 
+    def sink_settings(self) -> dict[str, dict[str, Any]]:
+        """Each sink's settings as written (no tokens ever live here), for plans and build_sinks."""
+        return {name: sink.mentioned() for name, sink in self.sinks.items()}
+
 
 KIND_MODELS: dict[str, type[Spec]] = {
     "Project": ProjectSpec,

@@ -116,7 +116,7 @@ class _Planner:
             partial=bool(self.options.targets),
             targets=tuple(str(t) for t in self.options.targets),
             withheld=tuple(w for w in self.withheld if self._in_scope(w.server)),
-            sinks={name: sink.mentioned() for name, sink in project.sinks.items()},
+            sinks=project.sink_settings(),
         )
 
     # ---- servers -------------------------------------------------------------------------------

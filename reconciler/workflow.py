@@ -168,8 +168,7 @@ async def apply_fresh(
 ) -> tuple[Plan, ApplyResult | None]:
     """Finish open deliveries, plan, ask ``confirm``, apply. No result when declined or nothing to do."""
     project = manifest.project
-    settings_by_name = {name: sink.mentioned() for name, sink in project.sinks.items()}
-    sinks = build_sinks(settings_by_name, connection.environ)
+    sinks = build_sinks(project.sink_settings(), connection.environ)
     journal = Journal(settings.journal, project=project.projectId)
     try:
         courier = Courier(sinks, journal, mask=settings.mask)
@@ -256,7 +255,7 @@ async def check_secrets(
 ) -> list[SecretStatus]:
     """Verify every managed client's current secret against its sink; with ``fix``, deliver it again."""
     project = manifest.project
-    sinks = build_sinks({name: sink.mentioned() for name, sink in project.sinks.items()}, connection.environ)
+    sinks = build_sinks(project.sink_settings(), connection.environ)
     log = Journal(journal, project=project.projectId)
     try:
         courier = Courier(sinks, log)

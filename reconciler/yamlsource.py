@@ -362,35 +362,22 @@ def _walk(node: Node, display: str, sizes: dict[int, int], active: set[int], pro
         for key, value in node.value:
             if isinstance(key, ScalarNode) and key.value != "<<":
                 if key.value in seen:
-                    mark = key.start_mark
-                    problems.append(
-                        Problem(
-                            display,
-                            mark.line + 1,
-                            mark.column + 1,
-                            "",
-                            f"duplicate key '{_short(_one_line(key.value))}'",
-                        )
-                    )
+                    problems.append(_at(key, display, f"duplicate key '{_short(_one_line(key.value))}'"))
                 seen.add(key.value)
             size += _walk(key, display, sizes, active, problems) + _walk(
                 value, display, sizes, active, problems
             )
     elif isinstance(node, SequenceNode):
         if len(node.value) > MAX_LIST_ITEMS:
-            mark = node.start_mark
-            problems.append(
-                Problem(
-                    display,
-                    mark.line + 1,
-                    mark.column + 1,
-                    "",
-                    f"a list of more than {MAX_LIST_ITEMS:,} items",
-                )
-            )
+            problems.append(_at(node, display, f"a list of more than {MAX_LIST_ITEMS:,} items"))
         size += sum(_walk(item, display, sizes, active, problems) for item in node.value)
     active.discard(id(node))
     sizes[id(node)] = size
     if size > MAX_NODES_PER_FILE:
         raise _TooLargeError(f"more than {MAX_NODES_PER_FILE:,} values (after expanding aliases)")
     return size
+
+
+def _at(node: Node, display: str, message: str) -> Problem:
+    """A problem located where ``node`` starts."""
+    return Problem(display, node.start_mark.line + 1, node.start_mark.column + 1, "", message)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "manifests"
@@ -62,3 +65,12 @@ def pytest_configure(config: pytest.Config) -> None:
     # The slow variants are chosen at import time by the modules that have them.
     if config.getoption("--slow"):
         os.environ["MCP_RECONCILER_SLOW"] = "1"
+
+
+@contextmanager
+def serving(monkeypatch: pytest.MonkeyPatch, project: str, key: str) -> Iterator[RunningEmulator]:
+    """An emulator for ``project``, with the environment set so the CLI talks to it."""
+    with running_emulator(EmulatorConfig(project_id=project, management_key=key)) as handle:
+        monkeypatch.setenv("DESCOPE_BASE_URL", handle.base_url)
+        monkeypatch.setenv("DESCOPE_MANAGEMENT_KEY", key)
+        yield handle

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from reconciler.cli import run
-from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from reconciler.emulator import RunningEmulator
 from reconciler.plan import checksum
 from reconciler.sinks.base import SinkError
 from reconciler.sinks.file import FileSink
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, serving
 
 KEY = "K2-apply-key-93ab"
 PROJECT = "P2MCPRECONCILERDEMO"
@@ -24,9 +24,7 @@ OWNER = "managed-by:mcp-reconciler"
 
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig(project_id=PROJECT, management_key=KEY)) as handle:
-        monkeypatch.setenv("DESCOPE_BASE_URL", handle.base_url)
-        monkeypatch.setenv("DESCOPE_MANAGEMENT_KEY", KEY)
+    with serving(monkeypatch, PROJECT, KEY) as handle:
         monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "secrets"))
         monkeypatch.chdir(tmp_path)
         yield handle

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from reconciler.cli import run
-from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from reconciler.emulator import RunningEmulator
+from tests.conftest import serving
 
 KEY = "K2-export-key-61f0"
 PROJECT = "P2EXPORT"
@@ -20,9 +21,7 @@ OWNER = "managed-by:mcp-reconciler"
 
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig(project_id=PROJECT, management_key=KEY)) as handle:
-        monkeypatch.setenv("DESCOPE_BASE_URL", handle.base_url)
-        monkeypatch.setenv("DESCOPE_MANAGEMENT_KEY", KEY)
+    with serving(monkeypatch, PROJECT, KEY) as handle:
         monkeypatch.setenv("DESCOPE_PROJECT_ID", PROJECT)
         monkeypatch.chdir(tmp_path)
         yield handle

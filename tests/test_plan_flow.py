@@ -13,10 +13,10 @@ import pytest
 from reconciler.api import DescopeClient
 from reconciler.cli import run
 from reconciler.diff import overlay
-from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from reconciler.emulator import RunningEmulator
 from reconciler.ghactions import SUMMARY_LIMIT, append_summary
 from reconciler.plan import Action, Kind, Plan
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, serving
 
 KEY = "K2-plan-flow-key-4411"
 PROJECT = "P2MCPRECONCILERDEMO"
@@ -59,9 +59,7 @@ REALISTIC = {
 
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningEmulator]:
-    with running_emulator(EmulatorConfig(project_id=PROJECT, management_key=KEY)) as handle:
-        monkeypatch.setenv("DESCOPE_BASE_URL", handle.base_url)
-        monkeypatch.setenv("DESCOPE_MANAGEMENT_KEY", KEY)
+    with serving(monkeypatch, PROJECT, KEY) as handle:
         yield handle
 
 
