@@ -1,5 +1,5 @@
 """``python -m reconciler``: the same as the ``mcp-reconciler`` command."""
 
-from reconciler.cli import main
+from reconciler.entry import main
 
 main()

@@ -6,18 +6,27 @@ never the key or a secret). Retries: a 429 always (it is answered before the mut
 and transport failures only for calls that are safe to repeat. A create or rotate whose outcome is
 unknown is never blindly repeated: the client looks first, so a retry cannot make a duplicate or
 rotate twice.
+
+The answer may come from a broken proxy or an attacker at DESCOPE_BASE_URL, so what one can cost is
+bounded (the constants below): each request has a deadline for the whole exchange, bodies are read
+as a stream up to a size cap, a search fans out to a capped number of pages that must add up, and a
+Retry-After has a ceiling. Every text taken from an answer (data, error bodies, reason phrases,
+headers, the libraries' log lines) has the management key replaced with ``***`` before anyone sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
+import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -36,14 +45,86 @@ from reconciler.errors import (
 from reconciler.scopes import ScopesFormat
 from reconciler.secret import Secret
 from reconciler.throttle import Throttle
-from reconciler.wire import LiveClient, LiveServer, server_to_wire
+from reconciler.wire import (
+    LiveClient,
+    LiveServer,
+    WireError,
+    client_from_wire,
+    clients_page,
+    decode,
+    optional_text,
+    required_text,
+    server_from_wire,
+    server_to_wire,
+    servers_from_wire,
+)
 
 log = logging.getLogger("reconciler.api")
+T = TypeVar("T")
 
 API_PREFIX = "/v1/mgmt/mcp/"
 DEFAULT_BASE_URL = "https://api.descope.com"
 REGIONAL_ID_LENGTH = 32
 MESSAGE_LIMIT = 200
+CODE_LIMIT = 40  # an errorCode is a short token (E130429); a longer one is cut
+SEARCH = "server/clients/search"
+MIB = 1024 * 1024
+
+# ---- what one answer may cost ------------------------------------------------------------------
+# servers/all is not paged: 1,000 servers of ~0.7 KB are 0.7 MB of JSON, and MAX_SERVERS rich ones
+# (~3 KB) 30 MB. A longer body is cut off with an error, never held whole. (Decoded, a body of tiny
+# values such as `[{},{},...]` can take ~20x its size in Python objects: still bounded.)
+MAX_RESPONSE_BYTES = 32 * MIB
+# An error body is read for its message only (cut to MESSAGE_LIMIT characters anyway).
+MAX_ERROR_BODY_BYTES = 64 * 1024
+# Descope's published back-off is 60 s (general traffic, after 100 requests / 60 s); twice that is
+# still a plausible wait. A longer (or unreadable) Retry-After ends the call with RateLimited at
+# once, naming the wait asked for, instead of a sleep of an hour, or of inf.
+MAX_RETRY_AFTER = 120.0
+DEFAULT_RETRY_AFTER = 1.0  # a 429 without Retry-After
+# The configurable per-request deadline (MCP_RECONCILER_TIMEOUT); Descope's SDKs use 60 s.
+MAX_TIMEOUT = 600.0
+# servers/all fans out to one search per server: 10x the 1,000 servers of BENCHMARKS.md.
+MAX_SERVERS = 10_000
+# A search fans out to ceil(total / page) pages. Clients registered by end users (DCR, CIMD) make a
+# popular server's count grow far past what anyone pre-registers, so the cap is generous: 100,000
+# clients, ~220 MB of live state at 2.2 KB per object (BENCHMARKS.md); a `total` above it (say
+# 1,000,000,000) is an error before any page beyond the first is asked for.
+MAX_CLIENTS_PER_SERVER = 100_000
+# ... in at most this many pages: 100,000 clients at the 100 per page the client asks for; a server
+# that answers with much smaller pages than asked for reaches this cap first.
+MAX_SEARCH_PAGES = 1_000
+# ... and at most this many bytes in all (100,000 clients of ~2.5 KB of JSON), so that 1,000 pages
+# of MAX_RESPONSE_BYTES each cannot add up to 32 GB.
+MAX_SEARCH_BYTES = 256 * MIB
+# Pages that do not add up (a short page before the last, a total that moves, a client on two
+# pages) mean the list changed while it was read, or a broken server: read it again, this often.
+SEARCH_READS = 3
+# The key is replaced in text from answers only when at least this long: a shorter value would
+# match ordinary text (Descope's keys are far longer; the test suite's canary guard uses 8 too).
+MIN_REDACTED_LENGTH = 8
+REDACTED = "***"
+# Loggers of the HTTP libraries, whose -vvv debug lines show response headers and reason phrases.
+LIBRARY_LOGGERS = (
+    "httpx",
+    "httpcore.connection",
+    "httpcore.http11",
+    "httpcore.http2",
+    "httpcore.proxy",
+    "httpcore.socks",
+)
+
+
+async def gather_or_cancel(calls: Iterable[Awaitable[T]]) -> list[T]:
+    """Run ``calls`` concurrently; on the first failure cancel the rest, so that a bad answer ends
+    the whole fan-out at once instead of after every other call has run its course."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
 
 
 def resolve_base_url(project_id: str, environ: Mapping[str, str]) -> str:
@@ -97,8 +178,71 @@ class _OutcomeUnknown(Exception):
         self.error = error
 
 
+class Redactor:
+    """Replaces the management key (and the ``project:key`` bearer value) in text with ``***``."""
+
+    def __init__(self, project_id: str, management_key: str) -> None:
+        long_enough = len(management_key) >= MIN_REDACTED_LENGTH
+        self._values = (f"{project_id}:{management_key}", management_key) if long_enough else ()
+
+    def __call__(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return text
+
+    def __repr__(self) -> str:
+        return "Redactor(***)"
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every record, with the key redacted from its message."""
+
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__()
+        self._redact = redact
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record is the handler's to report
+            return True
+        clean = self._redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """One HTTP answer, read whole (within its cap) and detached from the connection."""
+
+    status: int
+    reason: str
+    headers: httpx.Headers
+    body: bytes
+
+
+class _Budget:
+    """Bytes that the answers of one search may still take, shared by its concurrent pages."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = self.left = limit
+
+    def spend(self, count: int, endpoint: str) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise ApiError(
+                f"the answers take more than {self.limit / MIB:g} MiB in all; stopped reading them",
+                endpoint=endpoint,
+                status=httpx.codes.OK,
+            )
+
+
 class DescopeClient:
     """Async client of ``/v1/mgmt/mcp/*``. Use ``async with``; share one per run."""
+
+    MAX_TIMEOUT = MAX_TIMEOUT
 
     def __init__(
         self,
@@ -114,22 +258,33 @@ class DescopeClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        if not project_id or not management_key:
-            raise UsageError("a project ID and a management key are both required")
+        _check_credentials(project_id, management_key)
+        if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan
+            raise UsageError(
+                f"the API timeout must be a number of seconds above 0 and at most {MAX_TIMEOUT:g}"
+            )
         self.project_id = project_id
         self.throttle = throttle or Throttle()
         self.retry = retry or RetryPolicy()
         self.scopes_format: ScopesFormat = scopes_format
+        self.timeout = timeout  # the deadline of one whole request, body included
         self.settle_seconds = timeout  # how long a lost request may still take to land
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + API_PREFIX,
-            headers={"Authorization": f"Bearer {project_id}:{management_key}"},
-            timeout=timeout,
-            transport=transport,
-            limits=httpx.Limits(max_connections=self.throttle.settings.concurrency),
-        )
+        self._redact = Redactor(project_id, management_key)
+        self._log_filter = RedactingFilter(self._redact)
+        try:
+            self._http = httpx.AsyncClient(
+                base_url=base_url.rstrip("/") + API_PREFIX,
+                headers={"Authorization": f"Bearer {project_id}:{management_key}"},
+                timeout=timeout,
+                transport=transport,
+                limits=httpx.Limits(max_connections=self.throttle.settings.concurrency),
+            )
+        except httpx.InvalidURL:
+            raise UsageError("the API base URL (DESCOPE_BASE_URL) is not a valid URL") from None
+        for name in (*LIBRARY_LOGGERS, log.name):
+            logging.getLogger(name).addFilter(self._log_filter)
 
     @classmethod
     def from_env(
@@ -155,12 +310,23 @@ class DescopeClient:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+        for name in (*LIBRARY_LOGGERS, log.name):
+            logging.getLogger(name).removeFilter(self._log_filter)
 
     # ---- servers -------------------------------------------------------------------------------
 
     async def load_all_servers(self) -> list[LiveServer]:
         data = await self._post("servers/all", {}, idempotent=True)
-        servers = [LiveServer.from_wire(item) for item in data.get("servers") or []]
+        listed = data.get("servers")
+        if isinstance(listed, list) and len(listed) > MAX_SERVERS:
+            raise ApiError(
+                f"the answer lists {len(listed):,} servers, more than the {MAX_SERVERS:,} this tool reads "
+                "in one project",
+                endpoint="servers/all",
+                status=httpx.codes.OK,
+            )
+        with _reading("servers/all"):
+            servers = servers_from_wire(data)
         seen = next((s.scopes_format for s in servers if s.scopes_format), None)
         if seen:
             self.scopes_format = seen  # write scopes in the shape this project's API uses
@@ -168,7 +334,8 @@ class DescopeClient:
 
     async def load_server(self, server_id: str) -> LiveServer:
         data = await self._post("server/load", {"id": server_id}, idempotent=True)
-        return LiveServer.from_wire(data.get("server") or {})
+        with _reading("server/load"):
+            return server_from_wire(data)
 
     async def create_server(
         self, fields: Mapping[str, Any], *, exclude_ids: Collection[str] = ()
@@ -182,7 +349,8 @@ class DescopeClient:
         for failures in range(1, self.retry.attempts + 1):
             try:
                 data = await self._post("server/create", body, idempotent=False)
-                created = LiveServer.from_wire(data.get("server") or {})
+                with _reading("server/create"):
+                    created = server_from_wire(data)
                 if retried:
                     await self._sweep_servers(name, {*exclude_ids, created.id})
                 return created
@@ -203,7 +371,8 @@ class DescopeClient:
         """Replace a server with ``server`` (the FULL object, with ``id``)."""
         body = {"server": server_to_wire(server, self.scopes_format)}
         data = await self._post("server/update", body, idempotent=True)
-        return LiveServer.from_wire(data.get("server") or {})
+        with _reading("server/update"):
+            return server_from_wire(data)
 
     async def delete_server(self, server_id: str) -> None:
         """Delete a server (and its clients); one that is already gone counts as deleted."""
@@ -229,16 +398,14 @@ class DescopeClient:
         for failures in range(1, self.retry.attempts + 1):
             try:
                 data = await self._post("server/client/create", body, idempotent=False)
-                created = CreatedClient(
-                    str(data["id"]), str(data.get("clientId", "")), Secret(str(data["cleartext"]))
-                )
+                with _reading("server/client/create"):
+                    made = required_text(data, "id"), optional_text(data, "clientId")
+                created = CreatedClient(*made, _secret(data, "server/client/create"))
                 if retried:
                     await self._sweep_clients(server_id, name, {*exclude_ids, created.id})
                 return created
             except _OutcomeUnknown as unknown:
                 last = unknown.error
-            except KeyError as missing:
-                raise ApiError(f"the response has no {missing}", endpoint="server/client/create") from None
             found = [c for c in await self.search_clients(server_id, name=name) if c.id not in exclude_ids]
             if len(found) == 1:
                 log.info(
@@ -278,14 +445,16 @@ class DescopeClient:
     async def update_client(self, client: Mapping[str, Any]) -> LiveClient:
         """Replace a client's mutable fields with ``client`` (with ``id`` and ``mcpServerId``)."""
         data = await self._post("server/client/update", dict(client), idempotent=True)
-        return LiveClient.from_wire(data.get("client") or {}, str(client.get("mcpServerId", "")))
+        with _reading("server/client/update"):
+            return client_from_wire(data, str(client.get("mcpServerId", "")))
 
     async def load_client(
         self, server_id: str, *, id: str | None = None, client_id: str | None = None
     ) -> LiveClient:
         key = {"id": id} if id else {"clientId": client_id}
         data = await self._post("server/client/load", {"mcpServerId": server_id, **key}, idempotent=True)
-        return LiveClient.from_wire(data.get("client") or {}, server_id)
+        with _reading("server/client/load"):
+            return client_from_wire(data, server_id)
 
     async def search_clients(
         self,
@@ -295,28 +464,71 @@ class DescopeClient:
         **filters: Any,
     ) -> list[LiveClient]:
         """Every client of a server matching ``filters`` (name, text, clientId, tag, status,
-        registrationMethod, sort): the first page says how many there are, the rest run concurrently."""
+        registrationMethod, sort): the first page says how many there are, the rest run concurrently.
+
+        The pages must add up (every page but the last full, the same total on each, no client
+        twice); when they do not, the list changed while it was read, and it is read again, at most
+        SEARCH_READS times. A total past MAX_CLIENTS_PER_SERVER, more than MAX_SEARCH_PAGES pages, or
+        more than MAX_SEARCH_BYTES of answers is an error before anything more is read."""
         request = {
             "mcpServerId": server_id,
             "limit": page_size,
             **{k: v for k, v in filters.items() if v is not None},
         }
-        first = await self._post("server/clients/search", {**request, "page": 0}, idempotent=True)
-        items = list(first.get("clients") or [])
-        total = int(first.get("total") or 0)
-        if items and total > len(items):
-            size = len(items)  # the page size the server actually used
-            pages = range(1, math.ceil(total / size))
-            rest = await asyncio.gather(
-                *(
-                    self._post("server/clients/search", {**request, "page": page}, idempotent=True)
-                    for page in pages
-                )
+        problem = ""
+        for _ in range(SEARCH_READS):
+            clients, problem = await self._read_clients(server_id, request)
+            if not problem:
+                return clients
+            log.info("%s: %s; reading the clients of %s again", SEARCH, problem, server_id)
+        raise ApiError(
+            f"the pages of clients do not add up ({problem}) in {SEARCH_READS} reads",
+            endpoint=SEARCH,
+            status=httpx.codes.OK,
+        )
+
+    async def _read_clients(self, server_id: str, request: Mapping[str, Any]) -> tuple[list[LiveClient], str]:
+        """One read of every page: the clients, or a description of why the pages do not add up."""
+        budget = _Budget(MAX_SEARCH_BYTES)
+        first, reported = await self._page(server_id, request, 0, budget)
+        total = len(first) if reported is None else reported
+        if total > MAX_CLIENTS_PER_SERVER:
+            raise ApiError(
+                f"the server reports {total:,} clients, more than the {MAX_CLIENTS_PER_SERVER:,} this tool "
+                "reads for one server",
+                endpoint=SEARCH,
+                status=httpx.codes.OK,
             )
-            for data in rest:
-                items.extend(data.get("clients") or [])
-        unique = {str(item.get("id")): item for item in items}  # a concurrent change can shift a page
-        return [LiveClient.from_wire(item, server_id) for item in unique.values()]
+        if total <= len(first) or not first:
+            return _unique(first, total)
+        size = len(first)  # the page size the server actually used
+        count = math.ceil(total / size)
+        if count > MAX_SEARCH_PAGES:
+            raise ApiError(
+                f"{total:,} clients in pages of {size} take {count:,} pages, more than the "
+                f"{MAX_SEARCH_PAGES:,} this tool reads for one server",
+                endpoint=SEARCH,
+                status=httpx.codes.OK,
+            )
+        rest = await gather_or_cancel(
+            self._page(server_id, request, page, budget) for page in range(1, count)
+        )
+        clients = list(first)
+        for page, (items, again) in enumerate(rest, start=1):
+            expected = size if page < count - 1 else total - size * (count - 1)
+            if again is not None and again != total:
+                return [], f"the total went from {total} to {again}"
+            if len(items) != expected:
+                return [], f"page {page + 1} of {count} held {len(items)} clients, not {expected}"
+            clients.extend(items)
+        return _unique(clients, total)
+
+    async def _page(
+        self, server_id: str, request: Mapping[str, Any], page: int, budget: _Budget
+    ) -> tuple[list[LiveClient], int | None]:
+        data = await self._post(SEARCH, {**request, "page": page}, idempotent=True, budget=budget)
+        with _reading(SEARCH):
+            return clients_page(data, server_id)
 
     async def delete_client(self, server_id: str, client_id: str) -> None:
         """Delete a client by record id; one that is already gone counts as deleted."""
@@ -370,12 +582,14 @@ class DescopeClient:
 
     # ---- transport -----------------------------------------------------------------------------
 
-    async def _post(self, endpoint: str, body: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
+    async def _post(
+        self, endpoint: str, body: Mapping[str, Any], *, idempotent: bool, budget: _Budget | None = None
+    ) -> dict[str, Any]:
         """POST with retries: 429 always, other failures only when ``idempotent`` or surely unsent."""
         failures = limited = 0
         while True:
             try:
-                return await self._attempt(endpoint, body)
+                return await self._attempt(endpoint, body, budget)
             except _Retry as retry:
                 if retry.retry_after is not None:
                     limited += 1
@@ -390,77 +604,187 @@ class DescopeClient:
                     raise retry.error from None
                 await self._sleep(self.retry.delay(failures, self._rng))
 
-    async def _attempt(self, endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _attempt(
+        self, endpoint: str, body: Mapping[str, Any], budget: _Budget | None
+    ) -> dict[str, Any]:
         async with self.throttle.slot():
             started = time.monotonic()
             try:
-                response = await self._http.post(endpoint, json=body)
-            except httpx.TransportError as exc:
+                # One deadline for the whole exchange: a server that drips a byte a second never
+                # trips httpx's per-read timeout, but it cannot hold a request past this.
+                async with asyncio.timeout(self.timeout):
+                    answer = await self._exchange(endpoint, body, budget)
+            except TimeoutError:
+                log.debug("POST %s -> deadline (%.0f ms)", endpoint, (time.monotonic() - started) * 1000)
+                reason = f"timed out: no whole answer within {self.timeout:g} s"
+                error = ApiUnavailable(reason, endpoint=endpoint)
+                raise _Retry(error, ambiguous=True) from None
+            except httpx.RequestError as exc:
                 elapsed = (time.monotonic() - started) * 1000
                 log.debug("POST %s -> %s (%.0f ms)", endpoint, type(exc).__name__, elapsed)
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
                 error = ApiUnavailable(_describe_transport(exc), endpoint=endpoint)
-                raise _Retry(error, ambiguous=not unsent) from exc
-            log.debug(
-                "POST %s -> %d (%.0f ms)", endpoint, response.status_code, (time.monotonic() - started) * 1000
-            )
-        return _interpret(endpoint, response)
+                raise _Retry(error, ambiguous=not unsent) from None
+            log.debug("POST %s -> %d (%.0f ms)", endpoint, answer.status, (time.monotonic() - started) * 1000)
+        return self._interpret(endpoint, answer)
 
+    async def _exchange(self, endpoint: str, body: Mapping[str, Any], budget: _Budget | None) -> _Answer:
+        """Send, and read the answer as a stream: a 200 up to MAX_RESPONSE_BYTES (more is an error),
+        any other status up to MAX_ERROR_BODY_BYTES (the rest is not read)."""
+        async with self._http.stream("POST", endpoint, json=body) as response:
+            whole = response.status_code == httpx.codes.OK
+            limit = MAX_RESPONSE_BYTES if whole else MAX_ERROR_BODY_BYTES
+            if whole and _declared_length(response.headers) > limit:
+                raise _too_large(endpoint)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():  # decoded: a gzip bomb counts at full size
+                if budget is not None:
+                    budget.spend(len(chunk), endpoint)
+                size += len(chunk)
+                if size > limit:
+                    if whole:
+                        raise _too_large(endpoint)
+                    chunks.append(chunk[: len(chunk) - (size - limit)])
+                    break
+                chunks.append(chunk)
+            return _Answer(response.status_code, response.reason_phrase, response.headers, b"".join(chunks))
 
-def _interpret(endpoint: str, response: httpx.Response) -> dict[str, Any]:
-    status = response.status_code
-    if status == httpx.codes.OK:
+    def _interpret(self, endpoint: str, answer: _Answer) -> dict[str, Any]:
+        status = answer.status
+        if status == httpx.codes.OK:
+            try:
+                return decode(answer.body, self._redact)
+            except WireError as exc:
+                raise ApiError(str(exc), endpoint=endpoint, status=status) from None
+        code, message = self._error_body(answer)
+        if status == httpx.codes.TOO_MANY_REQUESTS:
+            retry_after = self._retry_after(answer, endpoint, code, message)
+            error = RateLimited(message, endpoint=endpoint, retry_after=retry_after, error_code=code)
+            raise _Retry(error, retry_after=retry_after)
+        if status >= httpx.codes.INTERNAL_SERVER_ERROR:
+            failed = ServerError(message, endpoint=endpoint, status=status, error_code=code)
+            raise _Retry(failed, ambiguous=True)
+        kind = {400: BadRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound}.get(status, ApiError)
+        if kind is Unauthorized:
+            message += " (check DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY)"
+        raise kind(message, endpoint=endpoint, status=status, error_code=code)
+
+    def _error_body(self, answer: _Answer) -> tuple[str | None, str]:
+        """The errorCode and a one-line, cut-short, redacted message of an error answer."""
+        fallback = answer.reason or "no error description"
         try:
-            data = response.json()
-        except ValueError:
-            raise ApiError("the response is not JSON", endpoint=endpoint, status=status) from None
-        if not isinstance(data, dict):
-            raise ApiError("the response is not a JSON object", endpoint=endpoint, status=status)
-        return data
-    code, message = _error_body(response)
-    if status == httpx.codes.TOO_MANY_REQUESTS:
-        retry_after = _retry_after(response)
-        error = RateLimited(message, endpoint=endpoint, retry_after=retry_after, error_code=code)
-        raise _Retry(error, retry_after=retry_after)
-    if status >= httpx.codes.INTERNAL_SERVER_ERROR:
-        raise _Retry(ServerError(message, endpoint=endpoint, status=status, error_code=code), ambiguous=True)
-    kind = {400: BadRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound}.get(status, ApiError)
-    if kind is Unauthorized:
-        message += " (check DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY)"
-    raise kind(message, endpoint=endpoint, status=status, error_code=code)
+            body = json.loads(answer.body)
+        except (ValueError, RecursionError):
+            body = None
+        if not isinstance(body, dict):
+            return None, self._say(fallback)
+        texts = (body.get(k) for k in ("errorDescription", "errorMessage"))
+        parts = list(dict.fromkeys(str(t) for t in texts if isinstance(t, str | int) and t))
+        code = body.get("errorCode")
+        shown = self._say(str(code), CODE_LIMIT) if isinstance(code, str | int) and code else None
+        return shown, self._say(": ".join(parts) or fallback)
+
+    def _retry_after(self, answer: _Answer, endpoint: str, code: str | None, message: str) -> float:
+        """The wait a 429 asks for: whole or decimal seconds up to MAX_RETRY_AFTER; anything else
+        (more, inf, nan, negative, a date, text) ends the call at once, naming what was asked."""
+        raw = answer.headers.get("Retry-After")
+        if raw is None:
+            return DEFAULT_RETRY_AFTER
+        text = raw.strip()
+        shown = self._say(text, CODE_LIMIT)
+        if not _SECONDS.fullmatch(text):
+            raise RateLimited(
+                f"{message}; its Retry-After {shown!r} is not a number of seconds, so the wait is "
+                "unknown: try again later",
+                endpoint=endpoint,
+                retry_after=math.nan,
+                error_code=code,
+            )
+        seconds = float(text)
+        if seconds > MAX_RETRY_AFTER:
+            raise RateLimited(
+                f"{message}; it asked to wait {shown} s (Retry-After), more than the {MAX_RETRY_AFTER:g} s "
+                "this tool waits: try again later",
+                endpoint=endpoint,
+                retry_after=seconds,
+                error_code=code,
+            )
+        return seconds
+
+    def _say(self, text: str, limit: int = MESSAGE_LIMIT) -> str:
+        """Text from an answer as it may appear in a message: redacted, then one line, then cut."""
+        return _cut(self._redact(text), limit)
 
 
-def _error_body(response: httpx.Response) -> tuple[str | None, str]:
+_SECONDS = re.compile(r"\d+(\.\d+)?")
+
+
+@contextmanager
+def _reading(endpoint: str) -> Iterator[None]:
+    """Turn an answer of the wrong shape into an ApiError of ``endpoint``."""
     try:
-        body = response.json()
+        yield
+    except WireError as exc:
+        raise ApiError(str(exc), endpoint=endpoint, status=httpx.codes.OK) from None
+
+
+def _unique(clients: list[LiveClient], total: int) -> tuple[list[LiveClient], str]:
+    """The clients when they are ``total`` different ones, else why not."""
+    if len({c.id for c in clients}) != len(clients):
+        return [], "a client was listed twice"
+    if len(clients) != total:
+        return [], f"{len(clients)} clients were listed of a total of {total}"
+    return clients, ""
+
+
+def _check_credentials(project_id: str, management_key: str) -> None:
+    """Refuse what httpx could not send as a header, without ever showing the key."""
+    if not project_id or not management_key:
+        raise UsageError("a project ID and a management key are both required")
+    if not _header_safe(management_key):
+        raise UsageError(
+            "the management key (DESCOPE_MANAGEMENT_KEY) must be ASCII, with no line breaks, control "
+            "characters or surrounding spaces; this one has other characters (copy it again from the "
+            "Descope console)"
+        )
+    if not _header_safe(project_id):
+        raise UsageError("the project ID must be printable ASCII with no surrounding spaces")
+
+
+def _header_safe(text: str) -> bool:
+    return text.isascii() and text.isprintable() and text == text.strip()
+
+
+def _declared_length(headers: httpx.Headers) -> int:
+    try:
+        return int(headers.get("Content-Length", "0"))
     except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        return None, _cut(response.reason_phrase or "no error description")
-    parts = list(dict.fromkeys(str(body[k]) for k in ("errorDescription", "errorMessage") if body.get(k)))
-    code = body.get("errorCode")
-    return (str(code) if code else None), _cut(
-        ": ".join(parts) or response.reason_phrase or "no error description"
+        return 0
+
+
+def _too_large(endpoint: str) -> ApiError:
+    return ApiError(
+        f"the response is larger than {MAX_RESPONSE_BYTES // MIB} MiB; stopped reading it "
+        "(is DESCOPE_BASE_URL the Descope API?)",
+        endpoint=endpoint,
+        status=httpx.codes.OK,
     )
 
 
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return max(0.0, float(response.headers.get("Retry-After", "1")))
-    except ValueError:
-        return 1.0
-
-
-def _cut(text: str) -> str:
+def _cut(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """One line (control characters escaped, so an answer cannot forge a line or a terminal code), cut."""
     text = " ".join(text.split())
-    return text if len(text) <= MESSAGE_LIMIT else text[: MESSAGE_LIMIT - 1] + "…"
+    text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _describe_transport(exc: httpx.TransportError) -> str:
+def _describe_transport(exc: httpx.RequestError) -> str:
     kinds = {
         httpx.ConnectError: "could not connect",
         httpx.TimeoutException: "timed out",
-        httpx.RemoteProtocolError: "the connection was dropped",
+        httpx.RemoteProtocolError: "the connection was dropped, or the answer was not valid HTTP",
+        httpx.DecodingError: "the answer could not be decoded",
     }
     reason = next((text for cls, text in kinds.items() if isinstance(exc, cls)), "transport failure")
     return f"{reason} ({type(exc).__name__})"

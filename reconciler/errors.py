@@ -15,9 +15,15 @@
     │   └── AmbiguousObject    a lookup after an unknown outcome found more than one candidate
     ├── PlanError              the manifests cannot be planned against live state (all reasons)
     ├── StalePlanError         a saved plan no longer matches live state
-    ├── SavedPlanError         a saved plan file is unreadable, truncated, edited or too new
+    ├── SavedPlanError         a saved plan is unreadable, edited, unsigned, or not from these manifests
     ├── ApplyError             which changes failed and why
-    └── SecretDeliveryError    a secret was issued but not delivered to its sink: exit 3
+    ├── SecretDeliveryError    a secret was issued but not delivered to its sink: exit 3
+    ├── SinkError              a secret sink is unusable (settings, library, reach, permission) or
+    │                          refused a secret; never holds the secret (also reconciler.sinks.base)
+    ├── JournalError           the apply journal cannot be opened, written or read (a symlink, a
+    │                          folder, not writable)
+    └── LockError              the project's lock cannot be taken (reconciler.lock)
+        └── LockHeld           another run holds it: names the holder (host, pid, since, command)
 
 Library code raises these; only ``reconciler.cli`` turns them into output and an exit code.
 """
@@ -88,7 +94,12 @@ class StalePlanError(ReconcilerError):
 
 
 class SavedPlanError(ReconcilerError):
-    """A saved plan file cannot be used: unreadable, truncated, edited, or of another format version."""
+    """A saved plan cannot be used: unreadable, truncated, edited, unsigned or badly signed, of another
+    format version, or not made from the manifests at hand; ``details`` names each difference."""
+
+    def __init__(self, message: str, details: list[str] | None = None) -> None:
+        self.details = details or []
+        super().__init__(message)
 
 
 class ApplyError(ReconcilerError):
@@ -99,6 +110,19 @@ class SecretDeliveryError(ReconcilerError):
     """Apply finished, but at least one secret did not reach its sink."""
 
     exit_code = ExitCode.SECRET_UNDELIVERED
+
+
+class SinkError(ReconcilerError):
+    """A sink could not be reached, refused, or failed to store a secret. Never contains the secret.
+
+    Raised by ``reconciler.sinks`` (and importable from ``reconciler.sinks.base``); the applier and
+    ``secrets check`` turn it into a skipped change or a failed delivery, and anything that escapes
+    them ends as a clean ``error:`` line with exit 1."""
+
+
+class JournalError(ReconcilerError):
+    """The apply journal cannot be used: its path is a symbolic link, a folder or not a regular file,
+    or it cannot be created, written or read. Raised before anything changes when it is opened."""
 
 
 class ApiError(ReconcilerError):

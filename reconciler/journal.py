@@ -12,12 +12,14 @@ import hashlib
 import json
 import os
 import secrets as random_source
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import JournalError
 from reconciler.secret import Secret
 
 DEFAULT_JOURNAL = Path(".mcp-reconciler") / "journal.jsonl"
@@ -26,7 +28,8 @@ DEFAULT_JOURNAL = Path(".mcp-reconciler") / "journal.jsonl"
 # stays open after its delivery until its marker is recorded on the client: otherwise a crash in
 # between would leave the old marker, and the next plan would rotate a second time.
 OPENING = {"create-started", "rotate-started", "adopt-started", "undelivered"}
-CLOSING = {"delivered", "create-absent", "rotate-absent", "rotation-recorded"}
+# "abandoned": neither the client nor its sink is in the manifests any more (nothing to deliver to).
+CLOSING = {"delivered", "create-absent", "rotate-absent", "rotation-recorded", "abandoned"}
 
 
 def digest(secret: Secret, salt: str) -> str:
@@ -35,7 +38,11 @@ def digest(secret: Secret, salt: str) -> str:
 
 
 class Journal:
-    """Appends events to a JSON-lines file (mode 0600), fsynced one by one."""
+    """Appends events to a JSON-lines file (mode 0600), fsynced one by one.
+
+    Opening it raises JournalError, before anything changes, when the path is a symbolic link, a
+    folder or anything but a regular file, or cannot be created or written; so does a failed write.
+    """
 
     def __init__(self, path: Path, *, project: str, run_id: str | None = None) -> None:
         self.path = path
@@ -43,22 +50,67 @@ class Journal:
         self.run_id = run_id or time.strftime(
             "%Y%m%dT%H%M%SZ", time.gmtime()
         ) + "-" + random_source.token_hex(3)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.is_symlink():
-            raise OSError(f"{path} is a symbolic link; refusing to write the journal through it")
-        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-        self._stream = os.fdopen(descriptor, "a", encoding="utf-8")
+        try:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+            reason = f"{blocker} is a file, not a folder" if blocker is not None else _reason(exc)
+            raise JournalError(
+                f"cannot create the folder of the journal {path}: {reason}: fix it or choose another "
+                "path with --journal"
+            ) from None
+        self._stream = os.fdopen(_open(path), "a", encoding="utf-8")
 
     def write(self, event: str, **fields: Any) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         record = {"time": now, "run": self.run_id, "project": self.project, "event": event}
         record.update({k: v for k, v in fields.items() if v is not None})
-        self._stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
+        try:
+            self._stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+            self._stream.flush()
+            os.fsync(self._stream.fileno())
+        except OSError as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {_reason(exc)}") from None
 
     def close(self) -> None:
-        self._stream.close()
+        try:
+            self._stream.close()
+        except OSError as exc:  # a buffered line that could not be written
+            raise JournalError(f"cannot write the journal {self.path}: {_reason(exc)}") from None
+
+
+def _open(path: Path) -> int:
+    """A descriptor to append to ``path``: a regular file (created 0600), never through a symlink."""
+    if path.is_symlink():
+        raise JournalError(
+            f"the journal {path} is a symbolic link; refusing to write the journal through it: "
+            "point --journal at a regular file"
+        )
+    if path.is_dir():
+        raise JournalError(f"the journal {path} is a folder: point --journal at a file")
+    if path.exists() and not path.is_file():
+        raise JournalError(f"the journal {path} is not a regular file: point --journal at a file")
+    # O_NONBLOCK: a FIFO planted at the path must not hang the run before fstat turns it away.
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except OSError as exc:
+        raise JournalError(
+            f"cannot open the journal {path} for writing: {_reason(exc)}: fix its permissions or "
+            "choose another path with --journal"
+        ) from None
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise JournalError(f"the journal {path} is not a regular file: point --journal at a file")
+        os.set_blocking(descriptor, True)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -78,17 +130,22 @@ class OpenDelivery:
 
 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
-    """Every well-formed event in the journal; a torn last line (a crash mid-write) is skipped."""
+    """Every well-formed event in the journal; a torn last line (a crash mid-write, perhaps inside a
+    character) is skipped. JournalError when the journal exists but cannot be read."""
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as stream:
-        for line in stream:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and "event" in event:
-                yield event
+    try:
+        # errors="replace": a line torn inside a multi-byte character is then just not valid JSON.
+        with path.open(encoding="utf-8", errors="replace") as stream:
+            for line in stream:
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(event, dict) and "event" in event:
+                    yield event
+    except OSError as exc:
+        raise JournalError(f"cannot read the journal {path}: {_reason(exc)}") from None
 
 
 def open_deliveries(path: Path, project: str) -> list[OpenDelivery]:

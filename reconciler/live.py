@@ -2,16 +2,16 @@
 
 A fetch is one ``servers/all`` call and then the clients of every server, searched concurrently
 (bounded by the run's throttle) and paged: 1 + (pages of clients per server) calls in all, never
-one call per object.
+one call per object. The first failure cancels the searches still running: one bad answer ends the
+fetch at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Collection
 from types import MappingProxyType
 
-from reconciler.api import DescopeClient
+from reconciler.api import DescopeClient, gather_or_cancel
 from reconciler.wire import LiveClient, LiveServer, LiveState
 
 FetchProgress = Callable[[int, int], None]  # (servers whose clients are read, servers to read)
@@ -36,7 +36,7 @@ async def fetch_live_state(
             progress(read, len(wanted))
         return found
 
-    found = await asyncio.gather(*(clients_of(server) for server in wanted))
+    found = await gather_or_cancel(clients_of(server) for server in wanted)
     clients = {server.id: tuple(items) for server, items in zip(wanted, found, strict=True)}
     scopes = next((s.scopes_format for s in servers if s.scopes_format), None)
     return LiveState(servers, MappingProxyType(clients), scopes, complete=server_names is None)

@@ -9,26 +9,36 @@ and the loader carries on, so one run shows everything that is wrong.
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from pydantic import TypeAdapter
 from pydantic import ValidationError as ModelError
 
 from reconciler.errors import ManifestError, Problem, UsageError
 from reconciler.models import (
     DEFAULT_OWNERSHIP_TAG,
     KIND_MODELS,
+    AwsSinkSpec,
     ClientSpec,
+    FileSinkSpec,
+    GithubSinkSpec,
     Location,
     Manifest,
     ServerSpec,
+    SinkSpec,
     StandaloneClientSpec,
+    VaultSinkSpec,
     secret_key,
 )
 from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_issues, usable_part
+from reconciler.sinks.base import aws_name_problem, env_name, leaves_prefix, secret_name, vault_path
 from reconciler.tags import reserved_tag_problem
+from reconciler.variables import manifest_variables
 from reconciler.yamlsource import DocPath, Document, read_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")
@@ -92,11 +102,12 @@ def load_manifest(
 ) -> Manifest:
     """Load and validate the manifests under ``paths``; raise ManifestError listing every problem.
 
-    Variables resolve from ``environ`` (the process environment by default), then ``var_values``
-    (a values file): the environment wins, so one run can override a file's value.
+    Variables resolve from ``var_values`` (a values file) and from ``MCP_VAR_*`` in ``environ`` (the
+    process environment by default), which wins, so one run can override a file's value; see
+    :func:`reconciler.variables.manifest_variables` for what else may and may never be read.
     """
     paths = list(paths)
-    variables = {**(var_values or {}), **(os.environ if environ is None else environ)}
+    variables = manifest_variables(os.environ if environ is None else environ, var_values)
     loader = _Loader()
     for path, display in find_manifest_files(paths):
         documents, problems = read_documents(path, display, variables)
@@ -240,12 +251,14 @@ class _Loader:
     def _check_sinks(self, project: Document, servers: dict[str, tuple[ServerSpec, _ServerSource]]) -> None:
         # Read from the raw document, so sinks are checked even when the Project itself is invalid.
         sinks = project.data.get("sinks")
-        declared = {str(name) for name in sinks} if isinstance(sinks, dict) else set()
+        specs = {str(name): _sink_spec(raw) for name, raw in sinks.items()} if isinstance(sinks, dict) else {}
+        declared = set(specs)
         default = project.data.get("defaultSink")
         default = default if isinstance(default, str) and default else None
         if default is not None and default not in declared:
             self.problems.append(project.problem(("defaultSink",), _undeclared_sink(default, declared)))
-        users: dict[tuple[str, str], _ClientSource] = {}
+        self._check_file_sinks(project, specs)
+        seen: dict[tuple[str, ...], _Use] = {}
         for server_name, (_, source) in servers.items():
             for client in source.clients:
                 named = client.spec.secret.sink
@@ -257,12 +270,50 @@ class _Loader:
                         client.problem(("secret", "sink"), _undeclared_sink(named, declared))
                     )
                 elif sink in declared:
-                    key = secret_key(server_name, client.spec)
-                    first = users.setdefault((sink, key), client)
-                    if first is not client:
-                        message = f"secret destination '{key}' in sink '{sink}' is already used by client"
-                        where = f"'{first.spec.name}' at {first.where()}"
-                        self.problems.append(client.problem(("secret",), f"{message} {where}"))
+                    self._check_destination(client, server_name, sink, specs[sink], seen)
+
+    def _check_file_sinks(self, project: Document, specs: Mapping[str, SinkSpec | None]) -> None:
+        """File sink paths are usable, and two sinks that write one file (however it is spelt) agree
+        on its format: JSON and dotenv entries cannot share a file."""
+        first_by_file: dict[str, tuple[str, FileSinkSpec]] = {}
+        for name, spec in specs.items():
+            if not isinstance(spec, FileSinkSpec):
+                continue
+            if "\0" in spec.path:
+                self.problems.append(project.problem(("sinks", name, "path"), "a path cannot contain NUL"))
+                continue
+            path = _resolved(spec.path)
+            first, first_spec = first_by_file.setdefault(path, (name, spec))
+            if first_spec.format != spec.format:
+                pos = project.position(("sinks", first, "path"))
+                message = (
+                    f"sink '{name}' writes {path} as {spec.format}, but sink '{first}' (at {project.file}:"
+                    f"{pos.line}:{pos.column}) writes the same file as {first_spec.format}: a file holds "
+                    "one format; give one of them another path"
+                )
+                self.problems.append(project.problem(("sinks", name, "path"), message))
+
+    def _check_destination(
+        self,
+        client: _ClientSource,
+        server_name: str,
+        sink: str,
+        spec: SinkSpec | None,
+        seen: dict[tuple[str, ...], _Use],
+    ) -> None:
+        """The client's secret stays inside its sink's prefix, and no earlier client's secret is
+        written to the same place, compared as the sink will write it (see :func:`_destination`)."""
+        key = secret_key(server_name, client.spec)
+        refused = _key_problem(sink, spec, key)
+        if refused is not None:
+            where = ("secret", "key") if client.spec.secret.key else ("name",)
+            self.problems.append(client.problem(where, refused))
+            return
+        identity, place = _destination(sink, spec, key)
+        use = _Use(client, server_name, sink, key, place)
+        first = seen.setdefault(identity, use)
+        if first is not use:
+            self.problems.append(client.problem(("secret",), _shared_destination(use, first)))
 
     def _check_reserved_tags(
         self, project: Document, servers: dict[str, tuple[ServerSpec, _ServerSource]]
@@ -312,7 +363,111 @@ class _ServerSource:
     clients: list[_ClientSource]
 
 
+@dataclass(frozen=True)
+class _Use:
+    """One client's secret destination, as written in its manifest and as its sink will write it."""
+
+    client: _ClientSource
+    server: str
+    sink: str
+    key: str
+    place: str  # e.g. "the variable CRM_SYNC_BOT in /work/.secrets/agents.env"
+
+
 _NO_SINK = "no secret sink: name one in secret.sink, or set defaultSink in the Project"
+_SINK_SPEC: TypeAdapter[SinkSpec] = TypeAdapter(SinkSpec)
+
+
+def _sink_spec(raw: Any) -> SinkSpec | None:
+    """A sink's settings with their defaults; None when they are too broken to tell where it writes
+    (the schema check reports why), and then only identical keys of that one sink collide."""
+    try:
+        return _SINK_SPEC.validate_python(raw)
+    except ModelError:
+        return None
+
+
+def _destination(sink: str, spec: SinkSpec | None, key: str) -> tuple[tuple[str, ...], str]:
+    """Where ``key`` ends up, as an identity that is equal for two keys exactly when the sinks would
+    write one place, and as words. It uses the sinks' own name functions (``env_name``,
+    ``secret_name``, ``vault_path``), so validate and the sinks cannot disagree."""
+    if isinstance(spec, FileSinkSpec):
+        path = _resolved(spec.path)
+        if spec.format == "dotenv":
+            variable = env_name(key)
+            return ("file", path, "dotenv", variable), f"the variable {variable} in {path}"
+        return ("file", path, "json", key), f"the entry '{key}' in {path}"
+    if isinstance(spec, VaultSinkSpec):
+        url, namespace, mount = _url(spec.url), (spec.namespace or "").strip("/"), spec.mount.strip("/")
+        path = posixpath.normpath("/" + vault_path(spec.pathPrefix, key)).lstrip("/")  # a//b, ./b
+        at = url + (f" (namespace {namespace})" if namespace else "")
+        return ("vault", url, namespace, mount, path), f"the Vault secret {mount}/{path} at {at}"
+    if isinstance(spec, AwsSinkSpec):
+        name, endpoint = spec.namePrefix + key, _url(spec.endpointUrl or "")
+        at = spec.region + (f" at {endpoint}" if endpoint else "")
+        return ("aws", spec.region, endpoint, name), f"the AWS secret {name} in {at}"
+    if isinstance(spec, GithubSinkSpec):
+        # GitHub compares repository, environment and secret names without regard to case.
+        name, environment = secret_name(key), spec.environment or ""
+        identity = ("github", _url(spec.apiUrl), spec.repository.lower(), environment.lower(), name)
+        at = spec.repository + (f", environment {environment}" if environment else "")
+        return identity, f"the GitHub secret {name} of {at}"
+    return ("sink", sink, key), f"'{key}' in sink '{sink}'"  # a command sink: only its own keys known
+
+
+def _key_problem(sink: str, spec: SinkSpec | None, key: str) -> str | None:
+    """Why a Vault or AWS sink would refuse ``key`` (the sinks refuse it again when writing)."""
+    if isinstance(spec, VaultSinkSpec):
+        prefix = spec.pathPrefix.lstrip("/")
+        reason = leaves_prefix(prefix, key)
+        rule = "a key must stay below pathPrefix: no leading '/', no '..' segments"
+        settings = f"vault, mount '{spec.mount.strip('/')}', pathPrefix '{prefix}'"
+    elif isinstance(spec, AwsSinkSpec):
+        reason = aws_name_problem(spec.namePrefix, key)
+        rule = "a key must stay inside namePrefix: no leading '/', no '..' segments"
+        settings = f"aws-secrets-manager, namePrefix '{spec.namePrefix}'"
+    else:
+        return None
+    if reason is None:
+        return None
+    return f"secret key '{key}' is refused by sink '{sink}' ({settings}): {reason}; {rule}"
+
+
+def _shared_destination(use: _Use, first: _Use) -> str:
+    by = f"client '{first.client.spec.name}' at {first.client.where()}"
+    if (use.sink, use.key) == (first.sink, first.key):
+        return f"secret destination '{use.key}' in sink '{use.sink}' is already used by {by}"
+    return (
+        f"secret destination '{use.key}' in sink '{use.sink}' is already used by {by} (server "
+        f"'{first.server}', key '{first.key}' in sink '{first.sink}'): both are written to {use.place}"
+    )
+
+
+def _resolved(path: str) -> str:
+    """A file sink's path as the file system resolves it (relative to the working directory, like
+    the sink), so that ``.secrets/x.json``, ``./.secrets/x.json`` and a path through a symlinked
+    folder are seen as one file."""
+    try:
+        return os.path.realpath(path)
+    except (OSError, ValueError):
+        return os.path.abspath(path)
+
+
+def _url(url: str) -> str:
+    """A URL spelt one way: lower-case scheme and host, no default port, no trailing slash."""
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return url
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None and (scheme, port) not in (("http", 80), ("https", 443)):
+        host += f":{port}"
+    return f"{scheme}://{host}{parts.path.rstrip('/')}" + (f"?{parts.query}" if parts.query else "")
 
 
 def _inline(spec: StandaloneClientSpec) -> ClientSpec:

@@ -131,6 +131,7 @@ class CommandSinkSpec(Spec):
     type: Literal["command"]
     command: tuple[str, ...]
     timeoutSeconds: float = 30
+    env: tuple[str, ...] = ()
 
 
 class VaultSinkSpec(Spec):

@@ -9,13 +9,17 @@ never steer apply. The JSON form is documented by ``schemas/plan.schema.json``.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-FORMAT_VERSION = 1
+from reconciler.textsafe import visible
+
+FORMAT_VERSION = 2
+SIGNATURE_PREFIX = "hmac-sha256:"
 
 
 class Action(StrEnum):
@@ -80,12 +84,10 @@ class Change:
 
     @property
     def address(self) -> str:
-        """``server "calendar"`` or ``client "calendar/ci-agent"``: how people and targets name it."""
-        return (
-            f'{self.kind} "{self.server}/{self.name}"'
-            if self.kind is Kind.CLIENT
-            else f'{self.kind} "{self.name}"'
-        )
+        """``server "calendar"`` or ``client "calendar/ci-agent"``: how people name it, for display
+        only, so control and bidi characters in the names are shown escaped (``reconciler.textsafe``)."""
+        name = f"{self.server}/{self.name}" if self.kind is Kind.CLIENT else self.name
+        return f'{self.kind} "{visible(name)}"'
 
     @property
     def key(self) -> tuple[str, ...]:
@@ -148,6 +150,36 @@ class Withheld:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """The manifests and options a plan was made from (see ``reconciler.provenance``)."""
+
+    paths: tuple[str, ...] = ()
+    var_files: tuple[str, ...] = ()
+    prune: bool | None = None
+    allow_deletes: int | None = None
+    digests: Mapping[str, str] = field(default_factory=dict)  # object address → digest
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "paths": list(self.paths),
+            "varFiles": list(self.var_files),
+            "prune": self.prune,
+            "allowDeletes": self.allow_deletes,
+            "digests": dict(sorted(self.digests.items())),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Provenance:
+        return cls(
+            paths=tuple(data["paths"]),
+            var_files=tuple(data["varFiles"]),
+            prune=data["prune"],
+            allow_deletes=data["allowDeletes"],
+            digests=dict(data["digests"]),
+        )
+
+
+@dataclass(frozen=True)
 class Plan:
     """An ordered set of changes to one project, planned against one view of its live state."""
 
@@ -158,7 +190,7 @@ class Plan:
     partial: bool = False
     targets: tuple[str, ...] = ()
     withheld: tuple[Withheld, ...] = ()
-    sinks: Mapping[str, Any] = field(default_factory=dict)  # sink settings (never tokens or secrets)
+    made_from: Provenance = field(default_factory=Provenance)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -171,19 +203,37 @@ class Plan:
     def has_changes(self) -> bool:
         return bool(self.changes)
 
-    def to_json(self) -> dict[str, Any]:
-        body = {
-            "format_version": FORMAT_VERSION,
+    def _change_set(self) -> dict[str, Any]:
+        return {
             "project": self.project_id,
             "ownershipTag": self.ownership_tag,
             "scopesFormat": self.scopes_format,
             "partial": self.partial,
             "targets": list(self.targets),
-            "summary": self.summary,
             "changes": [change.to_json() for change in self.changes],
-            "withheld": [w.to_json() for w in self.withheld],
-            "sinks": dict(self.sinks),
         }
+
+    @property
+    def change_set(self) -> str:
+        """A digest of exactly what apply would do: equal digests, equal changes. Shown with every
+        plan, so the plan approved for apply can be compared with the one reviewed earlier."""
+        return "sha256:" + hashlib.sha256(canonical_json(self._change_set()).encode()).hexdigest()
+
+    def to_json(self, *, signing_key: bytes | None = None) -> dict[str, Any]:
+        """The saved form; with ``signing_key``, signed (HMAC-SHA256) so apply can tell who made it."""
+        change_set = self._change_set()
+        changes = change_set.pop("changes")
+        body = {
+            "format_version": FORMAT_VERSION,
+            **change_set,
+            "changeSet": self.change_set,
+            "summary": self.summary,
+            "changes": changes,
+            "withheld": [w.to_json() for w in self.withheld],
+            "madeFrom": self.made_from.to_json(),
+        }
+        if signing_key is not None:
+            body["signature"] = signature(body, signing_key)
         return {**body, "checksum": checksum(body)}
 
     @classmethod
@@ -198,7 +248,7 @@ class Plan:
             withheld=tuple(
                 Withheld(w["address"], w["server"], w["reason"]) for w in data.get("withheld") or ()
             ),
-            sinks=dict(data.get("sinks") or {}),
+            made_from=Provenance.from_json(data["madeFrom"]),
         )
 
 
@@ -217,6 +267,12 @@ def checksum(body: Mapping[str, Any]) -> str:
     )
 
 
+def signature(body: Mapping[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 of the plan's canonical JSON (without its checksum and signature)."""
+    signed = {k: v for k, v in body.items() if k not in ("checksum", "signature")}
+    return SIGNATURE_PREFIX + hmac.new(key, canonical_json(signed).encode(), hashlib.sha256).hexdigest()
+
+
 def fingerprint(fields: Mapping[str, Any]) -> str:
     """A short, stable digest of a live object's fields, to notice that it changed since planning."""
     return hashlib.sha256(canonical_json(dict(fields)).encode()).hexdigest()[:16]
@@ -230,6 +286,7 @@ class ApplyResult:
     failed: list[tuple[Change, str]] = field(default_factory=list)
     skipped: list[tuple[Change, str]] = field(default_factory=list)
     undelivered: list[tuple[str, str]] = field(default_factory=list)  # (client address, reason)
+    notices: list[str] = field(default_factory=list)  # for people: e.g. a delivery sent elsewhere
     delivered: int = 0
     seconds: float = 0.0
 

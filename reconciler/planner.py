@@ -19,7 +19,18 @@ from reconciler import assumptions
 from reconciler.diff import field_changes
 from reconciler.errors import PlanError, UsageError
 from reconciler.models import ClientSpec, Manifest, ServerSpec, secret_key
-from reconciler.plan import Action, Change, FieldChange, Kind, Plan, SecretTarget, Withheld, fingerprint
+from reconciler.plan import (
+    Action,
+    Change,
+    FieldChange,
+    Kind,
+    Plan,
+    Provenance,
+    SecretTarget,
+    Withheld,
+    fingerprint,
+)
+from reconciler.provenance import manifest_digests
 from reconciler.tags import PROTECT_TAG, rotation_markers, user_tags, with_system_tags
 from reconciler.wire import LiveClient, LiveServer, LiveState
 
@@ -116,7 +127,11 @@ class _Planner:
             partial=bool(self.options.targets),
             targets=tuple(str(t) for t in self.options.targets),
             withheld=tuple(w for w in self.withheld if self._in_scope(w.server)),
-            sinks=project.sink_settings(),
+            made_from=Provenance(
+                prune=self.options.prune,
+                allow_deletes=self.options.allow_deletes,
+                digests={} if self.options.lenient else manifest_digests(self.manifest),
+            ),
         )
 
     # ---- servers -------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Is a saved plan still true? Each change is checked against the live object it was planned on (pure)."""
+"""Is a saved plan still true? Each change is checked against the live object it was planned on, and
+the whole plan against the one planning gives now (pure)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,27 @@ def _exists_now(change: Change, live: LiveState) -> str | None:
     if found:
         return f"{change.address} now exists ({', '.join(found)}); the plan would create another"
     return None
+
+
+def plan_differences(saved: Plan, now: Plan) -> list[str]:
+    """How the changes of ``saved`` differ from those planning gives ``now``, one line each."""
+    before = {(c.key, c.action): c for c in saved.changes}
+    after = {(c.key, c.action): c for c in now.changes}
+    found = [
+        f"{c.action.value} {c.address}: in the saved plan, not planned now"
+        for k, c in before.items()
+        if k not in after
+    ]
+    found += [
+        f"{c.action.value} {c.address}: planned now, not in the saved plan"
+        for k, c in after.items()
+        if k not in before
+    ]
+    found += [
+        f"{c.action.value} {c.address}: differs from what is planned now"
+        for k, c in before.items()
+        if k in after and c.to_json() != after[k].to_json()
+    ]
+    return found or [
+        "the plan's project settings or the order of its changes differ from what is planned now"
+    ]

@@ -9,6 +9,7 @@ because the server's budget is shared by the whole run, not by one call.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections import deque
@@ -75,7 +76,9 @@ class Throttle:
             yield
 
     def pause(self, seconds: float) -> None:
-        """Stop admitting any call for ``seconds`` (a 429's Retry-After)."""
+        """Stop admitting any call for ``seconds`` (a 429's Retry-After, which the API client bounds)."""
+        if not math.isfinite(seconds):  # inf would stop every call for good; nan would be ignored
+            raise ValueError(f"a pause must be a finite number of seconds, not {seconds}")
         self._paused_until = max(self._paused_until, self._clock() + max(seconds, 0.0))
 
     async def _admit(self) -> None:

@@ -3,20 +3,187 @@
 Update is full replacement, so a live object keeps *every* field it was read with, unknown ones
 included, and writing it back sends them all. Missing fields read as zero values. ``approvedScopes``
 is held as a flat list whatever its wire shape, and the shape is remembered for writing.
+
+Tolerant is not credulous: an answer may come from a broken proxy or an attacker. :func:`decode`
+takes strict JSON only (no NaN, no unpaired surrogates, at most ``MAX_JSON_DEPTH`` deep), and the
+fields the reconciler itself reads (ids, names, tags, URL lists, scopes, settings objects) must have
+their documented types, or :class:`WireError` says where (``servers[3].name``) and what was found,
+never the value. Fields nobody reads here are kept as they came.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from reconciler.scopes import ScopesFormat, read_scopes, write_scopes
+from reconciler.scopes import CATEGORIES, ScopesFormat, read_scopes, write_scopes
 
 # Fields Descope assigns or derives; never part of a create or a desired state.
 SERVER_READ_ONLY = frozenset({"id"})
 CLIENT_READ_ONLY = frozenset({"id", "clientId", "mcpServerId", "registrationType", "status"})
+
+# A server or client nests about 5 levels (server > cimdSettings > domainPolicies > policies > item),
+# an answer 2 more; 64 is ample, and keeps every later recursive walk (json.dumps of fingerprints
+# and saved plans, deepdiff) far from Python's recursion limit of 1,000.
+MAX_JSON_DEPTH = 64
+
+# The types of the fields the reconciler reads; anything else is kept as it came.
+SERVER_TEXT = ("id", "name")
+CLIENT_TEXT = ("id", "clientId", "mcpServerId", "name", "registrationType", "status")
+SERVER_TEXT_LISTS = ("tags", "audienceWhitelist", "approvedCallbackUrls")
+CLIENT_TEXT_LISTS = ("tags", "scopes", "approvedCallbackUrls", "allowedTenants")
+SERVER_OBJECTS = ("dynamicRegistration", "cimdSettings", "sessionSettings")
+
+Redact = Callable[[str], str]
+
+
+class WireError(ValueError):
+    """An answer that is not JSON or not of the expected shape; names the place, never the value."""
+
+
+def decode(body: bytes, redact: Redact | None = None) -> dict[str, Any]:
+    """The JSON object in ``body``, every string (keys too) passed through ``redact``."""
+    try:
+        data = json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise WireError(f"the response is nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except ValueError:  # invalid JSON or UTF-8, NaN or Infinity, an integer of over 4,300 digits
+        raise WireError("the response is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise WireError(f"the response is {kind_of(data)}, not a JSON object")
+    _clean(data, redact)
+    return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _clean(data: dict[str, Any], redact: Redact | None) -> None:
+    """Check depth and Unicode and redact strings, in place and without recursion."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise WireError(f"the response is nested more than {MAX_JSON_DEPTH} levels deep")
+        keys: list[Any] = list(node) if isinstance(node, dict) else list(range(len(node)))
+        for key in keys:
+            value = node[key]
+            if isinstance(value, str):
+                node[key] = _text(value, redact)
+            elif isinstance(value, dict | list):
+                stack.append((value, depth + 1))
+            elif isinstance(value, float) and not math.isfinite(value):
+                raise WireError("the response holds a number too large for a float")
+            if isinstance(node, dict) and (clean := _text(key, redact)) != key:
+                node[clean] = node.pop(key)
+
+
+def _text(text: str, redact: Redact | None) -> str:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise WireError("the response holds text that is not valid Unicode (a lone surrogate)") from None
+    return redact(text) if redact else text
+
+
+JSON_KINDS: tuple[tuple[type, str], ...] = (
+    (bool, "a boolean"),  # before int: a bool is an int to Python
+    (int, "a number"),
+    (float, "a number"),
+    (str, "a string"),
+    (list, "a list"),
+    (dict, "an object"),
+)
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, for messages (never the value itself)."""
+    if value is None:
+        return "null"
+    return next((name for kind, name in JSON_KINDS if isinstance(value, kind)), f"a {type(value).__name__}")
+
+
+def _wrong(where: str, value: Any, expected: str) -> WireError:
+    return WireError(f"unexpected response: {where} is {kind_of(value)}, not {expected}")
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _wrong(where, value, "an object")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    """A list; null or missing reads as empty (zero values may be left out)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _wrong(where, value, "a list")
+    return value
+
+
+def optional_text(data: Mapping[str, Any], key: str, where: str = "") -> str:
+    """A string field; null or missing reads as empty."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _wrong(f"{where}.{key}" if where else key, value, "a string")
+    return value
+
+
+def required_text(data: Mapping[str, Any], key: str, where: str = "") -> str:
+    """A string field that must be there and not empty (the id of what was just created, say)."""
+    if not data.get(key):
+        raise WireError(f"the response has no {f'{where}.{key}' if where else key}")
+    return optional_text(data, key, where)
+
+
+def _check_text_lists(data: Mapping[str, Any], names: tuple[str, ...], where: str) -> None:
+    for name in names:
+        for n, item in enumerate(_list(data.get(name), f"{where}.{name}")):
+            if not isinstance(item, str):
+                raise _wrong(f"{where}.{name}[{n}]", item, "a string")
+
+
+def _check_scopes(value: Any, where: str) -> None:
+    if isinstance(value, dict):
+        groups = [(f"{where}.{c}", _list(value.get(c), f"{where}.{c}")) for c in CATEGORIES]
+    else:
+        groups = [(where, _list(value, f"{where} (a list or an object of categories)"))]
+    for place, items in groups:
+        for n, item in enumerate(items):
+            scope = _object(item, f"{place}[{n}]")
+            optional_text(scope, "name", f"{place}[{n}]")
+            _check_text_lists(scope, ("values",), f"{place}[{n}]")
+
+
+def _check_server(data: Mapping[str, Any], where: str) -> None:
+    for name in SERVER_TEXT:
+        optional_text(data, name, where)
+    _check_text_lists(data, SERVER_TEXT_LISTS, where)
+    _check_scopes(data.get("approvedScopes"), f"{where}.approvedScopes")
+    for name in SERVER_OBJECTS:
+        if data.get(name) is not None:
+            _object(data[name], f"{where}.{name}")
+    cimd = data.get("cimdSettings") or {}
+    if cimd.get("domainPolicies") is not None:
+        place = f"{where}.cimdSettings.domainPolicies"
+        policies = _object(cimd["domainPolicies"], place).get("policies")
+        for n, item in enumerate(_list(policies, f"{place}.policies")):
+            optional_text(_object(item, f"{place}.policies[{n}]"), "domainPattern", f"{place}.policies[{n}]")
+
+
+def _check_client(data: Mapping[str, Any], where: str) -> None:
+    for name in CLIENT_TEXT:
+        optional_text(data, name, where)
+    _check_text_lists(data, CLIENT_TEXT_LISTS, where)
 
 
 def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -33,12 +200,14 @@ class LiveServer:
     scopes_format: ScopesFormat | None = None
 
     @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> LiveServer:
+    def from_wire(cls, data: Mapping[str, Any], where: str = "server") -> LiveServer:
+        """A server from its wire object; :class:`WireError` if a field it reads has the wrong type."""
+        _check_server(_object(data, where), where)
         scopes, shape = read_scopes(data.get("approvedScopes"))
         fields = {**data, "approvedScopes": scopes} if shape else dict(data)
         return cls(
-            id=str(data.get("id", "")),
-            name=str(data.get("name", "")),
+            id=optional_text(data, "id", where),
+            name=optional_text(data, "name", where),
             fields=_frozen(fields),
             scopes_format=shape,
         )
@@ -71,13 +240,15 @@ class LiveClient:
     fields: Mapping[str, Any] = field(repr=False)
 
     @classmethod
-    def from_wire(cls, data: Mapping[str, Any], server_id: str = "") -> LiveClient:
+    def from_wire(cls, data: Mapping[str, Any], server_id: str = "", where: str = "client") -> LiveClient:
+        """A client from its wire object; :class:`WireError` if a field it reads has the wrong type."""
+        _check_client(_object(data, where), where)
         data = {key: value for key, value in data.items() if key != "cleartext"}
         return cls(
-            id=str(data.get("id", "")),
-            client_id=str(data.get("clientId", "")),
-            server_id=str(data.get("mcpServerId") or server_id),
-            name=str(data.get("name", "")),
+            id=optional_text(data, "id", where),
+            client_id=optional_text(data, "clientId", where),
+            server_id=optional_text(data, "mcpServerId", where) or server_id,
+            name=optional_text(data, "name", where),
             fields=_frozen(data),
         )
 
@@ -105,3 +276,43 @@ class LiveState:
 
     def clients_of(self, server_id: str) -> tuple[LiveClient, ...]:
         return self.clients.get(server_id, ())
+
+
+# ---- whole answers -----------------------------------------------------------------------------
+
+
+def servers_from_wire(data: Mapping[str, Any]) -> list[LiveServer]:
+    """The servers of a ``servers/all`` answer."""
+    items = _list(data.get("servers"), "servers")
+    return [LiveServer.from_wire(item, f"servers[{n}]") for n, item in enumerate(items)]
+
+
+def server_from_wire(data: Mapping[str, Any], key: str = "server") -> LiveServer:
+    """The server of an answer that holds one (missing reads as an empty server, as before)."""
+    value = data.get(key)
+    return LiveServer.from_wire({} if value is None else value, key)
+
+
+def client_from_wire(data: Mapping[str, Any], server_id: str, key: str = "client") -> LiveClient:
+    value = data.get(key)
+    return LiveClient.from_wire({} if value is None else value, server_id, key)
+
+
+def clients_page(data: Mapping[str, Any], server_id: str) -> tuple[list[LiveClient], int | None]:
+    """The clients of one search page, and the total the page reports (None when left out)."""
+    items = _list(data.get("clients"), "clients")
+    clients = [LiveClient.from_wire(item, server_id, f"clients[{n}]") for n, item in enumerate(items)]
+    return clients, _count(data.get("total"), "total")
+
+
+def _count(value: Any, where: str) -> int | None:
+    """A count: a whole number, or the decimal string protobuf's JSON writes int64 as."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    raise _wrong(where, value, "a count (a whole number of at least 0)")

@@ -6,30 +6,36 @@ Nothing here prints or exits; the CLI turns results and errors into output and e
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hmac
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from reconciler.api import DescopeClient
+from reconciler.api import DescopeClient, resolve_base_url
 from reconciler.applier import Applier, Progress
 from reconciler.delivery import Courier, Masker, resume
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.files import write_atomically
-from reconciler.journal import Journal, open_deliveries
+from reconciler.journal import Journal, OpenDelivery, open_deliveries
 from reconciler.live import FetchProgress, fetch_live_state
+from reconciler.lock import LockSettings, ProjectLock
 from reconciler.models import ClientSpec, Manifest, secret_key
-from reconciler.plan import FORMAT_VERSION, ApplyResult, Kind, Plan, checksum
-from reconciler.planner import PlanOptions, build_plan
+from reconciler.plan import FORMAT_VERSION, ApplyResult, Kind, Plan, checksum, signature
+from reconciler.planner import PlanOptions, Target, build_plan
+from reconciler.provenance import differences, manifest_digests, unsafe_path
 from reconciler.schemas import validator_for_document
 from reconciler.sinks import build_sinks, close_sinks
 from reconciler.sinks.base import SecretRecord, SinkError
-from reconciler.stale import moved_since
+from reconciler.stale import moved_since, plan_differences
 from reconciler.throttle import Throttle, ThrottleSettings
 from reconciler.wire import LiveState
 
 DEFAULT_TIMEOUT = 30.0  # seconds per API call; MCP_RECONCILER_TIMEOUT overrides it
+PLAN_KEY_VARIABLE = "MCP_RECONCILER_PLAN_KEY"
+MIN_PLAN_KEY_LENGTH = 16
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,17 @@ class Connection:
         return await fetch_live_state(api, server_names=server_names, progress=self.fetch_progress)
 
     def client(self, project_id: str) -> DescopeClient:
-        timeout = self.environ.get("MCP_RECONCILER_TIMEOUT", "")
+        timeout = self.environ.get("MCP_RECONCILER_TIMEOUT", "").strip()
         try:
             seconds = float(timeout) if timeout else DEFAULT_TIMEOUT
         except ValueError:
-            raise UsageError(f"MCP_RECONCILER_TIMEOUT={timeout!r} is not a number of seconds") from None
+            seconds = -1.0
+        if not 0 < seconds <= DescopeClient.MAX_TIMEOUT:  # also refuses nan and inf
+            shown = timeout if len(timeout) <= 40 else timeout[:39] + "…"
+            raise UsageError(
+                f"MCP_RECONCILER_TIMEOUT={shown!r} is not a usable timeout: give a number of seconds above 0 "
+                f"and at most {DescopeClient.MAX_TIMEOUT:g} (the default is {DEFAULT_TIMEOUT:g})"
+            )
         return DescopeClient.from_env(
             self.environ, project_id=project_id, throttle=Throttle(self.throttle), timeout=seconds
         )
@@ -84,9 +96,23 @@ async def drift_project(manifest: Manifest, connection: Connection) -> DriftRepo
     return detect_drift(manifest, live)
 
 
-def save_plan(plan: Plan, path: Path) -> None:
-    """Write the plan as JSON, atomically: a reader never sees half a plan."""
-    write_atomically(path, json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n", mode=0o644)
+def plan_key(environ: Mapping[str, str]) -> bytes | None:
+    """The key that signs saved plans and checks their signature, when the team set one."""
+    value = environ.get(PLAN_KEY_VARIABLE, "")
+    if not value:
+        return None
+    if len(value) < MIN_PLAN_KEY_LENGTH:
+        raise UsageError(
+            f"{PLAN_KEY_VARIABLE} is too short: use at least {MIN_PLAN_KEY_LENGTH} characters "
+            "(e.g. the output of `openssl rand -hex 32`)"
+        )
+    return value.encode("utf-8", "surrogateescape")
+
+
+def save_plan(plan: Plan, path: Path, *, signing_key: bytes | None = None) -> None:
+    """Write the plan as JSON, atomically (a reader never sees half a plan); signed with a key."""
+    text = json.dumps(plan.to_json(signing_key=signing_key), indent=2, ensure_ascii=False) + "\n"
+    write_atomically(path, text, mode=0o644)
 
 
 def plan_as_json(plan: Plan) -> str:
@@ -97,36 +123,97 @@ def drift_as_json(report: DriftReport) -> str:
     return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
 
 
-def load_saved_plan(path: Path) -> Plan:
-    """Read a plan saved by ``plan --out``; refuse one that is truncated, edited or of another version."""
+def load_saved_plan(path: Path, *, signing_key: bytes | None) -> Plan:
+    """Read a plan saved by ``plan --out``; refuse one that is truncated, edited, of another version,
+    or (with a key) unsigned or signed with another key."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SavedPlanError(f"{path}: cannot read the saved plan ({exc.__class__.__name__})") from None
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise SavedPlanError(
             f"{path}: not a complete JSON document (truncated?); run plan --out again"
         ) from None
     if not isinstance(document, dict):
         raise SavedPlanError(f"{path}: not a saved plan")
     if document.get("format_version") != FORMAT_VERSION:
-        version = document.get("format_version")
+        version = str(document.get("format_version"))[:20]
         raise SavedPlanError(
-            f"{path}: plan format version {version!r}; this mcp-reconciler reads {FORMAT_VERSION}"
+            f"{path}: plan format version {version!r}; this mcp-reconciler reads {FORMAT_VERSION}: "
+            "run plan --out again with this version"
         )
     if document.get("checksum") != checksum(document):
         raise SavedPlanError(
             f"{path}: the checksum does not match: the plan was edited or damaged; run plan again"
         )
+    _check_signature(path, document, signing_key)
     errors = sorted(validator_for_document("plan.schema.json").iter_errors(document), key=str)
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path)
         raise SavedPlanError(
             f"{path}: not a valid saved plan (at {where or 'the top'}: {errors[0].message[:120]})"
         )
-    return Plan.from_json(document)
+    plan = Plan.from_json(document)
+    if plan.change_set != document["changeSet"]:
+        raise SavedPlanError(f"{path}: the change-set digest does not match the changes: the plan was edited")
+    return plan
+
+
+def _check_signature(path: Path, document: Mapping[str, object], key: bytes | None) -> None:
+    signed = document.get("signature")
+    if key is None:
+        if signed is not None:
+            raise SavedPlanError(
+                f"{path}: the plan is signed, but {PLAN_KEY_VARIABLE} is not set to check the signature"
+            )
+        return
+    if signed is None:
+        raise SavedPlanError(
+            f"{path}: the plan is not signed, and {PLAN_KEY_VARIABLE} is set: only plans signed with "
+            "that key are applied (plan --out signs them when the same key is set)"
+        )
+    if not isinstance(signed, str) or not hmac.compare_digest(signed, signature(document, key)):
+        raise SavedPlanError(
+            f"{path}: the plan's signature does not match {PLAN_KEY_VARIABLE}: it was edited or signed "
+            "with another key; nothing was applied"
+        )
+
+
+def saved_plan_sources(
+    plan: Plan, paths: Sequence[str], var_files: Sequence[str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The manifest paths and var files to check a saved plan against: those given, else the ones the
+    plan recorded, which must stay inside the working directory (the plan file may be hostile)."""
+    chosen_paths = tuple(paths) or plan.made_from.paths
+    chosen_vars = tuple(var_files) or plan.made_from.var_files
+    for recorded, given in ((plan.made_from.paths, paths), (plan.made_from.var_files, var_files)):
+        if given:
+            continue
+        for path in recorded:
+            if unsafe_path(path):
+                raise SavedPlanError(
+                    f"the plan records the path {path!r}, outside the working directory; give the "
+                    "manifest paths (and --var-file) on the command line after the plan file"
+                )
+    return chosen_paths, chosen_vars
+
+
+def verify_made_from(plan: Plan, manifest: Manifest) -> None:
+    """Refuse a saved plan that was not made from ``manifest``, naming each object that differs."""
+    if manifest.project.projectId != plan.project_id:
+        raise SavedPlanError(
+            f"the plan is for project {plan.project_id}, but the manifests are for "
+            f"{manifest.project.projectId}; nothing was applied"
+        )
+    found = differences(plan.made_from.digests, manifest_digests(manifest))
+    if found:
+        raise SavedPlanError(
+            f"the manifests are not the ones the plan was made from ({len(found)} difference"
+            f"{'s' if len(found) != 1 else ''}); nothing was applied: plan again and review the new plan",
+            details=found,
+        )
 
 
 @dataclass(frozen=True)
@@ -136,27 +223,54 @@ class ApplySettings:
     journal: Path
     mask: Masker | None = None
     progress: Progress | None = None
+    lock: LockSettings | None = None  # None: no project lock (the demo, which owns its emulator)
 
 
-async def apply_saved(plan: Plan, connection: Connection, settings: ApplySettings) -> ApplyResult:
-    """Apply exactly a saved plan, after finishing open deliveries and checking it is not stale."""
-    sinks = build_sinks(plan.sinks, connection.environ)
-    journal = Journal(settings.journal, project=plan.project_id)
-    try:
-        courier = Courier(sinks, journal, mask=settings.mask)
-        async with connection.client(plan.project_id) as api:
-            await finish_open_deliveries(api, courier)
-            touched = {change.server or change.name for change in plan.changes}
-            live = await connection.live_state(api, touched)
-            moved = moved_since(plan, live)
-            if moved:
-                raise StalePlanError(moved)
-            return await Applier(
-                api, plan, live, sinks=sinks, courier=courier, progress=settings.progress
-            ).run()
-    finally:
-        journal.close()
-        close_sinks(sinks)
+def one_writer(
+    project_id: str, connection: Connection, lock: LockSettings | None
+) -> contextlib.AbstractAsyncContextManager[object]:
+    """The project's lock (reconciler.lock), to hold from before the first read of the journal or of
+    the live project until the run ends; nothing when ``lock`` is None."""
+    if lock is None:
+        return contextlib.nullcontext()
+    return ProjectLock(project_id, resolve_base_url(project_id, connection.environ), lock)
+
+
+async def apply_saved(
+    plan: Plan, manifest: Manifest, connection: Connection, settings: ApplySettings
+) -> ApplyResult:
+    """Apply exactly a saved plan: only when ``manifest`` is what it was made from, after finishing
+    open deliveries, and only when planning again now gives the same changes (nothing moved live and
+    the file says what the manifests say). Sinks come from the manifests, never from the plan. The
+    project's lock (``settings.lock``) is held from before the journal is read until the end."""
+    verify_made_from(plan, manifest)
+    options = PlanOptions(
+        prune=plan.made_from.prune,
+        allow_deletes=plan.made_from.allow_deletes,
+        targets=tuple(Target.parse(t) for t in plan.targets),
+    )
+    async with one_writer(plan.project_id, connection, settings.lock):
+        with delivery_kit(manifest, connection, settings.journal, settings.mask) as courier:
+            async with connection.client(plan.project_id) as api:
+                resumed = await finish_open_deliveries(api, courier, manifest)
+                targeted = {t.server for t in options.targets} if options.targets else None
+                live = await connection.live_state(api, targeted)
+                moved = moved_since(plan, live)
+                if moved:
+                    raise StalePlanError(moved)
+                now = build_plan(manifest, live, options)
+                if now.change_set != plan.change_set:
+                    raise SavedPlanError(
+                        "the saved plan is not what the manifests and the live project give now (the "
+                        "file was edited, or the project changed); nothing was applied: plan again",
+                        details=plan_differences(plan, now),
+                    )
+                applier = Applier(
+                    api, plan, live, sinks=courier.sinks, courier=courier, progress=settings.progress
+                )
+                result = _merged(resumed, await applier.run())
+                assert result is not None  # an applier's result is never None
+                return result
 
 
 async def apply_fresh(
@@ -166,34 +280,59 @@ async def apply_fresh(
     settings: ApplySettings,
     confirm: Callable[[Plan], bool],
 ) -> tuple[Plan, ApplyResult | None]:
-    """Finish open deliveries, plan, ask ``confirm``, apply. No result when declined or nothing to do."""
+    """Finish open deliveries, plan, ask ``confirm``, apply, all under the project's lock (taken before
+    the journal or the live project is read). No result when declined or nothing to do."""
+    project = manifest.project
+    async with one_writer(project.projectId, connection, settings.lock):
+        with delivery_kit(manifest, connection, settings.journal, settings.mask) as courier:
+            async with connection.client(project.projectId) as api:
+                resumed = await finish_open_deliveries(api, courier, manifest)
+                targeted = {t.server for t in options.targets} if options.targets else None
+                live = await connection.live_state(api, targeted)
+                check_targets(manifest, live, options)
+                plan = build_plan(manifest, live, options)
+                if not plan.changes:
+                    return plan, _merged(resumed, None)
+                if not confirm(plan):
+                    return plan, None
+                applier = Applier(
+                    api, plan, live, sinks=courier.sinks, courier=courier, progress=settings.progress
+                )
+                return plan, _merged(resumed, await applier.run())
+
+
+@contextlib.contextmanager
+def delivery_kit(
+    manifest: Manifest, connection: Connection, journal: Path, mask: Masker | None
+) -> Iterator[Courier]:
+    """The manifests' sinks and the journal, as one courier; both closed however the run ends."""
     project = manifest.project
     sinks = build_sinks(project.sink_settings(), connection.environ)
-    journal = Journal(settings.journal, project=project.projectId)
     try:
-        courier = Courier(sinks, journal, mask=settings.mask)
-        async with connection.client(project.projectId) as api:
-            resumed = await finish_open_deliveries(api, courier)
-            targeted = {t.server for t in options.targets} if options.targets else None
-            live = await connection.live_state(api, targeted)
-            check_targets(manifest, live, options)
-            plan = build_plan(manifest, live, options)
-            if not plan.changes:
-                return plan, _merged(resumed, None)
-            if not confirm(plan):
-                return plan, None
-            applier = Applier(api, plan, live, sinks=sinks, courier=courier, progress=settings.progress)
-            return plan, _merged(resumed, await applier.run())
+        log = Journal(journal, project=project.projectId)
+        try:
+            yield Courier(sinks, log, mask=mask)
+        finally:
+            log.close()
     finally:
-        journal.close()
         close_sinks(sinks)
 
 
-async def finish_open_deliveries(api: DescopeClient, courier: Courier) -> ApplyResult:
+async def finish_open_deliveries(api: DescopeClient, courier: Courier, manifest: Manifest) -> ApplyResult:
     """Deliver the secrets a previous run issued but did not get into their sinks; the result
-    counts them, so a run that still could not deliver one exits 3 like the run that issued it."""
+    counts them, so a run that still could not deliver one exits 3 like the run that issued it.
+
+    A client still in the manifests gets its secret where the manifests send it now (its sink may
+    have changed, or been removed, since); one that left the manifests, with a sink that left them
+    too, has nowhere to go: it is closed in the journal and reported, never retried for ever."""
     result = ApplyResult()
-    for item in open_deliveries(courier.journal.path, courier.journal.project):
+    for opened in open_deliveries(courier.journal.path, courier.journal.project):
+        item, notice = _current_destination(opened, manifest, courier)
+        if notice:
+            result.notices.append(notice)
+        if item is None:
+            courier.journal.write("abandoned", server=opened.server, client=opened.client, sink=opened.sink)
+            continue
         outcome = await resume(api, courier, item)
         if outcome is None:
             continue
@@ -204,22 +343,51 @@ async def finish_open_deliveries(api: DescopeClient, courier: Courier) -> ApplyR
     return result
 
 
+def _current_destination(
+    item: OpenDelivery, manifest: Manifest, courier: Courier
+) -> tuple[OpenDelivery | None, str]:
+    """Where an open delivery goes now: the client's sink and key in the manifests, else the recorded
+    ones while that sink is still declared, else nowhere; with a notice when that is not the recorded."""
+    address = f'client "{item.server}/{item.client}"'
+    server = manifest.server(item.server)
+    client = next((c for c in server.clients if c.name == item.client), None) if server else None
+    if client is not None:
+        sink = client.secret.sink or manifest.project.defaultSink or ""
+        key = secret_key(item.server, client)
+        if (sink, key) == (item.sink, item.key):
+            return item, ""
+        notice = (
+            f"{address}: a previous run could not deliver its secret to sink {item.sink!r} (key "
+            f"{item.key!r}); delivering it to the client's current sink {sink!r} (key {key!r}) instead"
+        )
+        return replace(item, sink=sink, key=key), notice
+    if item.sink in courier.sinks:
+        return item, ""
+    return None, (
+        f"{address}: a previous run could not deliver its secret, and neither the client nor its sink "
+        f"{item.sink!r} is in the manifests any more, so there is nowhere to deliver it; closed in the "
+        "journal. If the client still exists in Descope, rotate its secret or delete it"
+    )
+
+
 def _merged(resumed: ApplyResult, result: ApplyResult | None) -> ApplyResult | None:
     """The applier's result with the resumed deliveries added; None when nothing happened at all."""
     if result is None:
-        return resumed if resumed.delivered or resumed.undelivered else None
+        return resumed if resumed.delivered or resumed.undelivered or resumed.notices else None
     result.delivered += resumed.delivered
     result.undelivered[:0] = resumed.undelivered
+    result.notices[:0] = resumed.notices
     return result
 
 
-def check_sinks(plan: Plan, environ: Mapping[str, str]) -> list[str]:
+def check_sinks(plan: Plan, manifest: Manifest, environ: Mapping[str, str]) -> list[str]:
     """Problems with the sinks the plan's new secrets need: reachability and permission."""
     needed = {c.secret.sink for c in plan.changes if c.secret is not None and c.issues_secret}
     if not needed:
         return []
     try:
-        sinks = build_sinks({n: s for n, s in plan.sinks.items() if n in needed}, environ)
+        settings = manifest.project.sink_settings()
+        sinks = build_sinks({n: s for n, s in settings.items() if n in needed}, environ)
     except SinkError as exc:
         return [str(exc)]
     problems = []
@@ -251,14 +419,26 @@ class SecretStatus:
 
 
 async def check_secrets(
-    manifest: Manifest, connection: Connection, *, fix: bool, journal: Path
+    manifest: Manifest,
+    connection: Connection,
+    *,
+    fix: bool,
+    journal: Path,
+    mask: Masker | None = None,
+    lock: LockSettings | None = None,
 ) -> list[SecretStatus]:
-    """Verify every managed client's current secret against its sink; with ``fix``, deliver it again."""
+    """Verify every managed client's current secret against its sink; with ``fix``, deliver it again
+    (announced to ``mask`` first, like every secret apply issues), holding the project's ``lock``."""
     project = manifest.project
-    sinks = build_sinks(project.sink_settings(), connection.environ)
-    log = Journal(journal, project=project.projectId)
-    try:
-        courier = Courier(sinks, log)
+    async with one_writer(project.projectId, connection, lock if fix else None):
+        return await _check_secrets(manifest, connection, fix=fix, journal=journal, mask=mask)
+
+
+async def _check_secrets(
+    manifest: Manifest, connection: Connection, *, fix: bool, journal: Path, mask: Masker | None
+) -> list[SecretStatus]:
+    project = manifest.project
+    with delivery_kit(manifest, connection, journal, mask) as courier:
         async with connection.client(project.projectId) as api:
             live = await connection.live_state(api, {s.name for s in manifest.servers})
             work = [
@@ -266,9 +446,6 @@ async def check_secrets(
                 for spec in _clients(manifest)
             ]
             return list(await asyncio.gather(*work))
-    finally:
-        log.close()
-        close_sinks(sinks)
 
 
 def _clients(manifest: Manifest) -> list[tuple[str, ClientSpec, str]]:
@@ -298,6 +475,8 @@ async def _check_one(
     record = SecretRecord(server_name, spec.name, client.client_id, secret_key(server_name, spec))
     try:
         current = await api.get_client_secret(server.id, client.id)
+        if courier.mask is not None:
+            courier.mask(current)  # before the sink sees it, as for every secret apply handles
         state = (await asyncio.to_thread(courier.sinks[sink_name].verify, record, current)).value
     except (ReconcilerError, SinkError) as exc:
         return SecretStatus(address, sink_name, "error", str(exc))

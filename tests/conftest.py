@@ -15,12 +15,18 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "manifests"
 DATA = Path(__file__).resolve().parent / "data"
 
+# The canary guard fails any test in which a client secret or the management key reaches a log
+# handler or an output stream (tests/canary_guard.py); pytester runs it in the tests that prove it.
+pytest_plugins = ("pytester", "tests.canary_guard")
+
 
 @pytest.fixture(autouse=True)
 def _clean_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     """Variables the example manifests read must come from the test, not from the developer's shell."""
-    for name in ("DESCOPE_PROJECT_ID", "DOMAIN", "SECRETS_DIR", "GITHUB_ACTIONS", "TEST_PROJECT_ID"):
+    for name in ("DESCOPE_PROJECT_ID", "GITHUB_ACTIONS", "MCP_RECONCILER_PLAN_KEY"):
         monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("MCP_VAR_")]:
+        monkeypatch.delenv(name)
 
 
 Writer = Callable[[str, str], Path]

@@ -6,6 +6,7 @@ import pytest
 
 from reconciler.api import DescopeClient, resolve_base_url
 from reconciler.errors import UsageError
+from reconciler.workflow import Connection
 
 LONG_ID = "P2abCDefGHijKLmnOPqrSTuvWXyz0123"  # 32 characters: a regional project
 
@@ -32,3 +33,28 @@ async def test_from_env_needs_both_credentials_and_never_shows_the_key() -> None
     async with client:
         assert "key-canary-01" not in repr(client)
         assert "key-canary-01" not in repr(vars(client))
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "0", "-1", "abc", "601", "1e309", "30s"])
+def test_an_unusable_timeout_from_the_environment_is_a_usage_error(value: str) -> None:
+    connection = Connection({"MCP_RECONCILER_TIMEOUT": value, "DESCOPE_MANAGEMENT_KEY": "key-canary-01"})
+    with pytest.raises(UsageError) as caught:
+        connection.client("P2x")
+    message = str(caught.value)
+    assert message.startswith(f"MCP_RECONCILER_TIMEOUT={value!r} is not a usable timeout")
+    assert "above 0 and at most 600" in message
+    assert "key-canary-01" not in message
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("", 30.0), ("0.5", 0.5), (" 12 ", 12.0), ("600", 600.0)])
+async def test_a_usable_timeout_is_the_deadline_of_each_request(value: str, seconds: float) -> None:
+    connection = Connection({"MCP_RECONCILER_TIMEOUT": value, "DESCOPE_MANAGEMENT_KEY": "key-canary-01"})
+    async with connection.client("P2x") as client:
+        assert client.timeout == seconds
+
+
+@pytest.mark.parametrize("key", ["ключ", "key-canary-01\n", "key\tcanary"])
+def test_a_key_that_is_not_printable_ascii_is_a_usage_error_without_the_key(key: str) -> None:
+    with pytest.raises(UsageError, match="must be ASCII") as caught:
+        DescopeClient.from_env({"DESCOPE_PROJECT_ID": "P2x", "DESCOPE_MANAGEMENT_KEY": key})
+    assert key.strip() not in str(caught.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ import pytest
 
 from reconciler.cli import run
 from reconciler.emulator import RunningEmulator
-from reconciler.plan import checksum
+from reconciler.plan import Action, Change, Kind, Plan, SecretTarget
+from reconciler.planner import build_plan
 from reconciler.sinks.base import SinkError
 from reconciler.sinks.file import FileSink
 from tests.conftest import EXAMPLES, serving
@@ -25,7 +27,7 @@ OWNER = "managed-by:mcp-reconciler"
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunningEmulator]:
     with serving(monkeypatch, PROJECT, KEY) as handle:
-        monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "secrets"))
+        monkeypatch.setenv("MCP_VAR_SECRETS_DIR", str(tmp_path / "secrets"))
         monkeypatch.chdir(tmp_path)
         yield handle
 
@@ -228,41 +230,32 @@ def test_github_actions_masks_every_secret_first(
 
 
 def test_a_failure_skips_only_what_depends_on_it_and_every_failure_is_reported(
-    emulator: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    emulator: RunningEmulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     emulator.seed({"servers": [{"name": "ok", "tags": [OWNER]}]})
     folder = _manifests(tmp_path, "kind: MCPServer\nname: ok\ndescription: changed\n")
-    assert run(["plan", str(folder), "--out", str(tmp_path / "plan.json")]) == 0
-    document: dict[str, Any] = json.loads((tmp_path / "plan.json").read_text())
-    # Add a server the API will refuse (an empty name) and a client that depends on it.
-    bad_server: dict[str, Any] = {
-        **document["changes"][0],
-        "action": "create",
-        "name": "bad",
-        "id": None,
-        "fingerprint": None,
-        "fields": [],
-        "desired": {"name": "", "tags": [OWNER]},
-    }
-    orphan: dict[str, Any] = {
-        "kind": "client",
-        "action": "create",
-        "name": "c",
-        "server": "bad",
-        "id": None,
-        "serverId": None,
-        "fingerprint": None,
-        "fields": [],
-        "desired": {"name": "c", "tags": [OWNER]},
-        "notes": [],
-        "secret": {"sink": "local", "key": "bad/c", "rotation": None},
-    }
-    document["changes"] = [bad_server, document["changes"][0], orphan]
-    document["summary"]["create"] = 2
-    document["checksum"] = checksum(document)
-    (tmp_path / "plan.json").write_text(json.dumps(document))
+    # Add a server the API will refuse (an empty name) and a client that depends on it: no manifest
+    # can say that, so the plan is extended on its way from the planner to the applier.
+    bad_server = Change(Kind.SERVER, Action.CREATE, "bad", desired={"name": "", "tags": [OWNER]})
+    orphan = Change(
+        Kind.CLIENT,
+        Action.CREATE,
+        "c",
+        server="bad",
+        desired={"name": "c", "tags": [OWNER]},
+        secret=SecretTarget("local", "bad/c"),
+    )
+
+    def with_failures(*args: Any, **kwargs: Any) -> Plan:
+        plan = build_plan(*args, **kwargs)
+        return replace(plan, changes=(bad_server, *plan.changes, orphan))
+
+    monkeypatch.setattr("reconciler.workflow.build_plan", with_failures)
     capsys.readouterr()
-    assert run(["apply", str(tmp_path / "plan.json")]) == 1
+    assert run(["apply", str(folder), "--auto-approve"]) == 1
     captured = capsys.readouterr()
     assert 'failed: create server "bad": POST server/create failed: 400 ' in captured.err
     assert 'skipped: create client "bad/c": its server "bad" was not applied' in captured.err

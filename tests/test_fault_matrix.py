@@ -67,7 +67,7 @@ def _apply_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Targe
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DESCOPE_BASE_URL", target.base_url)
     monkeypatch.setenv("DESCOPE_MANAGEMENT_KEY", KEY)
-    monkeypatch.setenv("SECRETS_DIR", str(tmp_path / "secrets"))
+    monkeypatch.setenv("MCP_VAR_SECRETS_DIR", str(tmp_path / "secrets"))
     calendar = manifests / "servers" / "calendar.yaml"
     for round_number in range(2):
         if round_number == 1:  # rotate two secrets

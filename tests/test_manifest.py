@@ -60,7 +60,8 @@ def test_environment_values_fill_variables_and_whole_references_are_typed(write:
         "sessionSettings:\n  sessionTokenExpiration: ${TTL}\n",
     )
     manifest = load_manifest(
-        [str(folder)], environ={"PID": "P2env", "NAME": "svc", "SKIP": "true", "TTL": "15"}
+        [str(folder)],
+        environ={"MCP_VAR_PID": "P2env", "MCP_VAR_NAME": "svc", "MCP_VAR_SKIP": "true", "MCP_VAR_TTL": "15"},
     )
     server = manifest.servers[0]
     assert manifest.project.projectId == "P2env"
@@ -79,7 +80,7 @@ def test_missing_project_and_undefined_variables(write: Writer) -> None:
     folder = write("s.yaml", "kind: MCPServer\nname: ${UNSET}\n")
     assert _problems(folder) == [
         f"{folder}: no 'kind: Project' document found among the manifests read; exactly one is required",
-        "s.yaml:2:7: name: variable 'UNSET' is not set (in the environment or a --var-file) and has no default",
+        "s.yaml:2:7: name: variable 'UNSET' is not set (as MCP_VAR_UNSET or in a --var-file) and has no default",
     ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,9 +178,13 @@ def test_drift_exit_codes_and_a_saved_plan(
     saved = tmp_path / "plans" / "plan.json"
     assert run(["plan", str(EXAMPLES), "--allow-deletes", "1", "--out", str(saved)]) == 0
     captured = capsys.readouterr()
-    assert captured.err == f"Saved the plan to {saved}; apply exactly it with: mcp-reconciler apply {saved}\n"
-    assert "Plan: 8 to create, 1 to update, 1 to delete, 0 secrets to rotate." in captured.out
     document = json.loads(saved.read_text())
+    assert captured.err == (
+        f"Saved the plan to {saved} (change set {document['changeSet']}); "
+        f"apply exactly it with: mcp-reconciler apply {saved}\n"
+    )
+    assert "Plan: 8 to create, 1 to update, 1 to delete, 0 secrets to rotate." in captured.out
+    assert document["madeFrom"]["allowDeletes"] == 1
     assert document["checksum"].startswith("sha256:")
     assert Plan.from_json(document).summary["create"] == 8
 
@@ -234,7 +239,9 @@ def test_inside_github_actions_plan_writes_outputs_summary_and_groups(
     captured = capsys.readouterr()
     assert captured.err.startswith("::group::Reading the live project and planning\n::endgroup::\n")
     assert "::group::" not in captured.out
-    assert outputs.read_text() == "has-changes=true\ncreate=9\nupdate=0\nadopt=0\nrotate-secret=0\ndelete=0\n"
+    written = outputs.read_text()
+    assert written.startswith("has-changes=true\ncreate=9\nupdate=0\nadopt=0\nrotate-secret=0\ndelete=0\n")
+    assert re.fullmatch(r"changeset=sha256:[0-9a-f]{64}\n", written.splitlines(keepends=True)[-1])
     assert summary.read_text().startswith("<!-- mcp-reconciler:plan project=P2MCPRECONCILERDEMO -->\n")
     assert run(["drift", str(EXAMPLES)]) == 0
     assert outputs.read_text().endswith(

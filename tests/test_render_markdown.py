@@ -15,7 +15,7 @@ from reconciler import assumptions
 from reconciler.drift import DriftReport, Unmanaged, detect_drift
 from reconciler.manifest import load_manifest
 from reconciler.models import Manifest
-from reconciler.plan import Action, Change, FieldChange, Kind, Plan, SecretTarget, Withheld
+from reconciler.plan import Action, Change, FieldChange, Kind, Plan, Provenance, SecretTarget, Withheld
 from reconciler.planner import PlanOptions, Target, build_plan
 from reconciler.render.markdown import (
     MARKDOWN_LIMIT,
@@ -97,18 +97,17 @@ def everything_plan() -> Plan:
         client(Action.DELETE, "old-bot"),
         server(Action.DELETE, "legacy", notes=("also deletes its 2 clients",)),
     )
-    sinks = {
-        "local": {"type": "file", "path": ".secrets/mcp.json"},
-        "run": {"type": "command", "command": ["store-secret", "--stdin"], "timeoutSeconds": 10.0},
-        "vault": {"type": "vault", "url": "https://vault.example.com:8200", "mount": "kv"},
-        "aws": {"type": "aws-secrets-manager", "region": "eu-west-1", "namePrefix": "mcp/"},
-        "gh": {"type": "github", "repository": "acme/agents", "environment": "prod"},
-    }
+    made_from = Provenance(
+        paths=("manifests",),
+        var_files=("envs/prod.yaml",),
+        prune=True,
+        digests={'sink "local"': "0" * 32, 'server "calendar"': "1" * 32},
+    )
     withheld = (
         Withheld('client "calendar/keep"', "calendar", "protected (protect: true when last applied)"),
     )
     targets = ("server:calendar", "server:crm", "server:legacy")
-    return plan_of(*changes, partial=True, targets=targets, withheld=withheld, sinks=sinks)
+    return plan_of(*changes, partial=True, targets=targets, withheld=withheld, made_from=made_from)
 
 
 def many_updates(count: int) -> Plan:
@@ -134,13 +133,16 @@ def test_a_small_plan_renders_exactly() -> None:
         ),
         client(Action.DELETE, "old-bot"),
     )
+    assert plan.change_set.startswith("sha256:")
     assert render_plan_markdown(plan) == (
-        "<!-- mcp-reconciler:plan project=P2abc -->\n"
+        "<!-- mcp-reconciler:plan project=P2abc -->\n"  # noqa: S608 - markdown that says "update", not SQL
+        f"<!-- mcp-reconciler:changeset {plan.change_set} -->\n"
         "## mcp-reconciler plan: project `P2abc`\n\n"
         "> [!WARNING]\n"
         "> This plan **deletes 1 object** (1 client). Review the deletes below before you apply it.\n\n"
         "| action | count |\n| --- | ---: |\n"
         "| create | 1 |\n| update | 1 |\n| adopt | 0 |\n| rotate-secret | 0 |\n| delete | 1 |\n\n"
+        f"Change set `{plan.change_set}`\n\n"
         "### Changes (3)\n\n"
         '<details>\n<summary>~ update server "calendar"</summary>\n\n'
         "| field | before | after |\n| --- | --- | --- |\n"
@@ -555,8 +557,9 @@ def test_detected_drift_matches_its_schema() -> None:
 
 def test_the_schemas_name_exactly_the_keys_that_to_json_writes() -> None:
     plan_schema = load_schema("plan.schema.json")
-    data = everything_plan().to_json()
-    assert set(data) == set(plan_schema["properties"]) == set(plan_schema["required"])
+    data = everything_plan().to_json(signing_key=b"a-plan-signing-key-0123456789")
+    assert set(data) == set(plan_schema["properties"]) == {*plan_schema["required"], "signature"}
+    assert set(data["madeFrom"]) == set(plan_schema["properties"]["madeFrom"]["properties"])
     change = next(c for c in data["changes"] if "secret" in c)
     assert set(change) == set(plan_schema["$defs"]["change"]["properties"])
     assert set(load_schema("drift.schema.json")["properties"]) == set(drift_report().to_json())
@@ -573,7 +576,7 @@ def _broken(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str
 @pytest.mark.parametrize(
     ("path", "value"),
     [
-        (("format_version",), 2),
+        (("format_version",), 1),
         (("checksum",), "md5:abc"),
         (("summary", "replace"), 0),
         (("changes", 0, "action"), "recreate"),
@@ -582,7 +585,11 @@ def _broken(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str
         (("changes", 2, "fingerprint"), "not-hex"),
         (("changes", 2, "server"), None),
         (("withheld", 0, "address"), "calendar/keep"),
-        (("sinks", "vault", "token"), "hvs.secret"),
+        (("sinks",), {"vault": {"type": "command", "command": ["sh", "-c", "id"]}}),
+        (("madeFrom", "sinks"), {}),
+        (("madeFrom", "digests", "sink \"local\""), "not-a-digest"),
+        (("changeSet",), "sha256:short"),
+        (("signature",), "sha256:" + "0" * 64),
     ],
 )
 def test_the_plan_schema_is_closed(path: tuple[Any, ...], value: Any) -> None:

@@ -104,6 +104,35 @@ def test_name_prefix_and_kms_key(moto: str, aws: SecretsManagerClient) -> None:
     assert sink.verify(RECORD, SECRET) is Verification.MATCH
 
 
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("../prod/db", "it has a '..' segment"),
+        ("/prod/db", "it starts with '/'"),
+        (
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/db",
+            "AWS secret names allow only letters, digits and /_+=.@-",
+        ),
+    ],
+)
+def test_a_key_that_would_leave_the_prefix_is_refused_at_write_time(
+    moto: str, aws: SecretsManagerClient, key: str, reason: str
+) -> None:
+    # validate refuses such keys; this is the second line of defence: no request is even sent.
+    aws.create_secret(Name="prod/db", SecretString="someone else's")
+    sink = aws_sink(moto, namePrefix="mcp/")
+    escaping = SecretRecord("calendar", "claude", "cid-1", key)
+    expected = (
+        f"sink 'sm' (aws-secrets-manager): refusing the key {key!r} of calendar/claude: {reason}, so it "
+        "could name a secret outside namePrefix 'mcp/'"
+    )
+    assert expect_sink_error(lambda: sink.deliver(escaping, SECRET), CANARY) == expected
+    assert expect_sink_error(lambda: sink.verify(escaping, SECRET), CANARY) == expected
+    assert aws.get_secret_value(SecretId="prod/db")["SecretString"] == "someone else's"
+    assert [entry["Name"] for entry in aws.list_secrets()["SecretList"]] == ["prod/db"]
+    sink.close()
+
+
 def test_a_retried_request_reuses_its_token_and_adds_no_version(moto: str, aws: SecretsManagerClient) -> None:
     sink = aws_sink(moto)
     sent: dict[str, list[str]] = {"CreateSecret": [], "PutSecretValue": []}

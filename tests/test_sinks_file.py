@@ -16,7 +16,7 @@ import pytest
 from dotenv import dotenv_values
 
 from reconciler.secret import Secret
-from reconciler.sinks import SINKS, build_sinks
+from reconciler.sinks import SINKS, UnavailableSink, build_sinks
 from reconciler.sinks.base import SecretRecord, SinkError, Verification, env_name
 from reconciler.sinks.command import CommandSink
 from reconciler.sinks.file import FileSink
@@ -158,6 +158,33 @@ def test_check_fails_when_the_folder_cannot_exist(tmp_path: Path) -> None:
     sink = file_sink(tmp_path / "plain-file" / "secrets.json")
     assert "is not a folder" in expect_sink_error(sink.check, CANARY)
     assert "cannot create the folder" in expect_sink_error(lambda: sink.deliver(RECORD, SECRET), CANARY)
+
+
+def test_a_folder_at_the_path_is_a_sink_error_and_is_left_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "secrets"
+    folder.mkdir()
+    (folder / "kept.txt").write_text("kept")
+    sink = file_sink(folder)
+    expected = f"sink 'local' (file): {folder} is a folder, not a file: point path at a file inside it"
+    assert expect_sink_error(sink.check, CANARY) == expected
+    assert expect_sink_error(lambda: sink.deliver(RECORD, SECRET), CANARY) == expected
+    assert expect_sink_error(lambda: sink.verify(RECORD, SECRET), CANARY) == expected
+    assert listing(folder) == {"kept.txt"}
+    assert listing(tmp_path) <= {"secrets", ".secrets.lock"}
+
+
+def test_the_root_folder_as_path_is_a_sink_error() -> None:
+    sink = file_sink(Path("/"))
+    assert "/ is a folder, not a file" in expect_sink_error(sink.check, CANARY)
+    assert expect_sink_error(lambda: sink.verify(RECORD, SECRET), CANARY)
+
+
+def test_a_nul_in_the_path_is_a_sink_error(tmp_path: Path) -> None:
+    sink = file_sink(tmp_path / "a\0b.json")
+    expected = "sink 'local' (file): the path contains a NUL character: fix path"
+    assert expect_sink_error(sink.check, CANARY) == expected
+    assert expect_sink_error(lambda: sink.deliver(RECORD, SECRET), CANARY) == expected
+    assert expect_sink_error(lambda: sink.verify(RECORD, SECRET), CANARY) == expected
 
 
 def test_twenty_threads_lose_no_entry(tmp_path: Path) -> None:
@@ -359,7 +386,7 @@ def test_bad_settings_name_the_sink(settings: dict[str, object], expected: str) 
         ),
     ],
 )
-def test_a_missing_optional_library_is_named_only_when_its_sink_is_built(
+def test_a_missing_optional_library_is_named_when_its_sink_is_used(
     monkeypatch: pytest.MonkeyPatch, settings: dict[str, object], library: str, module: str, message: str
 ) -> None:
     # "import hvac" (or of any loaded part of it) now fails as if the library were not installed.
@@ -367,9 +394,14 @@ def test_a_missing_optional_library_is_named_only_when_its_sink_is_built(
         monkeypatch.setitem(sys.modules, part, None)
     monkeypatch.delitem(sys.modules, module, raising=False)
     assert build_sinks({"local": {"type": "file", "path": "x.json"}}, {})  # other types are unaffected
-    with pytest.raises(SinkError) as caught:
-        build_sinks({"x": settings}, {})
-    assert str(caught.value) == message
+    # The sink is still built, so a run goes on without it: plan warns, apply skips its clients.
+    sink = build_sinks({"x": settings}, {})["x"]
+    assert isinstance(sink, UnavailableSink)
+    for use in (sink.check, lambda: sink.deliver(RECORD, SECRET), lambda: sink.verify(RECORD, SECRET)):
+        with pytest.raises(SinkError) as caught:
+            use()
+        assert str(caught.value) == message
+    sink.close()
 
 
 def test_build_sinks_closes_what_it_built_when_a_later_sink_fails(

@@ -94,6 +94,31 @@ def test_path_prefix(bao: str, root: hvac.Client, record: SecretRecord) -> None:
     assert sink.verify(record, SECRET) is Verification.MATCH
 
 
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [
+        ("../team-b/db", "it has a '..' segment"),  # the HTTP client would send team-b/db
+        ("x/../../team-b/db", "it has a '..' segment"),
+        ("/team-b/db", "it starts with '/'"),
+    ],
+)
+def test_a_key_that_would_leave_the_prefix_is_refused_at_write_time(
+    bao: str, root: hvac.Client, key: str, reason: str
+) -> None:
+    # validate refuses such keys; this is the second line of defence, against a real server.
+    sink = vault_sink(bao, pathPrefix="team-a/")
+    escaping = SecretRecord("calendar", "claude", "cid-1", key)
+    expected = (
+        f"sink 'bao' (vault): refusing the key {key!r} of calendar/claude: {reason}, so it would be "
+        "written outside pathPrefix 'team-a/' of the mount secret/"
+    )
+    assert expect_sink_error(lambda: sink.deliver(escaping, SECRET), CANARY) == expected
+    assert expect_sink_error(lambda: sink.verify(escaping, SECRET), CANARY) == expected
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        stored(root, "team-b/db")
+    sink.close()
+
+
 def test_writes_use_check_and_set(bao: str, root: hvac.Client, record: SecretRecord) -> None:
     mount = f"cas{uuid.uuid4().hex[:6]}"
     root.sys.enable_secrets_engine("kv", path=mount, options={"version": "2"})

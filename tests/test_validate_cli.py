@@ -19,7 +19,7 @@ tests/data/broken/nested/clients.yaml:2:9: server: no MCPServer named 'calender'
 tests/data/broken/nested/clients.yaml:8:7: tags: expected a list, got a string
 tests/data/broken/nested/clients.yaml:10:9: secret.sink: sink 'nowhere' is not declared in the Project's sinks (files, vault)
 tests/data/broken/nested/clients.yaml:15:9: secret: secret destination 'shared' in sink 'vault' is already used by client 'agent' at tests/data/broken/servers.yaml:18:11
-tests/data/broken/project.yaml:2:12: projectId: variable 'TEST_PROJECT_ID' is not set (in the environment or a --var-file) and has no default
+tests/data/broken/project.yaml:2:12: projectId: variable 'TEST_PROJECT_ID' is not set (as MCP_VAR_TEST_PROJECT_ID or in a --var-file) and has no default
 tests/data/broken/project.yaml:3:8: prune: expected true or false, got a string
 tests/data/broken/project.yaml:4:14: defaultSink: sink 'vualt' is not declared in the Project's sinks (files, vault) (did you mean 'vault'?)
 tests/data/broken/project.yaml:8:10: sinks.vault.url: 'vault.internal:8200' must be an http:// or https:// URL
@@ -40,7 +40,7 @@ error: 21 problems found in the manifests
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("TEST_PROJECT_ID", "GITHUB_ACTIONS")}
+    base = {k: v for k, v in os.environ.items() if k not in ("MCP_VAR_TEST_PROJECT_ID", "GITHUB_ACTIONS")}
     return subprocess.run(
         [sys.executable, "-m", "reconciler", *args],
         cwd=ROOT,
@@ -125,3 +125,28 @@ def test_a_bad_var_file_is_reported_with_its_position(
     assert capsys.readouterr().err.startswith(
         f"{folder / 'vars.yaml'}:1:9: DOMAIN: values must be scalars, not lists or mappings\n"
     )
+
+
+def test_destinations_that_collide_once_normalised_fail_cleanly_through_the_entry_point(
+    write: Writer,
+) -> None:
+    write(
+        "p.yaml",
+        "kind: Project\nprojectId: P2\ndefaultSink: env\nsinks:\n"
+        "  env: {type: file, path: .secrets/agents.env, format: dotenv}\n"
+        "  vault: {type: vault, url: 'https://vault.example.com', pathPrefix: team-a/}\n",
+    )
+    folder = write(
+        "s.yaml",
+        "kind: MCPServer\nname: crm\nclients:\n  - name: sync-bot\n  - name: sync_bot\n"
+        "  - {name: db, secret: {sink: vault, key: ../team-b/db}}\n",
+    )
+    result = _cli("validate", str(folder))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 3, result.stderr
+    assert lines[0].startswith(f"{folder}/s.yaml:5:5: clients[1].secret: secret destination 'crm/sync_bot'")
+    assert lines[0].endswith(f"both are written to the variable CRM_SYNC_BOT in {ROOT}/.secrets/agents.env")
+    assert lines[1].startswith(f"{folder}/s.yaml:6:43: clients[2].secret.key: secret key '../team-b/db' is ")
+    assert lines[2] == "error: 2 problems found in the manifests"

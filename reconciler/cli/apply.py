@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +13,9 @@ from pathlib import Path
 import click
 
 from reconciler.cli.common import (
+    DEFAULT_PATHS,
     JOURNAL_OPTION,
+    LOCK_TIMEOUT_OPTION,
     TARGET_OPTION,
     api_options,
     colour,
@@ -27,6 +30,7 @@ from reconciler.errors import (
     SecretDeliveryError,
     UsageError,
 )
+from reconciler.lock import Holder, LockSettings, lock_directory
 from reconciler.plan import ApplyResult, Change, Plan
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.github import in_github_actions
@@ -38,6 +42,8 @@ from reconciler.workflow import (
     apply_saved,
     check_secrets,
     load_saved_plan,
+    plan_key,
+    saved_plan_sources,
 )
 
 
@@ -51,6 +57,7 @@ from reconciler.workflow import (
 @click.option("--allow-deletes", type=click.IntRange(min=0), help="Accept up to N deletes, over maxDeletes.")
 @TARGET_OPTION
 @JOURNAL_OPTION
+@LOCK_TIMEOUT_OPTION
 def apply_command(
     *,
     paths: tuple[str, ...],
@@ -62,25 +69,38 @@ def apply_command(
     allow_deletes: int | None,
     targets: tuple[str, ...],
     journal: Path,
+    lock_timeout: float,
 ) -> int:
     """Make the Descope project match the manifests, or apply a saved plan.
 
     \b
-    mcp-reconciler apply [PATHS...]   plan, show it, ask, then apply
-    mcp-reconciler apply plan.json    apply exactly a saved plan (no prompt),
-                                      refused if the project changed since
+    mcp-reconciler apply [PATHS...]             plan, show it, ask, then apply
+    mcp-reconciler apply plan.json [PATHS...]   apply exactly a saved plan (no prompt)
+
+    A saved plan is applied only when the manifests (PATHS and --var-file, by
+    default those the plan was made from) are the ones it was made from, and
+    planning again now gives the same changes; sinks come from the manifests.
+    With MCP_RECONCILER_PLAN_KEY set, only plans signed with it are applied.
 
     New and rotated client secrets go to their sinks and are never printed.
+    One apply (or secrets check --fix) at a time per project on this machine:
+    another one waits up to --lock-timeout, then exits 1 naming the holder.
     """
     link = connection(concurrency, rate_limit)
-    settings = ApplySettings(journal=journal, mask=_masker(), progress=ProgressLine())
-    if len(paths) == 1 and paths[0].endswith(".json") and Path(paths[0]).is_file():
-        if targets or prune is not None or allow_deletes is not None or var_files:
-            plan_only = "--target, --prune, --allow-deletes and --var-file"
+    lock = _lock_settings(lock_timeout, paths)
+    settings = ApplySettings(journal=journal, mask=_masker(), progress=ProgressLine(), lock=lock)
+    if paths and paths[0].endswith(".json") and Path(paths[0]).is_file():
+        if targets or prune is not None or allow_deletes is not None:
+            plan_only = "--target, --prune and --allow-deletes"
             raise UsageError(f"a saved plan is applied as it is: {plan_only} belong to plan")
-        saved = load_saved_plan(Path(paths[0]))
+        saved = load_saved_plan(Path(paths[0]), signing_key=plan_key(os.environ))
+        manifest_paths, manifest_vars = saved_plan_sources(saved, paths[1:], var_files)
+        manifest = load(manifest_paths, manifest_vars)
+        made_from = " ".join(manifest_paths or DEFAULT_PATHS)
+        made_from += "".join(f" --var-file {v}" for v in manifest_vars)
+        click.echo(f"Applying {paths[0]} (change set {saved.change_set}), made from {made_from}", err=True)
         click.echo(render_plan_text(saved, colour=colour()), nl=False)
-        return _finish(asyncio.run(apply_saved(saved, link, settings)))
+        return _finish(asyncio.run(apply_saved(saved, manifest, link, settings)))
     manifest = load(paths, var_files)
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
@@ -111,6 +131,19 @@ def _confirmer(auto_approve: bool) -> Callable[[Plan], bool]:
     return confirm
 
 
+def _lock_settings(timeout: float, arguments: tuple[str, ...]) -> LockSettings:
+    """This run's claim on the project's lock: what it is, how long it waits, what it says meanwhile."""
+    command = shlex.join([*click.get_current_context().command_path.split(), *arguments])
+
+    def waiting(holder: Holder | None) -> None:
+        who = holder or "another run"
+        click.echo(f"The project is locked by {who}; waiting up to {timeout:g} s (--lock-timeout)", err=True)
+
+    return LockSettings(
+        directory=lock_directory(os.environ), timeout=timeout, command=command, on_wait=waiting
+    )
+
+
 def _masker() -> Callable[[Secret], None] | None:
     if not in_github_actions(os.environ):
         return None
@@ -125,6 +158,8 @@ def _masker() -> Callable[[Secret], None] | None:
 def _finish(result: ApplyResult | None) -> int:
     if result is None:
         return ExitCode.OK
+    for notice in result.notices:
+        click.echo(f"note: {notice}", err=True)
     for change, reason in result.failed:
         click.echo(f"failed: {change.action.value} {change.address}: {reason}", err=True)
     for change, reason in result.skipped:
@@ -132,13 +167,19 @@ def _finish(result: ApplyResult | None) -> int:
     for address, reason in result.undelivered:
         click.echo(f"secret not delivered: {address}: {reason}", err=True)
     click.echo(apply_summary(result))
-    if result.undelivered:
-        raise SecretDeliveryError(
-            f"{len(result.undelivered)} secret(s) did not reach their sink; the next apply (or "
-            "'mcp-reconciler secrets check --fix') delivers them again"
-        )
+    # Failed changes win over undelivered secrets (exit 1 over 3): the project is not as planned, and
+    # that needs a person first; the message still counts the secrets, and the next run delivers them.
+    undelivered = (
+        f"{len(result.undelivered)} secret(s) did not reach their sink; the next apply (or "
+        "'mcp-reconciler secrets check --fix') delivers them again"
+    )
     if result.failed or result.skipped:
-        raise ApplyError(f"{len(result.failed)} change(s) failed and {len(result.skipped)} were skipped")
+        also = f"; also, {undelivered}" if result.undelivered else ""
+        raise ApplyError(
+            f"{len(result.failed)} change(s) failed and {len(result.skipped)} were skipped{also}"
+        )
+    if result.undelivered:
+        raise SecretDeliveryError(undelivered)
     return ExitCode.OK
 
 
@@ -187,6 +228,7 @@ def secrets_group() -> None:
     "--fix", is_flag=True, help="Deliver the current secret (read from Descope) where it is missing."
 )
 @JOURNAL_OPTION
+@LOCK_TIMEOUT_OPTION
 def secrets_check(
     *,
     paths: tuple[str, ...],
@@ -195,12 +237,16 @@ def secrets_check(
     rate_limit: str,
     fix: bool,
     journal: Path,
+    lock_timeout: float,
 ) -> int:
-    """Verify each managed client's current secret against its sink (exit 3 if any is not there)."""
+    """Verify each managed client's current secret against its sink (exit 3 if any is not there).
+
+    With --fix it holds the project's lock, as apply does (see --lock-timeout).
+    """
     manifest = load(paths, var_files)
-    statuses = asyncio.run(
-        check_secrets(manifest, connection(concurrency, rate_limit), fix=fix, journal=journal)
-    )
+    lock = _lock_settings(lock_timeout, (*paths, "--fix")) if fix else None
+    link = connection(concurrency, rate_limit)
+    statuses = asyncio.run(check_secrets(manifest, link, fix=fix, journal=journal, mask=_masker(), lock=lock))
     for status in statuses:
         detail = f": {status.detail}" if status.detail else ""
         click.echo(f"{status.state:>10}  {status.address} -> sink {status.sink}{detail}")

@@ -106,6 +106,16 @@ TARGET_OPTION = click.option(
     metavar="server:NAME|client:SERVER/NAME",
     help="Only these objects (a server includes its clients). Repeatable; for emergencies.",
 )
+LOCK_TIMEOUT_OPTION = click.option(
+    "--lock-timeout",
+    type=click.FloatRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    envvar="MCP_RECONCILER_LOCK_TIMEOUT",
+    help="When another run holds this project's lock, wait up to SECONDS for it, then give up "
+    "(0: refuse at once) [env: MCP_RECONCILER_LOCK_TIMEOUT].",
+)
 JOURNAL_OPTION = click.option(
     "--journal",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -156,7 +166,7 @@ def group(title: str) -> Iterator[None]:
             click.echo("::endgroup::", err=True)
 
 
-def publish(markdown: str, outputs: Mapping[str, int | bool]) -> None:
+def publish(markdown: str, outputs: Mapping[str, str | int | bool]) -> None:
     """Inside GitHub Actions: the markdown to the job summary, the counts to the step outputs."""
     if in_github_actions(os.environ):
         append_summary(os.environ, markdown)

@@ -66,7 +66,7 @@ def demo(paths: tuple[str, ...], keep: Path | None) -> int:
 def _walkthrough(paths: tuple[str, ...], work: Path, *, kept: bool) -> None:
     key = secrets.token_urlsafe(24)  # this run's management key; never shown
     environ = {k: v for k, v in os.environ.items() if not k.startswith("DESCOPE_")}
-    environ["SECRETS_DIR"] = str(work / "secrets")
+    environ["MCP_VAR_SECRETS_DIR"] = str(work / "secrets")
     manifest = load_manifest(paths, environ=environ)
     project = manifest.project.projectId
     with running_emulator(EmulatorConfig(project_id=project, management_key=key)) as emulator:

@@ -9,7 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
 
 import click
 
@@ -18,9 +23,12 @@ from reconciler.errors import (
     ManifestError,
     PlanError,
     ReconcilerError,
+    SavedPlanError,
     StalePlanError,
 )
+from reconciler.journal import DEFAULT_JOURNAL
 from reconciler.render.github import error_annotations, in_github_actions
+from reconciler.variables import MIN_CREDENTIAL_LENGTH, is_credential_name
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,6 +64,9 @@ def report(error: ReconcilerError) -> None:
     if isinstance(error, StalePlanError):
         for moved in error.moved:
             click.echo(f"  {moved}", err=True)
+    if isinstance(error, SavedPlanError):
+        for detail in error.details:
+            click.echo(f"  {detail}", err=True)
     click.echo(f"error: {error}", err=True)
 
 
@@ -82,12 +93,54 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ReconcilerError as exc:
         report(exc)
         return exc.exit_code
-    except Exception as exc:  # a bug: say so plainly instead of dumping a traceback
+    except Exception as exc:  # a bug: say so plainly, and keep the traceback for whoever fixes it
         if os.environ.get("MCP_RECONCILER_DEBUG"):
             raise
-        click.echo(
-            f"internal error: {type(exc).__name__}: {exc} (set MCP_RECONCILER_DEBUG=1 for a traceback)",
-            err=True,
-        )
+        where = write_crash_log(os.environ)
+        kept = f"the traceback is in {where}" if where else "set MCP_RECONCILER_DEBUG=1 for a traceback"
+        message = blank_credentials(f"{type(exc).__name__}: {exc}", os.environ)
+        click.echo(f"internal error: {message} ({kept})", err=True)
         return ExitCode.ERROR
     return int(result) if isinstance(result, int) else ExitCode.OK
+
+
+def write_crash_log(environ: Mapping[str, str]) -> Path | None:
+    """Write the current exception's traceback beside the journal (mode 0600); None if that fails.
+
+    Exceptions carry no secret by construction (a ``Secret`` prints as "(sensitive)"), but a crash is
+    by definition the unforeseen case: the values of credentials in the environment are blanked too.
+    """
+    journal = environ.get("MCP_RECONCILER_JOURNAL")
+    folder = Path(journal).parent if journal else DEFAULT_JOURNAL.parent
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    text = (
+        f"mcp-reconciler {_version()} on Python {sys.version.split()[0]}\n"
+        f"command: {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}"
+    )
+    text = blank_credentials(text, environ)
+    for base in (folder, Path(tempfile.gettempdir())):
+        path = base / f"mcp-reconciler-crash-{stamp}-{os.getpid()}.log"
+        try:
+            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8", errors="replace") as stream:
+                stream.write(text)
+        except OSError:
+            continue
+        return path
+    return None
+
+
+def blank_credentials(text: str, environ: Mapping[str, str]) -> str:
+    """``text`` with the value of every credential in ``environ`` replaced by the variable's name."""
+    for name, value in environ.items():
+        if is_credential_name(name) and len(value) >= MIN_CREDENTIAL_LENGTH:
+            text = text.replace(value, f"<{name}>")
+    return text
+
+
+def _version() -> str:
+    try:
+        return metadata.version("mcp-reconciler")
+    except metadata.PackageNotFoundError:
+        return "(not installed)"

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from reconciler.cli.common import (
+    DEFAULT_PATHS,
     DETAILED_EXITCODE,
     FORMAT_OPTION,
     TARGET_OPTION,
@@ -27,6 +30,7 @@ from reconciler.render.markdown import render_drift_markdown, render_plan_markdo
 from reconciler.workflow import (
     check_sinks,
     drift_project,
+    plan_key,
     plan_project,
     save_plan,
 )
@@ -83,18 +87,33 @@ def plan_command(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
     )
     link = connection(concurrency, rate_limit)
+    signing_key = plan_key(link.environ)
     with group("Reading the live project and planning"):
         plan = asyncio.run(plan_project(manifest, link, options))
-    publish(render_plan_markdown(plan), {"has-changes": plan.has_changes, **plan.summary})
-    for problem in check_sinks(plan, link.environ):
+    plan = replace(
+        plan,
+        made_from=replace(
+            plan.made_from, paths=recorded_paths(paths or DEFAULT_PATHS), var_files=recorded_paths(var_files)
+        ),
+    )
+    publish(
+        render_plan_markdown(plan),
+        {"has-changes": plan.has_changes, **plan.summary, "changeset": plan.change_set},
+    )
+    for problem in check_sinks(plan, manifest, link.environ):
         click.echo(
             f"warning: {problem} (apply will not create or rotate clients whose secrets go there)", err=True
         )
     if out is not None:
-        save_plan(plan, out)
+        save_plan(plan, out, signing_key=signing_key)
     emit(plan, output_format)
     if out is not None:
-        click.echo(f"Saved the plan to {out}; apply exactly it with: mcp-reconciler apply {out}", err=True)
+        signed = ", signed" if signing_key else ""
+        click.echo(
+            f"Saved the plan to {out} (change set {plan.change_set}{signed}); apply exactly it with: "
+            f"mcp-reconciler apply {out}",
+            err=True,
+        )
     return ExitCode.CHANGES if detailed_exitcode and plan.has_changes else ExitCode.OK
 
 
@@ -122,3 +141,15 @@ def drift_command(
     publish(render_drift_markdown(report), {"has-changes": report.has_drift, **report.summary})
     emit(report, output_format)
     return ExitCode.CHANGES if detailed_exitcode and report.has_drift else ExitCode.OK
+
+
+def recorded_paths(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """Paths as a saved plan records them: relative to the working directory where they lie inside it,
+    so that apply finds them from the same directory on another machine (a CI job's checkout)."""
+    here = Path.cwd().resolve()
+    recorded = []
+    for given in paths:
+        resolved = Path(given).resolve()
+        inside = resolved == here or here in resolved.parents
+        recorded.append(os.path.relpath(resolved, here) if inside else given)
+    return tuple(recorded)

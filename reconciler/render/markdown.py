@@ -9,7 +9,10 @@ bulky field tables, so the cap takes field details first.
 
 Names, values, notes and reasons come from manifests and the live API, so each is escaped for where
 it lands: HTML text inside ``<summary>``, backslash-escaped markdown in lists, code spans for paths
-and values. ``@name`` gets a zero-width space so that a comment never notifies anyone.
+and values. ``@name`` gets a zero-width space so that a comment never notifies anyone. Before that,
+control, bidi and separator characters are written as visible escapes (``reconciler.textsafe``):
+they could end a line, a table row or a list item, reorder what a reviewer reads, or reach a
+terminal when the markdown is printed there (``--format markdown``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.drift import DriftReport, Unmanaged
+from reconciler.drift import DriftReport, Duplicated, Unmanaged
 from reconciler.plan import ACTION_SYMBOLS, Action, Change, FieldChange, Kind, Plan, Withheld
+from reconciler.textsafe import visible
 
 MARKDOWN_LIMIT = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
 MIN_LIMIT = 4_000  # the head is bounded (cut names, at most MAX_TARGETS targets) well below this
@@ -34,7 +38,6 @@ MAX_TARGETS = 10
 SYMBOLS = ACTION_SYMBOLS
 _SECRET_ACTIONS = (Action.CREATE, Action.ADOPT, Action.ROTATE_SECRET)  # those that deliver a secret
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
 _BLOCK_START = re.compile(r"^(?:([#+=-])|(\d+)([.)]))")
 _MENTION = re.compile(r"@(?=[A-Za-z0-9])")
@@ -44,6 +47,11 @@ _MARKER_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
 def plan_marker(project_id: str) -> str:
     """The hidden first line of a plan comment, to find and update that one comment."""
     return f"<!-- mcp-reconciler:plan project={_marker_id(project_id)} -->"
+
+
+def changeset_marker(change_set: str) -> str:
+    """The hidden line carrying the plan's change-set digest, for workflows to compare plans."""
+    return f"<!-- mcp-reconciler:changeset {_MARKER_UNSAFE.sub('_', change_set)[:100]} -->"
 
 
 def drift_marker(project_id: str) -> str:
@@ -64,7 +72,7 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _one_line(text: str, limit: int = TEXT_LIMIT) -> str:
-    return _cut(_CONTROL.sub(" ", text).strip(), limit)
+    return _cut(visible(text).strip(), limit)
 
 
 def _unmention(text: str) -> str:
@@ -85,7 +93,7 @@ def md_text(text: str) -> str:
 
 def code(text: str, *, cell: bool = False) -> str:
     """A code span showing ``text`` literally; in a table ``cell``, pipes are escaped as GFM requires."""
-    text = _CONTROL.sub(" ", text) or " "
+    text = visible(text) or " "
     fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     # A span that starts or ends with a backtick or space needs padding, which the parser strips
     # (one space from each end, unless the span is all spaces).
@@ -245,10 +253,13 @@ def _change_block(change: Change, *, summary: str, planned: bool) -> str:
 
 def render_plan_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     """The plan as a pull-request comment of at most ``limit`` characters."""
-    head = _heading(plan_marker(plan.project_id), "mcp-reconciler plan", plan.project_id)
+    marker = f"{plan_marker(plan.project_id)}\n{changeset_marker(plan.change_set)}"
+    head = _heading(marker, "mcp-reconciler plan", plan.project_id)
     head += _delete_banner(plan.changes) + _partial_note(plan)
     if plan.has_changes:
         head += _summary_table("action", [(a.value, n) for a, n in _action_counts(plan)])
+        # The apply run shows the digest of the plan it is about to apply: equal digests, equal changes.
+        head += f"\nChange set {code(plan.change_set)}\n"
     else:
         head += "No changes. The project matches the manifests.\n"
     sections = [
@@ -317,6 +328,8 @@ def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -
     summary = report.summary
     if report.has_drift:
         counts = [(name, summary[name]) for name in ("changed", "missing", "orphaned", "unmanaged")]
+        if report.duplicated:  # rare (plan refuses them): a row only when there are some
+            counts.append(("duplicated", summary["duplicated"]))
         head += _summary_table("finding", counts) + "\n"
     else:
         head += "No drift. The project matches the manifests.\n\n"
@@ -324,6 +337,11 @@ def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -
     dynamic = _count(report.dynamic_clients, noun, noun + "s")
     head += f"{dynamic} (not drift).\n"
     sections = [
+        _Section(
+            f"### Duplicated: one manifest name, several live objects ({len(report.duplicated):,})",
+            tuple(_duplicated_item(d) for d in report.duplicated),
+            ("duplicated name", "duplicated names"),
+        ),
         _Section(
             f"### Missing: in the manifests, not in Descope ({len(report.missing):,})",
             tuple(f"- {md_text(c.address)}" for c in report.missing),
@@ -348,6 +366,12 @@ def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -
     ]
     whole = "the full report in the job log or the drift artifact"
     return _assemble(head, sections, limit=limit, whole=whole)
+
+
+def _duplicated_item(item: Duplicated) -> str:
+    ids = ", ".join(code(i) for i in item.ids)
+    live = _count(len(item.ids), f"live {item.kind}", f"live {item.kind}s")
+    return f"- {md_text(item.address)} matches {live} (ids {ids}): plan refuses until all but one go"
 
 
 def _unmanaged_item(item: Unmanaged) -> str:

@@ -1,7 +1,12 @@
 """Terminal renderings of plans and drift reports, in the manner of ``terraform plan`` (pure).
 
 ``+`` create, ``~`` update (only the changed fields), ``-`` delete, ``*`` rotate a secret, ``>``
-adopt. Colour is ANSI, only when asked for (the CLI asks when stdout is a terminal).
+adopt; in drift, ``?`` unmanaged and ``!`` duplicated. Colour is ANSI, only when asked for (the CLI
+asks when stdout is a terminal).
+
+Every name, id, path, value, note and reason comes from a manifest or the live API, so each passes
+through :func:`reconciler.textsafe.visible` before it is put into a line: a control or bidi character
+is shown as an escape, on a terminal or not, and only the colour codes added here reach the terminal.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from reconciler.drift import DriftReport
+from reconciler.drift import DriftReport, Duplicated
 from reconciler.plan import ACTION_SYMBOLS, Action, ApplyResult, Change, FieldChange, Plan
+from reconciler.textsafe import visible
 
 SYMBOLS = ACTION_SYMBOLS
 VERBS = {
@@ -22,12 +28,13 @@ VERBS = {
     Action.ROTATE_SECRET: "will have its secret rotated",
     Action.DELETE: "will be deleted",
 }
-COLOURS = {"+": "32", "~": "33", ">": "36", "*": "35", "-": "31", "?": "90"}
+COLOURS = {"+": "32", "~": "33", ">": "36", "*": "35", "-": "31", "?": "90", "!": "31"}
 
 
 def value(data: Any) -> str:
-    """A value as compact JSON, the way people read it in a diff."""
-    return json.dumps(data, ensure_ascii=False, separators=(", ", ": "))
+    """A value as compact JSON, the way people read it in a diff; JSON escapes C0 controls, and
+    :func:`visible` the C1 controls and bidi characters that JSON leaves as they are."""
+    return visible(json.dumps(data, ensure_ascii=False, separators=(", ", ": ")))
 
 
 class _Writer:
@@ -43,20 +50,21 @@ class _Writer:
 
     def change(self, change: Change, *, verb: str | None = None) -> None:
         symbol = SYMBOLS[change.action]
-        headline = f"{symbol} {change.address} {verb or VERBS[change.action]}"
+        headline = f"{symbol} {visible(change.address)} {verb or VERBS[change.action]}"
         self.add("  " + self.paint(symbol, headline))
         for item in change.fields:
             self.field(change.action, item)
         for note in change.notes:
-            self.add(f"      # {note}")
+            self.add(f"      # {visible(note)}")
 
     def field(self, action: Action, item: FieldChange) -> None:
+        path = visible(item.path)  # paths name live keys too, e.g. a domain policy's pattern
         if action is Action.CREATE or item.before is None:
-            self.add("      " + self.paint("+", f"+ {item.path}: {value(item.after)}"))
+            self.add("      " + self.paint("+", f"+ {path}: {value(item.after)}"))
         elif item.after is None:
-            self.add("      " + self.paint("-", f"- {item.path}: {value(item.before)}"))
+            self.add("      " + self.paint("-", f"- {path}: {value(item.before)}"))
         else:
-            change = f"~ {item.path}: {value(item.before)} -> {value(item.after)}"
+            change = f"~ {path}: {value(item.before)} -> {value(item.after)}"
             self.add("      " + self.paint("~", change))
 
     def text(self) -> str:
@@ -77,8 +85,8 @@ def summary_line(plan: Plan) -> str:
 
 def render_plan_text(plan: Plan, *, colour: bool = False) -> str:
     out = _Writer(colour=colour)
-    scope = f" (partial: {', '.join(plan.targets)})" if plan.partial else ""
-    out.add(f"Project {plan.project_id}{scope}")
+    scope = f" (partial: {visible(', '.join(plan.targets))})" if plan.partial else ""
+    out.add(f"Project {visible(plan.project_id)}{scope}")
     out.add()
     if not plan.changes:
         out.add("No changes. The project matches the manifests.")
@@ -88,7 +96,7 @@ def render_plan_text(plan: Plan, *, colour: bool = False) -> str:
         out.add()
         out.add("Not changed:")
         for item in plan.withheld:
-            out.add(f"  {item.address} is kept: {item.reason}")
+            out.add(f"  {visible(item.address)} is kept: {visible(item.reason)}")
     if plan.changes:
         out.add()
         out.add(summary_line(plan))
@@ -97,33 +105,48 @@ def render_plan_text(plan: Plan, *, colour: bool = False) -> str:
 
 def render_drift_text(report: DriftReport, *, colour: bool = False) -> str:
     out = _Writer(colour=colour)
-    out.add(f"Project {report.project_id}")
+    out.add(f"Project {visible(report.project_id)}")
     out.add()
+    _duplicated(out, report.duplicated)
     _section(out, "Changed (managed objects that differ from their manifests):", report.changed, "differs")
     _section(out, "Missing (in the manifests, absent live):", report.missing, "is missing")
     if report.orphaned:
         out.add("Orphaned (managed, but in no manifest any more):")
         for address in report.orphaned:
-            out.add("  " + out.paint("-", f"- {address}"))
+            out.add("  " + out.paint("-", f"- {visible(address)}"))
         out.add()
     if report.unmanaged:
         out.add("Unmanaged (no ownership tag: adopt them in a manifest, or delete them):")
         for item in report.unmanaged:
-            note = f": {item.note}" if item.note else ""
-            out.add("  " + out.paint("?", f"? {item.address} ({item.id}){note}"))
+            note = f": {visible(item.note)}" if item.note else ""
+            out.add("  " + out.paint("?", f"? {visible(item.address)} ({visible(item.id)}){note}"))
         out.add()
     if report.dynamic_clients:
         plural = "s" if report.dynamic_clients != 1 else ""
         out.add(f"{report.dynamic_clients} dynamically registered client{plural} (not drift).")
     counts = report.summary
     if report.has_drift:
+        # Duplicates are rare (plan refuses them): counted only when there are some.
+        duplicated = f", {counts['duplicated']} duplicated" if report.duplicated else ""
         out.add(
             f"Drift: {counts['changed']} changed, {counts['missing']} missing, "
-            f"{counts['orphaned']} orphaned, {counts['unmanaged']} unmanaged."
+            f"{counts['orphaned']} orphaned, {counts['unmanaged']} unmanaged{duplicated}."
         )
     else:
         out.add("No drift. The project matches the manifests.")
     return out.text()
+
+
+def _duplicated(out: _Writer, duplicated: Iterable[Duplicated]) -> None:
+    duplicated = list(duplicated)
+    if not duplicated:
+        return
+    out.add("Duplicated (one manifest name, several live objects: plan refuses until all but one go):")
+    for item in duplicated:
+        ids = ", ".join(visible(i) for i in item.ids)
+        line = f"! {visible(item.address)} matches {len(item.ids)} live {item.kind}s ({ids})"
+        out.add("  " + out.paint("!", line))
+    out.add()
 
 
 def _section(out: _Writer, title: str, changes: Iterable[Change], verb: str) -> None:

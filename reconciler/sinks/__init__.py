@@ -2,7 +2,11 @@
 
 The file and command sinks need nothing beyond the standard library. The Vault, AWS and GitHub sinks
 need optional libraries (the ``vault``, ``aws`` and ``github`` extras), so their modules are imported
-only when a sink of that type is built: a project without such a sink never needs them.
+only when a sink of that type is built: a project without such a sink never needs them. When the
+library is missing, the sink is still built, as an :class:`UnavailableSink` that fails ``check``,
+``deliver`` and ``verify`` with a SinkError naming the package: so ``plan`` warns about it, ``apply``
+skips the clients whose secrets would go there (and applies everything else), and ``secrets check``
+reports those clients, all with the same message.
 """
 
 from __future__ import annotations
@@ -16,7 +20,15 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from reconciler.models import SinkSpec
-from reconciler.sinks.base import SecretSink, SinkError, SinkFactory, invalid_settings
+from reconciler.secret import Secret
+from reconciler.sinks.base import (
+    SecretRecord,
+    SecretSink,
+    SinkError,
+    SinkFactory,
+    Verification,
+    invalid_settings,
+)
 from reconciler.sinks.command import CommandSink
 from reconciler.sinks.file import FileSink
 
@@ -35,15 +47,37 @@ class OptionalSink:
     def __call__(self, name: str, settings: Mapping[str, Any], environ: Mapping[str, str]) -> SecretSink:
         try:
             module = importlib.import_module(self.module)
-        except ModuleNotFoundError as exc:
+        except ImportError as exc:  # ModuleNotFoundError, or a library that is installed but broken
             if (exc.name or "").partition(".")[0] not in self.imports:
                 raise
-            raise SinkError(
+            return UnavailableSink(
+                name,
                 f"sink {name!r} ({self.type}) needs the {self.package} package: "
-                f"pip install 'mcp-reconciler[{self.extra}]'"
-            ) from None
+                f"pip install 'mcp-reconciler[{self.extra}]'",
+            )
         factory: SinkFactory = getattr(module, self.attribute).from_settings
         return factory(name, settings, environ)
+
+
+class UnavailableSink:
+    """A sink that cannot work in this installation (its library is missing): every use but ``close``
+    raises a SinkError with ``reason``, which names the package to install."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+
+    def check(self) -> None:
+        raise SinkError(self.reason)
+
+    def deliver(self, record: SecretRecord, secret: Secret) -> None:  # noqa: ARG002 - the protocol
+        raise SinkError(self.reason)
+
+    def verify(self, record: SecretRecord, secret: Secret) -> Verification:  # noqa: ARG002 - the protocol
+        raise SinkError(self.reason)
+
+    def close(self) -> None:
+        """Nothing was opened."""
 
 
 SINKS: dict[str, SinkFactory] = {
@@ -93,4 +127,13 @@ def close_sinks(sinks: Mapping[str, SecretSink]) -> None:
             sink.close()
 
 
-__all__ = ["SINKS", "OptionalSink", "SecretSink", "SinkError", "build_sink", "build_sinks", "close_sinks"]
+__all__ = [
+    "SINKS",
+    "OptionalSink",
+    "SecretSink",
+    "SinkError",
+    "UnavailableSink",
+    "build_sink",
+    "build_sinks",
+    "close_sinks",
+]

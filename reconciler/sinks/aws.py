@@ -35,6 +35,7 @@ from reconciler.sinks.base import (
     SecretRecord,
     SinkError,
     Verification,
+    aws_name_problem,
     parse_settings,
     same_secret,
     secret_fields,
@@ -107,7 +108,7 @@ class AwsSink:
         self._call("list secrets", lambda c: c.list_secrets(MaxResults=1))
 
     def deliver(self, record: SecretRecord, secret: Secret) -> None:
-        secret_id = self.name_prefix + record.key
+        secret_id = self._secret_id(record)
         payload = json.dumps(secret_fields(record, secret))
         token = str(uuid.uuid4())  # one per delivery, shared by all of its requests and retries
         try:
@@ -120,7 +121,7 @@ class AwsSink:
         log.debug("sink %r: stored the secret of %s as %s", self.name, record.key, secret_id)
 
     def verify(self, record: SecretRecord, secret: Secret) -> Verification:
-        secret_id = self.name_prefix + record.key
+        secret_id = self._secret_id(record)
         try:
             response = self._call(
                 f"read {secret_id}", lambda c: c.get_secret_value(SecretId=secret_id), absent=True
@@ -141,6 +142,17 @@ class AwsSink:
             client.close()
 
     # ---- steps ---------------------------------------------------------------------------------
+
+    def _secret_id(self, record: SecretRecord) -> str:
+        """The secret's name, never outside namePrefix (validate refuses such keys too: this is the
+        second line of defence, for a key that reached the sink some other way)."""
+        reason = aws_name_problem(self.name_prefix, record.key)
+        if reason is not None:
+            raise self._error(
+                f"refusing the key {record.key!r} of {record.server}/{record.client}: {reason}, so it "
+                f"could name a secret outside namePrefix {self.name_prefix!r}"
+            )
+        return self.name_prefix + record.key
 
     def _put(self, secret_id: str, payload: str, token: str) -> None:
         self._call(

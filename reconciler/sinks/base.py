@@ -16,11 +16,8 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from reconciler.errors import SinkError  # part of the one error tree, and importable from here
 from reconciler.secret import Secret
-
-
-class SinkError(Exception):
-    """A sink could not be reached, refused, or failed to store a secret. Never contains the secret."""
 
 
 @dataclass(frozen=True)
@@ -65,10 +62,51 @@ class SinkFactory(Protocol):
 # ---- helpers shared by the sinks ---------------------------------------------------------------
 
 
+# What a secret key becomes in each sink. ``validate`` compares destinations with these same
+# functions, so that it and the sinks can never disagree about which keys collide.
+
+
 def env_name(key: str) -> str:
     """``key`` as an environment-variable name: upper case, only [A-Z0-9_], not starting with a digit."""
     name = re.sub(r"[^A-Z0-9_]", "_", key.upper())
     return f"_{name}" if not name or name[0].isdigit() else name
+
+
+def secret_name(key: str) -> str:
+    """A GitHub secret name for ``key``: [A-Z0-9_], not starting with a digit or ``GITHUB_``."""
+    name = re.sub(r"[^A-Z0-9_]", "_", key.upper())
+    return f"MCP_{name}" if not name or name[0].isdigit() or name.startswith("GITHUB_") else name
+
+
+def vault_path(path_prefix: str, key: str) -> str:
+    """The path a Vault sink writes ``key`` to, below its mount: ``pathPrefix`` + key."""
+    return path_prefix.lstrip("/") + key
+
+
+def leaves_prefix(prefix: str, key: str) -> str | None:
+    """Why ``prefix + key`` (a Vault path, an AWS secret name) would not stay inside ``prefix``; None
+    when it does. A ``..`` segment is resolved by the HTTP client (``team-a/../team-b/db`` is sent as
+    ``team-b/db``), and a leading ``/`` makes the key an absolute path."""
+    if key.startswith("/"):
+        return "it starts with '/'"
+    if ".." in key.split("/"):
+        return "it has a '..' segment"
+    if (prefix + key).split("/").count("..") > prefix.split("/").count(".."):
+        return "it makes a '..' segment with the prefix"
+    return None
+
+
+_AWS_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]+")
+
+
+def aws_name_problem(name_prefix: str, key: str) -> str | None:
+    """Why ``namePrefix + key`` is not an AWS secret name inside ``namePrefix``; None when it is.
+    Anything but AWS's name characters is refused: a ``SecretId`` with ``:`` is read as an ARN, which
+    can name any secret of any account."""
+    reason = leaves_prefix(name_prefix, key)
+    if reason is None and not _AWS_NAME.fullmatch(name_prefix + key):
+        reason = "AWS secret names allow only letters, digits and /_+=.@-"
+    return reason
 
 
 def secret_fields(record: SecretRecord, secret: Secret) -> dict[str, str]:
@@ -110,3 +148,21 @@ def invalid_settings(sink: str, exc: ValidationError, *, tagged: bool = False) -
         for error in exc.errors()
     )
     return SinkError(f"sink {sink!r}: invalid settings: {problems}")
+
+
+__all__ = [
+    "SecretRecord",
+    "SecretSink",
+    "SinkError",
+    "SinkFactory",
+    "Verification",
+    "aws_name_problem",
+    "env_name",
+    "invalid_settings",
+    "leaves_prefix",
+    "parse_settings",
+    "same_secret",
+    "secret_fields",
+    "secret_name",
+    "vault_path",
+]

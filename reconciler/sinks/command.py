@@ -4,6 +4,12 @@ The secret goes only to the program's stdin, followed by a newline; its argv and
 metadata alone (``MCP_SERVER``, ``MCP_CLIENT_NAME``, ``MCP_CLIENT_ID``, ``MCP_SECRET_KEY``), since both
 can be read by other users through ``/proc`` or ``ps``. The program's output is discarded, never shown
 or put in an error: a script may echo what it was given. To debug a script, run it by hand.
+
+The program does not inherit mcp-reconciler's environment, which holds ``DESCOPE_MANAGEMENT_KEY``,
+``MCP_RECONCILER_PLAN_KEY`` and the other sinks' tokens. It gets only ``PATH``, ``HOME``, ``LANG``,
+every ``LC_*`` and ``TMPDIR`` (those that are set), the metadata above, and the variables the sink
+names in ``env`` (a name that is not set is left out). A bare program name is looked up on the same
+``PATH`` the program gets.
 """
 
 from __future__ import annotations
@@ -26,24 +32,32 @@ log = logging.getLogger("reconciler.sinks.command")
 
 KILL_WAIT_S = 5.0
 
+PASSED_THROUGH = ("PATH", "HOME", "LANG", "TMPDIR")  # and every LC_* variable
+
 
 class CommandSink:
     """A program that stores the secret it reads on stdin; cannot be read back."""
 
     def __init__(
-        self, name: str, *, argv: Sequence[str], timeout: float = 30.0, environ: Mapping[str, str]
+        self,
+        name: str,
+        *,
+        argv: Sequence[str],
+        timeout: float = 30.0,
+        environ: Mapping[str, str],
+        env: Sequence[str] = (),
     ) -> None:
         if not argv:
             raise SinkError(f"sink {name!r} (command): the command is empty")
         self.name = name
         self.argv = tuple(argv)
         self.timeout = timeout
-        self.environ = dict(environ)
+        self.environ = _minimal_environment(environ, env)  # all the program ever sees of ours
 
     @classmethod
     def from_settings(cls, name: str, settings: Mapping[str, Any], environ: Mapping[str, str]) -> CommandSink:
         spec = parse_settings(CommandSinkSpec, name, settings)
-        return cls(name, argv=spec.command, timeout=spec.timeoutSeconds, environ=environ)
+        return cls(name, argv=spec.command, timeout=spec.timeoutSeconds, environ=environ, env=spec.env)
 
     def check(self) -> None:
         self._program()
@@ -87,7 +101,10 @@ class CommandSink:
             ) from None
 
     def _program(self) -> str:
-        """The program to run: a path as given (relative to the working directory), or found on PATH."""
+        """The program to run: a path as given (relative to the working directory), or found on PATH.
+
+        PATH is the one the program gets (mcp-reconciler's own), or the system default when unset.
+        """
         program = self.argv[0]
         if os.sep in program:
             path = Path(program)
@@ -117,6 +134,12 @@ class CommandSink:
 
     def _error(self, message: str) -> SinkError:
         return SinkError(f"sink {self.name!r} (command): {message}")
+
+
+def _minimal_environment(environ: Mapping[str, str], listed: Sequence[str]) -> dict[str, str]:
+    """The part of ``environ`` a program may see: the basics it needs to run, and what the sink lists."""
+    wanted = set(PASSED_THROUGH) | set(listed)
+    return {name: value for name, value in environ.items() if name in wanted or name.startswith("LC_")}
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

@@ -57,7 +57,8 @@ class FileSink:
         self.path = Path(os.path.abspath(path))  # relative to the working directory at construction
         self.format = format
         self._codec: Codec = JsonCodec() if format == "json" else DotenvCodec()
-        self._lock_path = self.path.with_name(f".{self.path.name}.lock")
+        # A path without a name (the root folder) is refused by check() like any folder.
+        self._lock_path = self.path.with_name(f".{self.path.name}.lock") if self.path.name else self.path
 
     @classmethod
     def from_settings(
@@ -70,6 +71,7 @@ class FileSink:
         return cls(name, path=Path(spec.path), format=spec.format)
 
     def check(self) -> None:
+        self._check_path()
         self._check_folder()
         for path in (self.path, self._lock_path):
             self._refuse_symlink(path)
@@ -78,6 +80,7 @@ class FileSink:
             self._parse(text)
 
     def deliver(self, record: SecretRecord, secret: Secret) -> None:
+        self._check_path()
         self._make_folder()
         with self._locked():
             text = self._read() or ""
@@ -86,6 +89,7 @@ class FileSink:
         log.debug("sink %r: stored the secret of %s in %s", self.name, record.key, self.path)
 
     def verify(self, record: SecretRecord, secret: Secret) -> Verification:
+        self._check_path()
         text = self._read()  # no lock needed: the file is only ever replaced whole
         if text is None:
             return Verification.MISSING
@@ -107,10 +111,19 @@ class FileSink:
             return None
         except OSError as exc:
             raise self._error(f"cannot read {self.path}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+        try:
+            # Checked before wrapping the descriptor: opening a folder as a file raises IsADirectoryError.
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise self._error(f"{self.path} is a folder, not a file: point path at a file inside it")
+            if not stat.S_ISREG(mode):
                 raise self._error(f"{self.path} is not a regular file: point path at a file")
-            data = handle.read()
+            with os.fdopen(fd, "rb", closefd=False) as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise self._error(f"cannot read {self.path}: {exc.strerror}") from None
+        finally:
+            os.close(fd)
         try:
             return data.decode("utf-8")
         except UnicodeDecodeError:
@@ -166,6 +179,10 @@ class FileSink:
             raise self._error(f"cannot create the folder {self.path.parent}: {exc.strerror}") from None
 
     # ---- checks --------------------------------------------------------------------------------
+
+    def _check_path(self) -> None:
+        if "\0" in str(self.path):  # the OS would refuse it with a ValueError, not an OSError
+            raise self._error("the path contains a NUL character: fix path")
 
     def _check_folder(self) -> None:
         """The folder exists and is writable, or its nearest existing ancestor lets us create it."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -24,7 +23,7 @@ from nacl.public import PublicKey, SealedBox
 
 from reconciler.models import GithubSinkSpec
 from reconciler.secret import Secret
-from reconciler.sinks.base import SecretRecord, SinkError, Verification, parse_settings
+from reconciler.sinks.base import SecretRecord, SinkError, Verification, parse_settings, secret_name
 
 log = logging.getLogger("reconciler.sinks.github")
 
@@ -33,11 +32,7 @@ ATTEMPTS = 3
 RETRY_DELAY_S = 1.0
 TIMEOUT_S = 15.0
 
-
-def secret_name(key: str) -> str:
-    """A GitHub secret name for ``key``: [A-Z0-9_], not starting with a digit or ``GITHUB_``."""
-    name = re.sub(r"[^A-Z0-9_]", "_", key.upper())
-    return f"MCP_{name}" if not name or name[0].isdigit() or name.startswith("GITHUB_") else name
+__all__ = ["ATTEMPTS", "DEFAULT_API", "RETRY_DELAY_S", "TIMEOUT_S", "GithubSink", "secret_name"]
 
 
 class GithubSink:

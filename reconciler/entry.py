@@ -1,0 +1,27 @@
+"""The process entry point: imports the command line late, so Ctrl+C at any moment exits 130.
+
+The console script and ``python -m reconciler`` start here. Importing the commands (click, httpx,
+pydantic, ...) takes a noticeable part of a second; a Ctrl+C in that window raised KeyboardInterrupt
+outside every handler and printed a traceback. This module imports nothing heavy itself.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+INTERRUPTED = 130  # reconciler.errors.ExitCode.INTERRUPTED, without importing it first
+
+
+def main() -> None:
+    try:
+        from reconciler.cli import run  # noqa: PLC0415 - late on purpose: see the module docstring
+
+        # The package's start-up handler (reconciler/__init__.py) hands over to the usual one, under
+        # which the commands turn KeyboardInterrupt into exit 130 themselves.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        code = run()
+    except KeyboardInterrupt:
+        sys.stderr.write("Interrupted.\n")
+        code = INTERRUPTED
+    sys.exit(code)
