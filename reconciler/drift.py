@@ -21,6 +21,8 @@ from reconciler.plan import Action, Change, Kind
 from reconciler.planner import PlanOptions, build_plan
 from reconciler.wire import LiveServer, LiveState
 
+FORMAT_VERSION = 2  # of the JSON form; 2 added duplicated, to the report and to its summary
+
 
 @dataclass(frozen=True)
 class Unmanaged:
@@ -62,12 +64,13 @@ class DriftReport:
 
     @property
     def summary(self) -> dict[str, int]:
+        """The counts written as GitHub step outputs (see action.yml); the JSON summary adds
+        ``duplicated``."""
         return {
             "changed": len(self.changed),
             "missing": len(self.missing),
             "orphaned": len(self.orphaned),
             "unmanaged": len(self.unmanaged),
-            "duplicated": len(self.duplicated),
             "dynamicClients": self.dynamic_clients,
         }
 
@@ -76,7 +79,7 @@ class DriftReport:
             "format_version": FORMAT_VERSION,
             "project": self.project_id,
             "drift": self.has_drift,
-            "summary": self.summary,
+            "summary": {**self.summary, "duplicated": len(self.duplicated)},
             "changed": [c.to_json() for c in self.changed],
             "missing": [c.to_json() for c in self.missing],
             "orphaned": list(self.orphaned),
@@ -85,7 +88,6 @@ class DriftReport:
         }
 
 
-FORMAT_VERSION = 2  # 2: duplicated, in the report and in its summary
 ADOPT_HINT = "a manifest declares this name: set adopt: true to take it over"
 ADOPTING = "a manifest adopts it: the next apply takes it over"
 

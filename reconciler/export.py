@@ -5,6 +5,11 @@ tags turned back into ``protect`` and ``secret.rotation``; everything else stays
 so a plan on a fresh export is empty. Dynamically registered clients belong to end users and are
 not exported. ``adopt`` marks objects the reconciler does not own yet, so that the next apply takes
 them over and delivers each adopted client's current secret to its sink.
+
+The files are reviewed before they are committed, so live text that holds control, bidi or line
+separator characters is written double-quoted with those characters (and any other non-ASCII in that
+one string) as YAML escapes: it reads back exactly, and nothing in it hides or reorders what a
+reviewer sees. Warnings quote live names as they are; the CLI makes them visible.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.emitter import RoundTripEmitter
 
 from reconciler import assumptions
 from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ServerSpec
 from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags
+from reconciler.textsafe import visible
 from reconciler.wire import LiveClient, LiveServer, LiveState
 
 SERVER_FIELDS = [
@@ -187,9 +194,40 @@ def _file_name(name: str, used: set[str]) -> str:
 def dump(document: Mapping[str, Any], comment: str) -> str:
     """YAML for people: block style, keys in the order written, a comment on top."""
     yaml = YAML(typ="rt")
+    yaml.Emitter = _VisibleEmitter
     yaml.default_flow_style = False
     yaml.indent(mapping=2, sequence=4, offset=2)
     yaml.width = 110
     stream = io.StringIO()
     yaml.dump(dict(document), stream)
-    return f"# {comment}\n" + stream.getvalue()
+    # A comment ends at a line break: one in a live id must not start YAML of its own.
+    return f"# {visible(comment)}\n" + stream.getvalue()
+
+
+class _VisibleEmitter(RoundTripEmitter):
+    """ruamel's emitter, writing a string that :func:`visible` would change as if Unicode were not
+    allowed: double-quoted, with every non-ASCII character escaped (C0 and C1 controls it escapes
+    anyway; bidi characters and U+2028/U+2029/U+0085 it would otherwise write as they are)."""
+
+    def analyze_scalar(self, scalar: Any) -> Any:
+        if not _hidden_characters(scalar):
+            return super().analyze_scalar(scalar)
+        allowed, self.allow_unicode = self.allow_unicode, False
+        try:
+            return super().analyze_scalar(scalar)
+        finally:
+            self.allow_unicode = allowed
+
+    def write_double_quoted(self, text: Any, split: Any = True) -> None:
+        if not _hidden_characters(text):
+            super().write_double_quoted(text, split)
+            return
+        allowed, self.allow_unicode = self.allow_unicode, False
+        try:
+            super().write_double_quoted(text, split)
+        finally:
+            self.allow_unicode = allowed
+
+
+def _hidden_characters(text: Any) -> bool:
+    return isinstance(text, str) and visible(text) != text

@@ -495,3 +495,38 @@ def _where(entry: _Entry) -> str:
 def _location(doc: Document, base: DocPath) -> Location:
     pos = doc.position(base)
     return Location(doc.file, pos.line, pos.column)
+
+
+def control_character_warnings(manifest: Manifest) -> list[str]:
+    """``FILE:LINE:COL: warning: ...`` for each server or client name, approved scope name or tag that
+    holds a control, bidi or line separator character: valid, but it can rewrite or reorder what a
+    terminal or a reviewer sees where it is shown as it is (mcp-reconciler shows it escaped). Located
+    at the object that holds it: a Manifest keeps no finer positions."""
+    from reconciler.textsafe import visible  # noqa: PLC0415 - needed by this function alone
+
+    texts: list[tuple[Location | None, str, str, str]] = []  # where, object, field ("" for its name), text
+    for server in manifest.servers:
+        where = manifest.locations.get(("server", server.name))
+        address = f'server "{visible(server.name)}"'
+        texts.append((where, address, "", server.name))
+        texts += [(where, address, f"tags[{i}]", tag) for i, tag in enumerate(server.tags)]
+        scopes = enumerate(server.approvedScopes)
+        texts += [(where, address, f"approvedScopes[{i}].name", scope.name) for i, scope in scopes]
+        for client in server.clients:
+            where = manifest.locations.get(("client", server.name, client.name))
+            address = f'client "{visible(server.name)}/{visible(client.name)}"'
+            texts.append((where, address, "", client.name))
+            texts += [(where, address, f"tags[{i}]", tag) for i, tag in enumerate(client.tags)]
+    warnings: list[tuple[tuple[str, int, int], str]] = []
+    for where, address, field, text in texts:
+        found = dict.fromkeys(visible(char) for char in text if visible(char) != char)
+        if not found:
+            continue
+        shown = f'{field} "{visible(text)}"' if field else "its name"
+        message = (
+            f"warning: {address}: {shown} holds control or bidi characters ({', '.join(found)}), which "
+            "can rewrite or reorder text where it is shown as it is; mcp-reconciler shows them escaped"
+        )
+        place = (where.file, where.line, where.column) if where else ("", 0, 0)
+        warnings.append((place, visible(f"{where}: {message}" if where else message)))
+    return [line for _, line in sorted(warnings, key=lambda item: item[0])]

@@ -30,6 +30,7 @@ from reconciler.schemas import validator_for_document
 from reconciler.sinks import build_sinks, close_sinks
 from reconciler.sinks.base import SecretRecord, SinkError
 from reconciler.stale import moved_since, plan_differences
+from reconciler.textsafe import json_visible
 from reconciler.throttle import Throttle, ThrottleSettings
 from reconciler.wire import LiveState
 
@@ -111,16 +112,18 @@ def plan_key(environ: Mapping[str, str]) -> bytes | None:
 
 def save_plan(plan: Plan, path: Path, *, signing_key: bytes | None = None) -> None:
     """Write the plan as JSON, atomically (a reader never sees half a plan); signed with a key."""
-    text = json.dumps(plan.to_json(signing_key=signing_key), indent=2, ensure_ascii=False) + "\n"
+    text = (
+        json_visible(json.dumps(plan.to_json(signing_key=signing_key), indent=2, ensure_ascii=False)) + "\n"
+    )
     write_atomically(path, text, mode=0o644)
 
 
 def plan_as_json(plan: Plan) -> str:
-    return json.dumps(plan.to_json(), indent=2, ensure_ascii=False) + "\n"
+    return json_visible(json.dumps(plan.to_json(), indent=2, ensure_ascii=False)) + "\n"
 
 
 def drift_as_json(report: DriftReport) -> str:
-    return json.dumps(report.to_json(), indent=2, ensure_ascii=False) + "\n"
+    return json_visible(json.dumps(report.to_json(), indent=2, ensure_ascii=False)) + "\n"
 
 
 def load_saved_plan(path: Path, *, signing_key: bytes | None) -> Plan:

@@ -96,8 +96,9 @@ def without_mask_lines(text: str) -> str:
 
 def redact(text: str, secrets: Iterable[str], keys: Iterable[str]) -> str:
     """``text`` with every guarded value replaced by its placeholder (mask lines included)."""
-    named = [(v, placeholder(KEY, v)) for v in guarded(keys)]
-    named += [(v, placeholder(SECRET, v)) for v in guarded(secrets) if v not in dict(named)]
+    key_values = set(guarded(keys))
+    named = [(v, placeholder(KEY, v)) for v in key_values]
+    named += [(v, placeholder(SECRET, v)) for v in guarded(secrets) if v not in key_values]
     for value, name in sorted(named, key=lambda pair: -len(pair[0])):
         if value in text:
             text = text.replace(value, name)
@@ -142,7 +143,8 @@ def find_leaks(
     Client secrets are allowed on ``::add-mask::`` lines; the management key nowhere.
     """
     keys = guarded(keys)
-    secrets = [s for s in guarded(secrets) if s not in set(keys)]
+    key_set = set(keys)
+    secrets = [s for s in guarded(secrets) if s not in key_set]
     items = [(where, text, without_mask_lines(text)) for where, text in emissions if text]
     if not items or not (keys or secrets):
         return []
@@ -191,7 +193,7 @@ class Guard:
     """The values to guard and the output of the running test. Thread-safe: the emulator runs in a thread."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entrant: a signal handler may log while the lock is held
         self.keys: dict[str, None] = {}  # for the whole session: a key is never legitimate output
         self.secrets: dict[str, None] = {}  # for the running test
         self.emissions: list[tuple[str, str]] = []
@@ -278,14 +280,17 @@ def _install() -> list[Callable[[], None]]:
     undo: list[Callable[[], None]] = []
 
     def wrap(owner: Any, name: str, make: Callable[[Any], Any]) -> None:
-        original = owner.__dict__[name]
+        original = vars(owner).get(name)
+        if original is None:  # the code moved: say so, rather than guard less without a word
+            where = getattr(owner, "__qualname__", getattr(owner, "__name__", owner))
+            raise pytest.UsageError(f"canary guard: {where}.{name} is gone; update tests/canary_guard.py")
         setattr(owner, name, functools.wraps(original)(make(original)))
         undo.append(lambda: setattr(owner, name, original))
 
     def secret_init(original: Any) -> Any:
-        def init(self: Secret, value: str) -> None:
-            original(self, value)
-            GUARD.add_secret(value)
+        def init(self: Secret, *args: Any, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)
+            GUARD.add_secret(self.reveal())
 
         return init
 

@@ -14,6 +14,8 @@ as inside GitHub Actions, where a secret may appear on an ``::add-mask::`` line 
   one dynamically registered client), ``export --out DIR --adopt``, a saved plan applied, which
   adopts them and delivers each current secret; a dynamically registered client's secret goes nowhere.
 - ``secrets check`` and ``secrets check --fix`` after a secret was removed from its sink.
+- The demo, in process at ``-vvv``: its management key is random and never shown, so it is taken from
+  the emulator it starts (as the canary guard of tests/canary_guard.py takes it, and every secret).
 
 Failures name secrets by length and SHA-256 prefix only, never by value.
 """
@@ -21,6 +23,7 @@ Failures name secrets by length and SHA-256 prefix only, never by value.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -32,10 +35,14 @@ from typing import Any
 
 import pytest
 
+from reconciler.cli import demo as demo_command
+from reconciler.cli import run
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
+from reconciler.emulator import store as emulator_store
 from reconciler.journal import open_deliveries
 from reconciler.tags import ROTATION_PREFIX
 from tests.canary_guard import fingerprint, redact
+from tests.conftest import EXAMPLES
 
 KEY = "K2-canary-paths-management-key-3b7e"
 PROJECT = "P2MCPCANARYPATHS"
@@ -330,3 +337,41 @@ def test_adoption_and_export_keep_secrets_in_their_sinks(project: Project) -> No
 
     assert set(seeded.values()) <= project.issued
     project.search(sinks=[sink])
+
+
+def test_the_demo_at_debug_verbosity_shows_neither_its_key_nor_a_secret(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys: list[str] = []
+    secrets: list[str] = []
+
+    def config(**settings: Any) -> EmulatorConfig:
+        keys.append(settings["management_key"])
+        return EmulatorConfig(**settings)
+
+    def issued() -> str:
+        secrets.append(secret := issue())
+        return secret
+
+    issue = emulator_store.new_secret
+    monkeypatch.setattr(demo_command, "EmulatorConfig", config)
+    monkeypatch.setattr(emulator_store, "new_secret", issued)
+    caplog.set_level(logging.DEBUG)  # the root logger, as -vvv sets it outside pytest
+    ours = logging.getLogger("reconciler")
+    level = ours.level
+    try:
+        assert run(["-vvv", "demo", str(EXAMPLES), "--keep", str(tmp_path / "kept")]) == 0
+    finally:
+        ours.setLevel(level)  # -vvv set it for the process; the next tests run as they would have
+    out, err = capsys.readouterr()
+    shown = out + err + "\n".join(r.getMessage() for r in caplog.records)
+    assert "Client secrets went to agents.env, mcp-clients.json" in out
+    assert "POST server/client/create -> 200" in shown  # debug logging was on
+    assert len(keys) == 1
+    assert len(secrets) == 6  # five delivered, and the hand-made server's dynamically registered client
+    assert found(shown, {*keys, *secrets}) == []
+    written = "\n".join(p.read_text() for p in (tmp_path / "kept").rglob("*") if p.is_file())
+    assert found(written, {*keys}) == []

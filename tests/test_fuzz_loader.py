@@ -730,7 +730,7 @@ def yaml_streams(draw: st.DrawFn) -> bytes:
     return raw
 
 
-@settings(FUZZ, max_examples=330)
+@settings(FUZZ, max_examples=250)
 @given(raw=yaml_streams())
 def test_hostile_yaml_is_refused_cleanly(raw: bytes) -> None:
     validate(raw)

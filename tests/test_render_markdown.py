@@ -24,6 +24,7 @@ from reconciler.render.markdown import (
     VALUE_LIMIT,
     code,
     drift_marker,
+    html_text,
     md_text,
     plan_marker,
     render_drift_markdown,
@@ -31,6 +32,7 @@ from reconciler.render.markdown import (
 )
 from reconciler.schemas import format_checker, load_schema, schema_registry
 from reconciler.tags import PROTECT_TAG, ROTATION_PREFIX
+from reconciler.textsafe import visible
 from reconciler.wire import LiveClient, LiveServer, LiveState
 from tests.conftest import EXAMPLES
 
@@ -299,6 +301,55 @@ def test_a_commonmark_parser_reads_hostile_data_back_literally() -> None:
     assert [set(w) for w in widths] == [{2}, {3}]  # the summary, then the field table
 
 
+CONTROLS = "x\x1b]0;pwned\x07\r\n</summary></details>\n\n# h\u202e|`y`\x9b\u2028- z"
+RAW = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def test_control_characters_are_shown_escaped_and_break_nothing() -> None:
+    values = (FieldChange(f"tags[{CONTROLS}]", [CONTROLS], [CONTROLS, "ok"]),)
+    plan = plan_of(
+        client(Action.UPDATE, CONTROLS, server=CONTROLS, fields=values, id=CONTROLS, notes=(CONTROLS,)),
+        server(Action.DELETE, CONTROLS),
+        withheld=(Withheld(f'client "calendar/{CONTROLS}"', "calendar", CONTROLS),),
+        partial=True,
+        targets=(f"server:{CONTROLS}",),
+    )
+    report = replace(
+        drift_report(), orphaned=(f'server "{CONTROLS}"',), unmanaged=(Unmanaged(CONTROLS, CONTROLS),)
+    )
+    shown = visible(CONTROLS)
+    for text in (render_plan_markdown(plan), render_drift_markdown(report)):
+        assert RAW.findall(text) == []
+        tokens = _parser().parse(text)
+        html = [t.content for t in tokens if t.type == "html_block"]
+        assert all(
+            re.fullmatch(r"(<!--[^>]*-->|<details>\n<summary>[^<>]*</summary>|</details>)\n", h) for h in html
+        )
+        assert "h1" not in [t.tag for t in tokens if t.type == "heading_open"]  # "# h" started no heading
+    plan_tokens = _parser().parse(render_plan_markdown(plan))
+    codes = [
+        c.content
+        for t in plan_tokens
+        if t.type == "inline"
+        for c in t.children or []
+        if c.type == "code_inline"
+    ]
+    assert shown in codes  # the id, read back as its escaped form
+    assert f"tags[{shown}]" in codes
+    summaries = SUMMARY.findall(render_plan_markdown(plan))
+    assert summaries[0] == html_text(f'~ update client "{CONTROLS}/{CONTROLS}"')
+    assert "\\x1b]0;pwned\\x07\\r\\n&lt;/summary&gt;&lt;/details&gt;" in summaries[0]
+    widths: list[list[int]] = []
+    for token in plan_tokens:
+        if token.type == "table_open":
+            widths.append([])
+        elif token.type == "tr_open":
+            widths[-1].append(0)
+        elif token.type in ("th_open", "td_open"):
+            widths[-1][-1] += 1
+    assert [set(w) for w in widths] == [{2}, {3}]
+
+
 # Mostly pieces that mean something to markdown or HTML, so that their mixtures are tried.
 PIECES = "* ** _ _a_ ` `` [ [a](b) ) <a> </ & &amp; &lt; | \\ # - 1. ~~ ~~a~~ ! : @ @a a 0 http://x.y"
 MEANINGFUL = st.sampled_from([*PIECES.split(" "), " ", "  ", "\u00a0", "\U0001f600"])
@@ -314,9 +365,11 @@ PRINTABLE = st.lists(
 @example("- a")
 @example("1. a")
 @example("> a")
+@example("\x1b]0;pwned\x07 *a*\r\n- b\u202e|c\x9b")
 def test_text_reads_back_as_itself_with_no_formatting(text: str) -> None:
     assume(text.strip())
-    said = re.sub(r"@(?=[A-Za-z0-9])", "@\u200b", text.strip())
+    # Bidi characters (Cf, which PRINTABLE may hold) read back escaped, as everywhere.
+    said = re.sub(r"@(?=[A-Za-z0-9])", "@\u200b", visible(text).strip())
     [_, _, _, item, *_] = _parser().parse("- " + md_text(text))
     assert [(c.type, c.content) for c in item.children] == [("text", said)]
     cell = [t for t in _parser().parse(f"| h |\n| --- |\n| {md_text(text)} |\n") if t.type == "inline"][1]
@@ -328,12 +381,13 @@ def test_text_reads_back_as_itself_with_no_formatting(text: str) -> None:
 @example(" `a` ")
 @example("a|b\\|c")
 @example("   ")
+@example("`\x1b[2K\r`|\n</details>\u202e\x9b")
 def test_code_spans_read_back_as_themselves_in_text_and_in_tables(text: str) -> None:
     inline = _parser().parseInline(f"x {code(text)} y")[0].children
-    assert [c.content for c in inline if c.type == "code_inline"] == [text]
+    assert [c.content for c in inline if c.type == "code_inline"] == [visible(text)]
     table = _parser().parse(f"| h |\n| --- |\n| {code(text, cell=True)} |\n")
     cells = [t for t in table if t.type == "inline"][1].children
-    assert [(c.type, c.content) for c in cells] == [("code_inline", text)]
+    assert [(c.type, c.content) for c in cells] == [("code_inline", visible(text))]
 
 
 # ---- the size cap ----------------------------------------------------------------------------------
@@ -550,7 +604,7 @@ def test_drift_json_matches_its_schema(report: DriftReport) -> None:
 def test_detected_drift_matches_its_schema() -> None:
     manifest = example_manifest()
     report = detect_drift(manifest, drifted_live(manifest))
-    assert all(report.summary.values())
+    assert all(report.summary.values())  # every class but duplicated: see test_drift_duplicates
     assert list(_validator("drift.schema.json").iter_errors(report.to_json())) == []
     assert len(render_drift_markdown(report)) <= MARKDOWN_LIMIT
 
@@ -587,7 +641,7 @@ def _broken(data: dict[str, Any], path: tuple[Any, ...], value: Any) -> dict[str
         (("withheld", 0, "address"), "calendar/keep"),
         (("sinks",), {"vault": {"type": "command", "command": ["sh", "-c", "id"]}}),
         (("madeFrom", "sinks"), {}),
-        (("madeFrom", "digests", "sink \"local\""), "not-a-digest"),
+        (("madeFrom", "digests", 'sink "local"'), "not-a-digest"),
         (("changeSet",), "sha256:short"),
         (("signature",), "sha256:" + "0" * 64),
     ],

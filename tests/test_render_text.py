@@ -62,3 +62,36 @@ def test_an_empty_plan_says_so_and_lists_what_it_keeps() -> None:
         text
         == 'Project P2\n\nNo changes. The project matches the manifests.\n\nNot changed:\n  server "x" is kept: protected\n'
     )
+
+
+HOSTILE = Change(
+    Kind.CLIENT,
+    Action.UPDATE,
+    'bot\x1b[2K\r+ server "fake" will be created',
+    server="cal\x1b]0;pwned\x07",
+    id="C1",
+    fields=(
+        FieldChange("description", "old\u202eevil", "new\x9bx"),
+        FieldChange('policies["\x1b[31m.example.com"]', None, True),
+    ),
+    notes=("note\x07\nsecond line",),
+)
+
+
+def test_values_from_manifests_and_the_api_are_escaped_and_our_colours_kept() -> None:
+    withheld = (Withheld('server "w\x1b[8m"', "w", "kept\r\u2066"),)
+    plain = render_plan_text(_plan(HOSTILE, withheld=withheld), colour=False)
+    assert plain == (
+        "Project P2\n\n"
+        '  ~ client "cal\\x1b]0;pwned\\x07/bot\\x1b[2K\\r+ server "fake" will be created" will be updated '
+        "in place\n"
+        '      ~ description: "old\\u202eevil" -> "new\\x9bx"\n'
+        '      + policies["\\x1b[31m.example.com"]: true\n'
+        "      # note\\x07\\nsecond line\n\n"
+        "Not changed:\n"
+        '  server "w\\x1b[8m" is kept: kept\\r\\u2066\n\n'
+        "Plan: 0 to create, 1 to update, 0 to delete, 0 secrets to rotate.\n"
+    )
+    coloured = render_plan_text(_plan(HOSTILE, withheld=withheld), colour=True)
+    assert coloured.count("\x1b") == 2 * len(HOSTILE.fields) + 2  # our own codes: a pair per coloured line
+    assert '      \x1b[33m~ description: "old\\u202eevil" -> "new\\x9bx"\x1b[0m\n' in coloured

@@ -36,6 +36,7 @@ from reconciler.planner import PlanOptions, Target
 from reconciler.render.github import in_github_actions
 from reconciler.render.text import apply_summary, render_plan_text
 from reconciler.secret import Secret
+from reconciler.textsafe import visible
 from reconciler.workflow import (
     ApplySettings,
     apply_fresh,
@@ -98,7 +99,9 @@ def apply_command(
         manifest = load(manifest_paths, manifest_vars)
         made_from = " ".join(manifest_paths or DEFAULT_PATHS)
         made_from += "".join(f" --var-file {v}" for v in manifest_vars)
-        click.echo(f"Applying {paths[0]} (change set {saved.change_set}), made from {made_from}", err=True)
+        click.echo(
+            visible(f"Applying {paths[0]} (change set {saved.change_set}), made from {made_from}"), err=True
+        )
         click.echo(render_plan_text(saved, colour=colour()), nl=False)
         return _finish(asyncio.run(apply_saved(saved, manifest, link, settings)))
     manifest = load(paths, var_files)
@@ -137,7 +140,9 @@ def _lock_settings(timeout: float, arguments: tuple[str, ...]) -> LockSettings:
 
     def waiting(holder: Holder | None) -> None:
         who = holder or "another run"
-        click.echo(f"The project is locked by {who}; waiting up to {timeout:g} s (--lock-timeout)", err=True)
+        click.echo(
+            f"The project is locked by {visible(who)}; waiting up to {timeout:g} s (--lock-timeout)", err=True
+        )
 
     return LockSettings(
         directory=lock_directory(os.environ), timeout=timeout, command=command, on_wait=waiting
@@ -159,13 +164,13 @@ def _finish(result: ApplyResult | None) -> int:
     if result is None:
         return ExitCode.OK
     for notice in result.notices:
-        click.echo(f"note: {notice}", err=True)
+        click.echo(f"note: {visible(notice)}", err=True)
     for change, reason in result.failed:
-        click.echo(f"failed: {change.action.value} {change.address}: {reason}", err=True)
+        click.echo(f"failed: {change.action.value} {change.address}: {visible(reason)}", err=True)
     for change, reason in result.skipped:
-        click.echo(f"skipped: {change.action.value} {change.address}: {reason}", err=True)
+        click.echo(f"skipped: {change.action.value} {change.address}: {visible(reason)}", err=True)
     for address, reason in result.undelivered:
-        click.echo(f"secret not delivered: {address}: {reason}", err=True)
+        click.echo(f"secret not delivered: {visible(address)}: {visible(reason)}", err=True)
     click.echo(apply_summary(result))
     # Failed changes win over undelivered secrets (exit 1 over 3): the project is not as planned, and
     # that needs a person first; the message still counts the secrets, and the next run delivers them.
@@ -200,9 +205,11 @@ class ProgressLine:
         self.count += 1
         self.failures += error is not None
         if not self.tty:
-            status = f"FAILED ({error})" if error else "done"
+            # The address is escaped already; the error may quote an API answer or a sink's words.
+            status = f"FAILED ({visible(error)})" if error else "done"
             click.echo(
-                f"[{self.count}/{self.total}] {change.action.value} {change.address}: {status}", err=True
+                f"[{self.count}/{self.total}] {change.action.value} {visible(change.address)}: {status}",
+                err=True,
             )
             return
         rate = self.count / max(time.monotonic() - self.started, 1e-6)
@@ -248,8 +255,8 @@ def secrets_check(
     link = connection(concurrency, rate_limit)
     statuses = asyncio.run(check_secrets(manifest, link, fix=fix, journal=journal, mask=_masker(), lock=lock))
     for status in statuses:
-        detail = f": {status.detail}" if status.detail else ""
-        click.echo(f"{status.state:>10}  {status.address} -> sink {status.sink}{detail}")
+        detail = f": {visible(status.detail)}" if status.detail else ""
+        click.echo(f"{status.state:>10}  {visible(status.address)} -> sink {visible(status.sink)}{detail}")
     bad = [s for s in statuses if not s.ok and s.state != "absent"]
     click.echo(f"{len(statuses) - len(bad)} of {len(statuses)} secrets are in their sinks or not issued yet.")
     if bad:

@@ -15,6 +15,7 @@ from reconciler.export import DEFAULT_SINK, ExportOptions, export_project
 from reconciler.files import write_atomically
 from reconciler.manifest import load_manifest
 from reconciler.models import DEFAULT_OWNERSHIP_TAG
+from reconciler.textsafe import visible
 from reconciler.workflow import fetch_for_export
 
 GITIGNORE = "# Client secrets written by mcp-reconciler's file sink: never commit them.\n.secrets/\n"
@@ -71,11 +72,12 @@ def export_command(
         raise UsageError(f"{out} already holds {', '.join(sorted(existing))}: use --force to overwrite")
     for name, text in files.items():
         write_atomically(out / name, text, mode=0o644)
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
+    for warning in result.warnings:  # they quote live names
+        click.echo(f"warning: {visible(warning)}", err=True)
+    folder = visible(str(out))
     click.echo(
         f"Exported {result.servers} server{plural(result.servers)} and {result.clients} "
-        f"client{plural(result.clients)} to {out}; check them with: mcp-reconciler validate {out}"
+        f"client{plural(result.clients)} to {folder}; check them with: mcp-reconciler validate {folder}"
     )
     load_manifest([str(out)], environ=dict(os.environ))  # what we wrote must validate
     return ExitCode.OK

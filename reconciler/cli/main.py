@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -28,6 +29,7 @@ from reconciler.errors import (
 )
 from reconciler.journal import DEFAULT_JOURNAL
 from reconciler.render.github import error_annotations, in_github_actions
+from reconciler.textsafe import visible
 from reconciler.variables import MIN_CREDENTIAL_LENGTH, is_credential_name
 
 
@@ -43,31 +45,78 @@ def cli(verbose: int) -> None:
     Exit codes: 0 success (for plan/drift: no changes), 1 error, 2 changes or drift
     present (with --detailed-exitcode), 3 a secret was not delivered to its sink.
     """
+    # Log messages quote names and API answers: the handler shows them made visible. Without -v it
+    # prints what Python's last-resort handler would (warnings and worse, the message alone).
+    handler = logging.StreamHandler(sys.stderr)
     if verbose:
         # -v: what the reconciler does; -vv: every API call; -vvv: the libraries' own debug logs too.
         root = logging.DEBUG if verbose > 2 else logging.WARNING
-        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, level=root)
+        handler.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(handlers=[handler], level=root)
         logging.getLogger("reconciler").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    else:
+        handler.setFormatter(VisibleFormatter("%(message)s"))
+        handler.setLevel(logging.WARNING)  # as the last-resort handler: loggers set lower stay quiet
+        logging.basicConfig(handlers=[handler], level=logging.WARNING)
+
+
+class VisibleFormatter(logging.Formatter):
+    """Log lines safe for a terminal: a message quotes names and answers from the API, so its control
+    and bidi characters are shown escaped, a line break included (a message cannot forge the next
+    line). A traceback keeps the line breaks of its own layout; the exception messages in it are data
+    and are escaped like messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # A copy, so other handlers see the record as it was, and the traceback is formatted here
+        # (by formatException below) rather than taken from a raw text another handler cached.
+        safe = logging.makeLogRecord(record.__dict__)
+        safe.msg, safe.args, safe.exc_text = visible(record.getMessage()), None, None
+        return super().format(safe)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's own name
+        if ei[1] is None:
+            return _lines_visible(super().formatException(ei))
+        chunks = traceback.TracebackException.from_exception(ei[1]).format()
+        return "".join(_traceback_chunk(chunk) for chunk in chunks).removesuffix("\n")
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 - logging's own name
+        return _lines_visible(super().formatStack(stack_info))
+
+
+def _traceback_chunk(chunk: str) -> str:
+    """The header, frames (indented) and chain messages (after a blank line) keep their lines; an
+    exception's own line, message and notes included, becomes one line."""
+    if chunk.startswith(("Traceback ", "  ", "\n")):
+        return _lines_visible(chunk)
+    return visible(chunk.removesuffix("\n")) + "\n"
+
+
+def _lines_visible(text: str) -> str:
+    return "\n".join(visible(line) for line in text.split("\n"))
 
 
 def report(error: ReconcilerError) -> None:
-    """Print an error for people (stderr) and, inside GitHub Actions, as annotations (stdout)."""
+    """Print an error for people (stderr) and, inside GitHub Actions, as annotations (stdout).
+
+    Messages quote names from manifests and the API, and API error bodies: every line is made
+    visible (``reconciler.textsafe``), so none can carry a terminal control sequence or forge a line.
+    """
     if isinstance(error, ManifestError):
         for problem in error.problems:
-            click.echo(str(problem), err=True)
+            click.echo(visible(str(problem)), err=True)
         if in_github_actions(os.environ):
             for line in error_annotations(error.problems):
-                click.echo(line)
+                click.echo(visible(line))
     if isinstance(error, PlanError):
         for reason in error.reasons:
-            click.echo(f"  {reason}", err=True)
+            click.echo(f"  {visible(reason)}", err=True)
     if isinstance(error, StalePlanError):
         for moved in error.moved:
-            click.echo(f"  {moved}", err=True)
+            click.echo(f"  {visible(moved)}", err=True)
     if isinstance(error, SavedPlanError):
         for detail in error.details:
-            click.echo(f"  {detail}", err=True)
-    click.echo(f"error: {error}", err=True)
+            click.echo(f"  {visible(detail)}", err=True)
+    click.echo(f"error: {visible(str(error))}", err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -99,7 +148,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         where = write_crash_log(os.environ)
         kept = f"the traceback is in {where}" if where else "set MCP_RECONCILER_DEBUG=1 for a traceback"
         message = blank_credentials(f"{type(exc).__name__}: {exc}", os.environ)
-        click.echo(f"internal error: {message} ({kept})", err=True)
+        click.echo(f"internal error: {visible(message)} ({visible(kept)})", err=True)
         return ExitCode.ERROR
     return int(result) if isinstance(result, int) else ExitCode.OK
 

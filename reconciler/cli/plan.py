@@ -25,8 +25,10 @@ from reconciler.cli.common import (
 )
 from reconciler.cli.main import cli
 from reconciler.errors import ExitCode
+from reconciler.manifest import control_character_warnings
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
+from reconciler.textsafe import visible
 from reconciler.workflow import (
     check_sinks,
     drift_project,
@@ -43,12 +45,16 @@ def validate(paths: tuple[str, ...], var_files: tuple[str, ...]) -> int:
 
     PATHS are files or folders (searched at any depth for *.yaml and *.yml);
     the default is ./manifests. Every problem is reported as FILE:LINE:COL.
+    Names, scope names and tags holding control or bidi characters are valid,
+    with a warning each (they are shown escaped).
     """
     manifest = load(paths, var_files)
+    for warning in control_character_warnings(manifest):
+        click.echo(warning, err=True)
     clients = sum(len(server.clients) for server in manifest.servers)
     click.echo(
         f"Manifests are valid: {len(manifest.servers)} server{plural(len(manifest.servers))}, "
-        f"{clients} client{plural(clients)}, project {manifest.project.projectId}."
+        f"{clients} client{plural(clients)}, project {visible(manifest.project.projectId)}."
     )
     return ExitCode.OK
 
@@ -102,7 +108,8 @@ def plan_command(
     )
     for problem in check_sinks(plan, manifest, link.environ):
         click.echo(
-            f"warning: {problem} (apply will not create or rotate clients whose secrets go there)", err=True
+            f"warning: {visible(problem)} (apply will not create or rotate clients whose secrets go there)",
+            err=True,
         )
     if out is not None:
         save_plan(plan, out, signing_key=signing_key)

@@ -329,7 +329,7 @@ def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -
     if report.has_drift:
         counts = [(name, summary[name]) for name in ("changed", "missing", "orphaned", "unmanaged")]
         if report.duplicated:  # rare (plan refuses them): a row only when there are some
-            counts.append(("duplicated", summary["duplicated"]))
+            counts.append(("duplicated", len(report.duplicated)))
         head += _summary_table("finding", counts) + "\n"
     else:
         head += "No drift. The project matches the manifests.\n\n"

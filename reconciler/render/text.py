@@ -127,7 +127,7 @@ def render_drift_text(report: DriftReport, *, colour: bool = False) -> str:
     counts = report.summary
     if report.has_drift:
         # Duplicates are rare (plan refuses them): counted only when there are some.
-        duplicated = f", {counts['duplicated']} duplicated" if report.duplicated else ""
+        duplicated = f", {len(report.duplicated)} duplicated" if report.duplicated else ""
         out.add(
             f"Drift: {counts['changed']} changed, {counts['missing']} missing, "
             f"{counts['orphaned']} orphaned, {counts['unmanaged']} unmanaged{duplicated}."
