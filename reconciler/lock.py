@@ -78,6 +78,10 @@ DESCOPE_DOMAIN = "descope.com"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
 
+HOLDER_READS = 20  # x HOLDER_READ_PAUSE: how long a holder may take to write its details
+HOLDER_READ_PAUSE = 0.01
+
+
 class LockError(ReconcilerError):
     """The project's lock cannot be taken: its folder or file is unusable."""
 
@@ -246,7 +250,7 @@ class ProjectLock:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
-                    self.holder = Holder.parse(os.pread(fd, MAX_INFO_BYTES, 0))
+                    self.holder = _read_holder(fd)
                     return False
                 except OSError as exc:  # e.g. a file system without flock
                     raise LockError(
@@ -320,3 +324,14 @@ class ProjectLock:
             f"once it has finished, or wait for it with --lock-timeout SECONDS (lock file: {self.path})",
             self.holder,
         )
+
+
+def _read_holder(fd: int) -> Holder | None:
+    """The holder's details; a holder writes them right after it locks, so an empty file is read again
+    for a moment rather than reported as an unnamed holder."""
+    for _ in range(HOLDER_READS):
+        holder = Holder.parse(os.pread(fd, MAX_INFO_BYTES, 0))
+        if holder is not None:
+            return holder
+        time.sleep(HOLDER_READ_PAUSE)
+    return None
