@@ -8,6 +8,7 @@ which is enough to tell afterwards whether the rotation happened, and useless fo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import JournalError
+from reconciler.files import fsync_folder
 from reconciler.secret import Secret
 
 DEFAULT_JOURNAL = Path(".mcp-reconciler") / "journal.jsonl"
@@ -59,7 +61,12 @@ class Journal:
                 f"cannot create the folder of the journal {path}: {reason}: fix it or choose another "
                 "path with --journal"
             ) from None
+        created = not path.exists()
         self._stream = os.fdopen(_open(path), "a", encoding="utf-8")
+        if created:
+            # Each event is fsynced, but a new file's name is durable only once its folder is.
+            with contextlib.suppress(OSError):
+                fsync_folder(path.parent)
 
     def write(self, event: str, **fields: Any) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

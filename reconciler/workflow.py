@@ -142,9 +142,9 @@ def load_saved_plan(path: Path, *, signing_key: bytes | None) -> Plan:
     if not isinstance(document, dict):
         raise SavedPlanError(f"{path}: not a saved plan")
     if document.get("format_version") != FORMAT_VERSION:
-        version = str(document.get("format_version"))[:20]
+        version = json.dumps(document.get("format_version"))[:20]  # "2" (a string) shows as "2", 2 as 2
         raise SavedPlanError(
-            f"{path}: plan format version {version!r}; this mcp-reconciler reads {FORMAT_VERSION}: "
+            f"{path}: plan format version {version}; this mcp-reconciler reads {FORMAT_VERSION}: "
             "run plan --out again with this version"
         )
     if document.get("checksum") != checksum(document):

@@ -141,7 +141,8 @@ def _lock_settings(timeout: float, arguments: tuple[str, ...]) -> LockSettings:
     def waiting(holder: Holder | None) -> None:
         who = holder or "another run"
         click.echo(
-            f"The project is locked by {visible(str(who))}; waiting up to {timeout:g} s (--lock-timeout)", err=True
+            f"The project is locked by {visible(str(who))}; waiting up to {timeout:g} s (--lock-timeout)",
+            err=True,
         )
 
     return LockSettings(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from reconciler.files import fsync_folder
 from reconciler.models import FileSinkSpec
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord, SinkError, Verification, env_name, parse_settings, same_secret
@@ -165,7 +166,7 @@ class FileSink:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(temp, self.path)  # renames over a link planted since the check, never through it
-            _fsync_folder(folder)
+            fsync_folder(folder)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 temp.unlink()
@@ -209,15 +210,6 @@ class FileSink:
 
     def _error(self, message: str) -> SinkError:
         return SinkError(f"sink {self.name!r} (file): {message}")
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---- JSON ------------------------------------------------------------------------------------
