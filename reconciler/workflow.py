@@ -413,7 +413,7 @@ class SecretStatus:
 
     address: str
     sink: str
-    state: str  # a Verification value, "fixed", "absent" (client not live) or "error"
+    state: str  # a Verification value, "undelivered" (per the journal), "fixed", "absent" or "error"
     detail: str = ""
 
     @property
@@ -444,8 +444,13 @@ async def _check_secrets(
     with delivery_kit(manifest, connection, journal, mask) as courier:
         async with connection.client(project.projectId) as api:
             live = await connection.live_state(api, {s.name for s in manifest.servers})
+            # A sink that cannot be read back (command, GitHub) cannot say a secret is missing; the
+            # journal can, when a run recorded that it never got there.
+            pending = frozenset(
+                (item.server, item.client) for item in open_deliveries(journal, project.projectId)
+            )
             work = [
-                _check_one(api, courier, live, project.ownershipTag, spec, fix=fix)
+                _check_one(api, courier, live, project.ownershipTag, spec, fix=fix, pending=pending)
                 for spec in _clients(manifest)
             ]
             return list(await asyncio.gather(*work))
@@ -468,6 +473,7 @@ async def _check_one(
     entry: tuple[str, ClientSpec, str],
     *,
     fix: bool,
+    pending: frozenset[tuple[str, str]],
 ) -> SecretStatus:
     server_name, spec, sink_name = entry
     address = f'client "{server_name}/{spec.name}"'
@@ -483,6 +489,8 @@ async def _check_one(
         state = (await asyncio.to_thread(courier.sinks[sink_name].verify, record, current)).value
     except (ReconcilerError, SinkError) as exc:
         return SecretStatus(address, sink_name, "error", str(exc))
+    if state == "unreadable" and (server_name, spec.name) in pending:
+        state = "undelivered"  # the journal says the last delivery did not arrive
     if fix and state != "match":
         outcome = await courier.hand_off(record, sink_name, current)
         return SecretStatus(address, sink_name, "fixed" if outcome.delivered else "error", outcome.reason)

@@ -144,3 +144,27 @@ def _fail_for(name: str) -> Callable[..., Awaitable[LiveServer]]:
         return await create(self, fields, **kwargs)
 
     return create_server
+
+
+def test_secrets_check_trusts_the_journal_over_a_sink_it_cannot_read(
+    emulator: RunningEmulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = Path("m")
+    folder.mkdir()
+    # A command sink cannot be read back; this one works only once the file "ok" exists.
+    (folder / "p.yaml").write_text(
+        f"kind: Project\nprojectId: {PROJECT}\ndefaultSink: run\n"
+        "sinks:\n  run: {type: command, command: [sh, -c, 'test -f ok && cat > stored.txt']}\n"
+    )
+    (folder / "s.yaml").write_text(SERVER % "")
+    assert run(["apply", "m", "--auto-approve"]) == 3
+    capsys.readouterr()
+    assert run(["secrets", "check", "m"]) == 3
+    out = capsys.readouterr().out
+    assert 'undelivered  client "s/a" -> sink run' in out
+    Path("ok").touch()
+    assert run(["secrets", "check", "m", "--fix"]) == 0
+    assert '     fixed  client "s/a" -> sink run' in capsys.readouterr().out
+    assert Path("stored.txt").read_text().strip() == _live_secret(emulator)
+    assert run(["secrets", "check", "m"]) == 0
+    assert 'unreadable  client "s/a" -> sink run' in capsys.readouterr().out
