@@ -15,6 +15,7 @@ reviewer sees. Warnings quote live names as they are; the CLI makes them visible
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import io
 import re
 from collections import Counter
@@ -182,8 +183,13 @@ def _header(server: LiveServer, options: ExportOptions) -> str:
     return f"Exported from project {options.project_id}: MCP server {server.id}."
 
 
+MAX_FILE_STEM = 80  # well under every file system's 255-byte name limit, and readable in a listing
+
+
 def _file_name(name: str, used: set[str]) -> str:
     base = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "server"
+    if len(base) > MAX_FILE_STEM:  # a long live name: cut, with a digest so that cut names stay apart
+        base = f"{base[: MAX_FILE_STEM - 13].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
     candidate, number = base, 2
     while candidate in used:
         candidate, number = f"{base}-{number}", number + 1

@@ -313,11 +313,24 @@ def read_documents(
         except RecursionError:
             problems.append(Problem(display, 1, 1, "", "file is nested too deeply to read"))
         except (ValueError, ArithmeticError, LookupError, TypeError, AttributeError, AssertionError) as exc:
-            # ruamel's constructors raise plain exceptions on some values (2001-02-30, !!int x, ...).
+            # ruamel's constructors raise plain exceptions on some values (2001-02-30, !!int x, ...);
+            # the same exception from our own code is a bug, for the crash log, not a YAML problem.
+            if not _raised_by_ruamel(exc):
+                raise
             problems.append(
                 Problem(display, 1, 1, "", f"a value cannot be read as YAML: {_one_line(str(exc))}")
             )
     return documents, problems
+
+
+def _raised_by_ruamel(exc: BaseException) -> bool:
+    """Whether the innermost Python frame that raised ``exc`` is ruamel.yaml's."""
+    trace = exc.__traceback__
+    if trace is None:
+        return False
+    while trace.tb_next is not None:
+        trace = trace.tb_next
+    return str(trace.tb_frame.f_globals.get("__name__", "")).startswith("ruamel.")
 
 
 def _construct(

@@ -133,3 +133,16 @@ def test_export_filters_and_refuses_to_overwrite(
     ]
     assert run(["export", "--out", "some"]) == 1
     assert "already holds" in capsys.readouterr().err
+
+
+def test_a_ten_thousand_character_live_name_is_a_clean_error_not_a_crash(
+    emulator: RunningEmulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    emulator.seed({"servers": [{"name": "x" * 10_000, "clients": [{"name": "c" * 10_000}]}]})
+    assert run(["export", "--out", "exported"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error" not in err
+    assert "name: is longer than 200 characters" in err
+    files = list((tmp_path / "exported" / "servers").glob("*.yaml"))
+    assert len(files) == 1
+    assert len(files[0].name) < 100  # the file name is cut (with a digest), the name inside is whole

@@ -85,3 +85,24 @@ def test_bad_input_is_never_reported_as_an_internal_error(
     assert run(["validate", str(tmp_path)]) == 1
     assert "internal error" not in capsys.readouterr().err
     assert not list(tmp_path.rglob("mcp-reconciler-crash-*.log"))
+
+
+def test_a_bug_in_the_loader_is_an_internal_error_not_a_yaml_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MCP_RECONCILER_JOURNAL", str(tmp_path / "state" / "journal.jsonl"))
+    (tmp_path / "m.yaml").write_text("kind: Project\nprojectId: P2bug\n")
+
+    def broken(*_args: object) -> None:
+        raise TypeError("a bug of ours")
+
+    monkeypatch.setattr("reconciler.yamlsource._Converter.convert", broken)
+    assert run(["validate", str(tmp_path / "m.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("internal error: TypeError: a bug of ours (the traceback is in ")
+    assert "cannot be read as YAML" not in err
+    # What ruamel itself raises on a value stays a problem of the manifest.
+    monkeypatch.undo()
+    (tmp_path / "m.yaml").write_text("kind: Project\nprojectId: P2bug\nprune: !!int x\n")
+    assert run(["validate", str(tmp_path / "m.yaml")]) == 1
+    assert "a value cannot be read as YAML" in capsys.readouterr().err
