@@ -43,10 +43,18 @@ SERVER = (
     "kind: MCPServer\nname: svc\napprovedScopes:\n  - name: read\n  - name: write\n"
     "clients:\n  - name: bot\n    scopes: [read]\n"
 )
-TIME_LIMIT = 5.0  # seconds per run of validate
-HARD_LIMIT = 10.0  # a run still going after this is stopped, so that a hang fails instead of hanging
+# Bounds that tell a hang or a blow-up (minutes at these sizes) from a slow parse on a loaded 2-core
+# machine; how fast validate is belongs to bench/ and BENCHMARKS.md, not to these tests.
+TIME_LIMIT = 15.0  # seconds per run of validate
+HARD_LIMIT = 20.0  # a run still going after this is stopped, so that a hang fails instead of hanging
 MEMORY_LIMIT = 200 * 1024 * 1024  # bytes per run of validate
-ENVIRONMENT = {"FUZZ_NAME": "svc", "FUZZ_NUM": "15", "FUZZ_BOOL": "true", "FUZZ_EMPTY": ""}
+# Read by the manifests as ${FUZZ_NAME} and so on: environment variables reach them as MCP_VAR_*.
+ENVIRONMENT = {
+    "MCP_VAR_FUZZ_NAME": "svc",
+    "MCP_VAR_FUZZ_NUM": "15",
+    "MCP_VAR_FUZZ_BOOL": "true",
+    "MCP_VAR_FUZZ_EMPTY": "",
+}
 SIZE_MESSAGE = f"file is too large or too deeply nested: more than {MAX_NODES_PER_FILE:,} values (after expanding aliases)"
 DEPTH_MESSAGE = f"file is too large or too deeply nested: nested more than {MAX_DEPTH} levels deep"
 SELF_MESSAGE = "file is too large or too deeply nested: an alias refers to itself"
@@ -817,7 +825,7 @@ def _server(extra: str) -> str:
 )
 def test_an_alias_bomb_is_stopped_quickly_in_bounded_memory(levels: int, width: int) -> None:
     bomb = _server("lol:" + _alias_bomb(levels, width) + "\n")
-    assert problems_of(bomb) == [f"m/x.yaml:1:1: {SIZE_MESSAGE}"]  # also checks < 5 s and peak RSS
+    assert problems_of(bomb) == [f"m/x.yaml:1:1: {SIZE_MESSAGE}"]  # also checks the time bound and peak RSS
     if levels == 9:  # the classic: also its tracemalloc peak (tracing is slow, so only this one)
         assert traced_peak(bomb) < MEMORY_LIMIT
     values = "V_NAME:" + _alias_bomb(levels, width) + "\n"
