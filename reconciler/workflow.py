@@ -240,7 +240,11 @@ def one_writer(
 
 
 async def apply_saved(
-    plan: Plan, manifest: Manifest, connection: Connection, settings: ApplySettings
+    plan: Plan,
+    manifest: Manifest,
+    connection: Connection,
+    settings: ApplySettings,
+    show: Callable[[Plan], None],
 ) -> ApplyResult:
     """Apply exactly a saved plan: only when ``manifest`` is what it was made from, after finishing
     open deliveries, and only when planning again now gives the same changes (nothing moved live and
@@ -268,6 +272,7 @@ async def apply_saved(
                         "file was edited, or the project changed); nothing was applied: plan again",
                         details=plan_differences(plan, now),
                     )
+                show(now)  # only what was verified: the file's own text (its withheld list) is not shown
                 applier = Applier(
                     api, plan, live, sinks=courier.sinks, courier=courier, progress=settings.progress
                 )

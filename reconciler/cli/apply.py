@@ -102,8 +102,10 @@ def apply_command(
         click.echo(
             visible(f"Applying {paths[0]} (change set {saved.change_set}), made from {made_from}"), err=True
         )
-        click.echo(render_plan_text(saved, colour=colour()), nl=False)
-        return _finish(asyncio.run(apply_saved(saved, manifest, link, settings)))
+        def show(verified: Plan) -> None:
+            click.echo(render_plan_text(verified, colour=colour()), nl=False)
+
+        return _finish(asyncio.run(apply_saved(saved, manifest, link, settings, show)))
     manifest = load(paths, var_files)
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
