@@ -29,6 +29,13 @@ def _clean_variables(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name)
 
 
+@pytest.fixture(autouse=True)
+def _own_lock_folder(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Project locks of this test in a folder of its own: not the user's state folder, and never shared
+    with another test run on the same machine (tests that share one set it themselves)."""
+    monkeypatch.setenv("MCP_RECONCILER_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
+
+
 Writer = Callable[[str, str], Path]
 
 
