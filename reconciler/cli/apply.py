@@ -102,6 +102,7 @@ def apply_command(
         click.echo(
             visible(f"Applying {paths[0]} (change set {saved.change_set}), made from {made_from}"), err=True
         )
+
         def show(verified: Plan) -> None:
             click.echo(render_plan_text(verified, colour=colour()), nl=False)
 
