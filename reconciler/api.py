@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import idna
 
 from reconciler import assumptions
 from reconciler.errors import (
@@ -125,6 +126,26 @@ async def gather_or_cancel(calls: Iterable[Awaitable[T]]) -> list[T]:
         for task in tasks:
             task.cancel()
         raise
+
+
+def _check_base_url(url: httpx.URL) -> None:
+    """What httpx takes but no connection can use: a port out of range, a host IDNA refuses."""
+    problem = _base_url_problem(url)
+    if problem:
+        raise UsageError(f"the API base URL (DESCOPE_BASE_URL) cannot be used: {problem}")
+
+
+def _base_url_problem(url: httpx.URL) -> str:
+    try:
+        host = url.host  # decodes IDNA labels, which can fail
+        idna.encode(host, uts46=True)
+    except (idna.IDNAError, UnicodeError):
+        return "its host name is not valid"
+    if url.scheme not in ("http", "https") or not host:
+        return "it needs http:// or https:// and a host"
+    if url.port is not None and not 0 < url.port < 65536:
+        return f"port {url.port} is out of range"
+    return ""
 
 
 def resolve_base_url(project_id: str, environ: Mapping[str, str]) -> str:
@@ -283,6 +304,7 @@ class DescopeClient:
             )
         except httpx.InvalidURL:
             raise UsageError("the API base URL (DESCOPE_BASE_URL) is not a valid URL") from None
+        _check_base_url(self._http.base_url)
         for name in (*LIBRARY_LOGGERS, log.name):
             logging.getLogger(name).addFilter(self._log_filter)
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 
 
 def write_atomically(path: Path, text: str, *, mode: int) -> None:
-    """Temp file in the same folder, fsync, chmod, rename over ``path``, then fsync the folder."""
+    """Temp file in the same folder, fsync, chmod, rename over ``path``, then fsync the folder.
+
+    Only ever replaces a regular file: a rename over a device (``--out /dev/null``), a FIFO or a link
+    would replace that node itself. Raises OSError (the CLI reports it) when the folder cannot be used.
+    """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise IsADirectoryError(errno.EISDIR, "not a regular file: refusing to replace it", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -6,9 +6,14 @@ with a newline is written in the runner's heredoc form with a random delimiter.
 
 from __future__ import annotations
 
+import os
 import secrets
+import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
+
+from reconciler.errors import UsageError
 
 SUMMARY_LIMIT = 1024 * 1024 - 4096  # GitHub refuses a step summary over 1 MiB
 
@@ -26,8 +31,8 @@ def write_outputs(environ: Mapping[str, str], values: Mapping[str, str | int | b
             lines.append(f"{name}<<{delimiter}\n{text}\n{delimiter}")
         else:
             lines.append(f"{name}={text}")
-    with Path(target).open("a", encoding="utf-8") as stream:
-        stream.write("\n".join(lines) + "\n")
+    with _append(target, "GITHUB_OUTPUT") as stream:
+        stream.write(("\n".join(lines) + "\n").encode("utf-8"))
 
 
 def append_summary(environ: Mapping[str, str], markdown: str) -> None:
@@ -36,12 +41,27 @@ def append_summary(environ: Mapping[str, str], markdown: str) -> None:
     if not target:
         return
     path = Path(target)
-    used = path.stat().st_size if path.exists() else 0
+    used = path.stat().st_size if path.is_file() else 0
     room = SUMMARY_LIMIT - used
     data = markdown.encode("utf-8")
     if len(data) > room:
         note = b"\n\n_The rest is cut: GitHub allows 1 MiB of step summary._\n"
         data = data[: max(room - len(note), 0)].decode("utf-8", errors="ignore").encode() + note
     if room > 0:
-        with path.open("ab") as stream:
+        with _append(target, "GITHUB_STEP_SUMMARY") as stream:
             stream.write(data)
+
+
+def _append(target: str, variable: str) -> BinaryIO:
+    """The runner's file, opened to append; a clear error when it is not a writable regular file (a
+    FIFO would block the run for ever, a folder or a missing folder would end in a traceback)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        descriptor = os.open(target, flags, 0o644)
+    except OSError as exc:
+        raise UsageError(f"{variable}={target!r} cannot be written ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise UsageError(f"{variable}={target!r} is not a regular file")
+    os.set_blocking(descriptor, True)
+    return os.fdopen(descriptor, "ab")

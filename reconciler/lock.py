@@ -166,7 +166,10 @@ def lock_directory(environ: Mapping[str, str]) -> Path:
     ``~/.local/state``, + ``mcp-reconciler/locks``."""
     explicit = environ.get(LOCK_DIR_VARIABLE, "")
     if explicit:
-        return Path(explicit).expanduser().absolute()
+        try:
+            return Path(explicit).expanduser().absolute()
+        except RuntimeError:  # "~user/..." for a user that does not exist
+            raise LockError(f"{LOCK_DIR_VARIABLE}={explicit!r}: no such home folder") from None
     state = environ.get("XDG_STATE_HOME", "")
     if not os.path.isabs(state):
         home = environ.get("HOME", "")

@@ -45,21 +45,26 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 
 def find_manifest_files(paths: Iterable[str]) -> list[tuple[Path, str]]:
-    """Every YAML file under ``paths`` (any depth, sorted), with the name to show in messages."""
+    """Every YAML file under ``paths`` (any depth, sorted), with the name to show in messages.
+
+    Nothing is skipped silently: a folder that cannot be read, or a ``*.yaml`` entry that is not a
+    readable regular file (a dangling link, a FIFO, a folder), is an error, because a plan made without
+    it would delete what it describes.
+    """
     found: list[tuple[Path, str]] = []
     for given in paths:
         path = Path(given)
-        if path.is_dir():
-            files = sorted(
-                p
-                for p in path.rglob("*")
-                if p.suffix in YAML_SUFFIXES and p.is_file() and not _hidden(p, path)
-            )
-            found.extend((p, str(p)) for p in files)
-        elif path.is_file():
-            found.append((path, str(path)))
-        else:
-            raise UsageError(f"{given}: no such file or directory")
+        try:
+            if path.is_dir():
+                found.extend((p, str(p)) for p in _yaml_files(path))
+            elif path.is_file():
+                found.append((path, str(path)))
+            elif path.exists() or path.is_symlink():
+                raise UsageError(f"{given}: not a regular file or a folder")
+            else:
+                raise UsageError(f"{given}: no such file or directory")
+        except OSError as exc:
+            raise UsageError(f"{given}: cannot be read ({exc.strerror or exc})") from None
     if not found:
         raise UsageError(
             f"no manifest files (*.yaml, *.yml) found in {', '.join(paths) or 'the given paths'}"
@@ -67,8 +72,22 @@ def find_manifest_files(paths: Iterable[str]) -> list[tuple[Path, str]]:
     return found
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _yaml_files(root: Path) -> list[Path]:
+    def refuse(error: OSError) -> None:
+        raise UsageError(f"{error.filename}: cannot be read ({error.strerror}); no manifest may be left out")
+
+    files = []
+    for folder, folders, names in os.walk(root, onerror=refuse):
+        here = Path(folder)
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(names + [f for f in folders if f.endswith(YAML_SUFFIXES)]):
+            candidate = here / name
+            if name.startswith(".") or not name.endswith(YAML_SUFFIXES):
+                continue
+            if not candidate.is_file():
+                raise UsageError(f"{candidate}: named like a manifest, but not a regular file to read")
+            files.append(candidate)
+    return sorted(files)
 
 
 def read_var_file(path: str) -> dict[str, str]:

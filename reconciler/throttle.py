@@ -43,7 +43,8 @@ class ThrottleSettings:
 def parse_rate(text: str) -> tuple[int, float]:
     """``"400/10"`` → ``(400, 10.0)``: N requests per SECONDS."""
     match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*s?\s*", text)
-    if not match or int(match.group(1)) < 1 or float(match.group(2)) <= 0:
+    # A window over an hour, or a count past a million, is a typo that would stall the run silently.
+    if not match or not 1 <= int(match.group(1)) <= 1_000_000 or not 0 < float(match.group(2)) <= 3600:
         raise ValueError(f"invalid rate limit {text!r}: expected REQUESTS/SECONDS, e.g. 400/10")
     return int(match.group(1)), float(match.group(2))
 

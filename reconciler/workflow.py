@@ -147,7 +147,11 @@ def load_saved_plan(path: Path, *, signing_key: bytes | None) -> Plan:
             f"{path}: plan format version {version}; this mcp-reconciler reads {FORMAT_VERSION}: "
             "run plan --out again with this version"
         )
-    if document.get("checksum") != checksum(document):
+    try:
+        summed = checksum(document)
+    except UnicodeEncodeError:  # a lone surrogate: JSON escapes allow one, no text can hold it
+        raise SavedPlanError(f"{path}: holds text that is not valid Unicode; run plan --out again") from None
+    if document.get("checksum") != summed:
         raise SavedPlanError(
             f"{path}: the checksum does not match: the plan was edited or damaged; run plan again"
         )
@@ -177,7 +181,10 @@ def _check_signature(path: Path, document: Mapping[str, object], key: bytes | No
             f"{path}: the plan is not signed, and {PLAN_KEY_VARIABLE} is set: only plans signed with "
             "that key are applied (plan --out signs them when the same key is set)"
         )
-    if not isinstance(signed, str) or not hmac.compare_digest(signed, signature(document, key)):
+    expected = signature(document, key).encode()
+    if not isinstance(signed, str) or not hmac.compare_digest(
+        signed.encode("utf-8", "surrogatepass"), expected
+    ):
         raise SavedPlanError(
             f"{path}: the plan's signature does not match {PLAN_KEY_VARIABLE}: it was edited or signed "
             "with another key; nothing was applied"

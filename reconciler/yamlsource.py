@@ -10,6 +10,7 @@ YAML tags other than ``!!str`` are refused rather than constructed.
 from __future__ import annotations
 
 import re
+import stat
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -182,6 +183,9 @@ class _Converter:
         except VariableError as exc:
             self.problems.append(self.doc.problem(path, str(exc)))
             return text
+        if _not_unicode(result.text):  # a variable's value from undecodable bytes in the environment
+            self.problems.append(self.doc.problem(path, f"the value of a variable: {_SURROGATE}"))
+            return None
         if plain and result.whole:
             return _retype(result.text)
         return result.text
@@ -226,13 +230,16 @@ _INT = re.compile(r"[-+]?[0-9]+")
 _FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?")
 
 
+MAX_INT_DIGITS = 100  # Python refuses int() of over 4,300 digits; no manifest number comes near
+
+
 def _retype(text: str) -> Any:
     """Type an unquoted ``${VAR}`` value as YAML would have typed the same text, scalars only."""
     if text in ("true", "True", "TRUE"):
         return True
     if text in ("false", "False", "FALSE"):
         return False
-    if _INT.fullmatch(text):
+    if _INT.fullmatch(text) and len(text) <= MAX_INT_DIGITS:  # longer: kept as text, as no field takes it
         return int(text)
     if _FLOAT.fullmatch(text):
         return float(text)
@@ -288,7 +295,10 @@ def read_documents(
 ) -> tuple[list[Document], list[Problem]]:
     """Parse every document of one file; never raises for bad content, returns problems instead."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block the read, or never end
+            return [], [Problem(display, 1, 1, "", "not a regular file")]
+        size = info.st_size
         if size > MAX_FILE_BYTES:
             return [], [
                 Problem(display, 1, 1, "", f"file is larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")

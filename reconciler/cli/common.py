@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -108,7 +109,8 @@ TARGET_OPTION = click.option(
 )
 LOCK_TIMEOUT_OPTION = click.option(
     "--lock-timeout",
-    type=click.FloatRange(min=0),
+    type=click.FloatRange(min=0, max=86_400),  # a day at most
+    callback=lambda _ctx, _param, value: _finite(value),
     default=0,
     show_default=True,
     metavar="SECONDS",
@@ -116,6 +118,14 @@ LOCK_TIMEOUT_OPTION = click.option(
     help="When another run holds this project's lock, wait up to SECONDS for it, then give up "
     "(0: refuse at once) [env: MCP_RECONCILER_LOCK_TIMEOUT].",
 )
+
+
+def _finite(value: float) -> float:
+    if math.isnan(value):  # FloatRange lets NaN through, and a wait of NaN seconds never ends
+        raise click.BadParameter("not a number of seconds")
+    return value
+
+
 JOURNAL_OPTION = click.option(
     "--journal",
     type=click.Path(dir_okay=False, path_type=Path),

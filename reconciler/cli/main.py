@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sys.exit(run(argv))
 
 
-def run(argv: Sequence[str] | None = None) -> int:
+def run(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return per way a run ends
     """Run the command line and return its exit code instead of exiting."""
     try:
         result = cli.main(
@@ -142,6 +142,10 @@ def run(argv: Sequence[str] | None = None) -> int:
     except ReconcilerError as exc:
         report(exc)
         return exc.exit_code
+    except OSError as exc:  # the file system said no: a path, a permission, a full disk; not a bug
+        path = f": {exc.filename}" if exc.filename else ""
+        click.echo(visible(f"error: {exc.strerror or exc}{path}"), err=True)
+        return ExitCode.ERROR
     except Exception as exc:  # a bug: say so plainly, and keep the traceback for whoever fixes it
         if os.environ.get("MCP_RECONCILER_DEBUG"):
             raise
