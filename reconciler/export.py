@@ -111,6 +111,10 @@ def _server_document(
     for client in sorted(clients, key=lambda c: c.name):
         if client.registration_type not in ("", assumptions.REGISTRATION_PRE_REGISTERED):
             continue  # an end user's client: never exported, never managed
+        if not client.name:  # a manifest names every client: this one cannot be written down
+            nameless = f'a client of server "{server.name}" ({client.id}) is skipped: it has no name'
+            result.warnings.append(nameless)
+            continue
         exported.append(_client_document(client, options, result))
     duplicates = [name for name, n in Counter(c["name"] for c in exported).items() if n > 1]
     for name in duplicates:

@@ -67,6 +67,11 @@ class Journal:
             # Each event is fsynced, but a new file's name is durable only once its folder is.
             with contextlib.suppress(OSError):
                 fsync_folder(path.parent)
+        elif _ends_torn(path):
+            # A crash mid-line left no newline: end that line, or this run's first event would join it
+            # and be skipped with it as torn.
+            self._stream.write("\n")
+            self._stream.flush()
 
     def write(self, event: str, **fields: Any) -> None:
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -116,6 +121,18 @@ def _open(path: Path) -> int:
     return descriptor
 
 
+def _ends_torn(path: Path) -> bool:
+    """Whether the journal's last line has no newline (a write cut short by a crash)."""
+    try:
+        with path.open("rb") as stream:
+            if stream.seek(0, os.SEEK_END) == 0:
+                return False
+            stream.seek(-1, os.SEEK_END)
+            return stream.read(1) != b"\n"
+    except OSError:
+        return False
+
+
 def _reason(exc: OSError) -> str:
     return exc.strerror or type(exc).__name__
 
@@ -136,23 +153,57 @@ class OpenDelivery:
     salt: str | None = None
 
 
+# The fields an opening event must carry (as strings), and those it may carry (strings when present).
+REQUIRED_FIELDS = ("server", "client")
+OPTIONAL_FIELDS = ("sink", "key", "id", "serverId", "rotation", "before", "salt")
+
+
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
-    """Every well-formed event in the journal; a torn last line (a crash mid-write, perhaps inside a
-    character) is skipped. JournalError when the journal exists but cannot be read."""
+    """Every event in the journal; a torn line (a crash mid-write, perhaps inside a character: JSON
+    cut short) is skipped. JournalError when the journal exists but cannot be read, or when a line is
+    JSON but not a journal event: skipping it could lose the record of an undelivered secret."""
     if not path.exists():
         return
     try:
         # errors="replace": a line torn inside a multi-byte character is then just not valid JSON.
         with path.open(encoding="utf-8", errors="replace") as stream:
-            for line in stream:
+            for number, line in enumerate(stream, start=1):
                 try:
                     event = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(event, dict) and "event" in event:
-                    yield event
+                except json.JSONDecodeError:
+                    continue  # JSON cut short: a torn write
+                except (ValueError, RecursionError):  # too deep, or a number too long: never torn
+                    raise _malformed(path, number, "it cannot be parsed") from None
+                problem = _problem(event)
+                if problem:
+                    raise _malformed(path, number, problem)
+                yield event
     except OSError as exc:
         raise JournalError(f"cannot read the journal {path}: {_reason(exc)}") from None
+
+
+def _problem(event: object) -> str:
+    """What makes ``event`` something other than a journal event, or ""."""
+    if not isinstance(event, dict):
+        return "it is not a JSON object"
+    if not isinstance(event.get("event"), str):
+        return 'its "event" is missing or not a string'
+    if event["event"] not in OPENING:
+        return ""
+    for name in REQUIRED_FIELDS:
+        if not isinstance(event.get(name), str):
+            return f'its "{name}" is missing or not a string'
+    for name in OPTIONAL_FIELDS:
+        if event.get(name) is not None and not isinstance(event[name], str):
+            return f'its "{name}" is not a string'
+    return ""
+
+
+def _malformed(path: Path, number: int, problem: str) -> JournalError:
+    return JournalError(
+        f"the journal {path}: line {number} is not a journal event: {problem}; move the journal away "
+        "to start afresh, after checking its open deliveries"
+    )
 
 
 def open_deliveries(path: Path, project: str) -> list[OpenDelivery]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from reconciler.errors import JournalError, ReconcilerError
-from reconciler.journal import Journal, digest, open_deliveries
+from reconciler.journal import Journal, digest, open_deliveries, read_events
 from reconciler.secret import Secret
 
 
@@ -135,3 +135,13 @@ def test_a_line_torn_inside_a_character_is_skipped(tmp_path: Path) -> None:
     with path.open("ab") as stream:
         stream.write(whole[: whole.index("é".encode()) + 1])  # a crash between the two bytes of é
     assert [(d.server, d.client) for d in open_deliveries(path, "P1")] == [("s", "é")]
+
+
+def test_a_torn_last_line_is_ended_before_the_next_run_writes(tmp_path: Path) -> None:
+    path = tmp_path / "journal.jsonl"
+    path.write_text('{"event": "apply-started", "project": "P"}\n{"event": "create-sta')
+    journal = Journal(path, project="P")
+    journal.write("apply-started")
+    journal.close()
+    events = [e["event"] for e in read_events(path)]
+    assert events == ["apply-started", "apply-started"]  # the torn line is skipped, the new one kept

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from reconciler.api import DescopeClient
 from reconciler.cli.common import DEFAULT_PATHS, colour
 from reconciler.cli.main import cli
 from reconciler.emulator import EmulatorConfig, running_emulator
-from reconciler.errors import ExitCode
+from reconciler.errors import ExitCode, UsageError
 from reconciler.manifest import load_manifest
 from reconciler.models import Manifest
 from reconciler.planner import PlanOptions
@@ -69,6 +70,12 @@ def _walkthrough(paths: tuple[str, ...], work: Path, *, kept: bool) -> None:
     environ["MCP_VAR_SECRETS_DIR"] = str(work / "secrets")
     manifest = load_manifest(paths, environ=environ)
     project = manifest.project.projectId
+    if not manifest.servers:
+        raise UsageError("the demo needs at least one MCPServer in the manifests")
+    if not re.fullmatch(r"[A-Za-z0-9]+", project):
+        raise UsageError(
+            f"the demo needs a projectId of plain ASCII letters and digits (such as P2DEMO), not {project!r}"
+        )
     with running_emulator(EmulatorConfig(project_id=project, management_key=key)) as emulator:
         emulator.seed(EXISTING)
         environ |= {"DESCOPE_BASE_URL": emulator.base_url, "DESCOPE_MANAGEMENT_KEY": key}

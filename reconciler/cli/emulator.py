@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from reconciler.cli.main import cli
 from reconciler.errors import (
     ExitCode,
+    ReconcilerError,
     UsageError,
 )
 from reconciler.throttle import parse_rate
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
+    from reconciler.emulator import EmulatorConfig
 
 
 @cli.command()
@@ -58,7 +65,11 @@ def emulator(**options: Any) -> int:
     Point mcp-reconciler at it with DESCOPE_BASE_URL=http://HOST:PORT and the same
     DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY.
     """
-    from reconciler.emulator import EmulatorConfig, serve  # noqa: PLC0415 - load the server stack only here
+    # Load the server stack only here.
+    import uvicorn  # noqa: PLC0415
+
+    from reconciler.emulator import EmulatorConfig  # noqa: PLC0415
+    from reconciler.emulator.server import uvicorn_config  # noqa: PLC0415
 
     if not options["management_key"]:
         raise UsageError("set DESCOPE_MANAGEMENT_KEY (or --management-key): the key the emulator will accept")
@@ -79,7 +90,10 @@ def emulator(**options: Any) -> int:
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    host, port = options["host"], options["port"]
+    app = _app(config)
+    host = options["host"]
+    listener = _listen(host, options["port"])
+    port = listener.getsockname()[1]  # the port given, or the one the system chose for --port 0
     click.echo(
         f"Descope emulator for project {config.project_id} on http://{host}:{port}"
         + (f", state in {config.state_file}" if config.state_file else ", state in memory only"),
@@ -87,8 +101,37 @@ def emulator(**options: Any) -> int:
     )
     click.echo(f"Use it with: export DESCOPE_BASE_URL=http://{host}:{port}", err=True)
     try:
-        serve(config, host=host, port=port)
+        uvicorn.Server(uvicorn_config(app, host=host, port=port, quiet=False)).run(sockets=[listener])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down cleanly
         click.echo("Emulator stopped.", err=True)
         return ExitCode.INTERRUPTED
+    finally:
+        listener.close()
     return ExitCode.OK
+
+
+def _app(config: EmulatorConfig) -> ASGIApp:
+    """The emulator's app, its state file loaded: a clean error when that file cannot be used."""
+    from reconciler.emulator import create_app  # noqa: PLC0415
+
+    path = config.state_file
+    try:
+        return create_app(config)
+    except (OSError, ValueError) as exc:
+        if path is None:
+            raise
+        if isinstance(exc, OSError):
+            reason = exc.strerror or type(exc).__name__
+        else:
+            reason = str(exc).removeprefix(f"state file {path} cannot be read: ")
+        raise UsageError(f"the state file {path} cannot be used: {reason}") from None
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to HOST:PORT and listening, or a clean error (the port in use, an unknown host)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except (OSError, ValueError) as exc:
+        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+        raise ReconcilerError(f"cannot listen on {host}:{port}: {reason}") from None

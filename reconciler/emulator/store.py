@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import stat
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,14 +342,37 @@ def dump_state(servers: dict[str, Server]) -> dict[str, Any]:
 
 
 def load_state(path: Path) -> dict[str, Server]:
+    """The servers kept in a state file. ValueError "state file PATH cannot be read: REASON" when it
+    cannot be used; the reason never quotes the file (it holds client secrets)."""
+
+    def unusable(reason: str) -> ValueError:
+        return ValueError(f"state file {path} cannot be read: {reason}")
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("version") != STATE_FILE_VERSION:
-            raise ValueError(f"version {data.get('version')!r} is not {STATE_FILE_VERSION}")
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO would hang the read
+            raise unusable("it is not a regular file")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise unusable(exc.strerror or type(exc).__name__) from None
+    except UnicodeDecodeError:
+        raise unusable("it is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise unusable(f"it is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except (ValueError, RecursionError):  # nested too deep, or a number too long
+        raise unusable("it is not valid JSON") from None
+    if not isinstance(data, dict) or data.get("version") != STATE_FILE_VERSION:
+        raise unusable(f"it is not an emulator state file of version {STATE_FILE_VERSION}")
+    if not isinstance(data.get("servers"), list):
+        raise unusable('its "servers" is missing or not a list')
+    try:
         servers = [restored_server(entry) for entry in data["servers"]]
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"state file {path} cannot be read: {exc!r}") from exc
-    return {server.id: server for server in servers}
+        return {server.id: server for server in servers}
+    except KeyError as exc:
+        raise unusable(f"a server or client has no {exc.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError):
+        raise unusable("its servers are not as the emulator writes them") from None
 
 
 def restored_server(entry: dict[str, Any]) -> Server:

@@ -123,7 +123,10 @@ def same_secret(stored: object, secret: Secret) -> Verification:
     """MATCH or DIFFERENT, compared in constant time; anything but a string is DIFFERENT."""
     if not isinstance(stored, str):
         return Verification.DIFFERENT
-    equal = hmac.compare_digest(stored.encode(), secret.reveal().encode())
+    # surrogatepass: a lone surrogate (valid in JSON text) must compare, not crash the check.
+    equal = hmac.compare_digest(
+        stored.encode("utf-8", "surrogatepass"), secret.reveal().encode("utf-8", "surrogatepass")
+    )
     return Verification.MATCH if equal else Verification.DIFFERENT
 
 

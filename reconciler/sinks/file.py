@@ -245,6 +245,8 @@ class JsonCodec:
             document = json.loads(text)
         except json.JSONDecodeError as exc:
             raise Corrupt(f"{exc.msg} at line {exc.lineno}, column {exc.colno}") from None
+        except (ValueError, RecursionError):  # nested too deep, or a number too long to read
+            raise Corrupt("it cannot be parsed") from None
         if not isinstance(document, dict):
             raise Corrupt("the top level is not an object")
         return document
