@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -42,3 +43,25 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+class NotRegularFile(OSError):
+    """The path names a FIFO, a device, a socket or a folder where a regular file belongs."""
+
+
+def open_append(path: str | Path, mode: int, *, follow_links: bool = True) -> int:
+    """A descriptor to append to ``path`` (created with ``mode``), only if it is a regular file.
+
+    O_NONBLOCK: a FIFO planted at the path must not hang the open before fstat turns it away; the
+    descriptor is made blocking again before it is returned.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+    descriptor = os.open(path, flags if follow_links else flags | os.O_NOFOLLOW, mode)
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NotRegularFile(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(descriptor, True)
+    except BaseException:
+        os.close(descriptor)
+        raise
+    return descriptor

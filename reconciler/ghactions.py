@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import secrets
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
 
 from reconciler.errors import UsageError
+from reconciler.files import NotRegularFile, open_append
 
 SUMMARY_LIMIT = 1024 * 1024 - 4096  # GitHub refuses a step summary over 1 MiB
 
@@ -55,13 +55,9 @@ def append_summary(environ: Mapping[str, str], markdown: str) -> None:
 def _append(target: str, variable: str) -> BinaryIO:
     """The runner's file, opened to append; a clear error when it is not a writable regular file (a
     FIFO would block the run for ever, a folder or a missing folder would end in a traceback)."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        descriptor = os.open(target, flags, 0o644)
+        return os.fdopen(open_append(target, 0o644), "ab")
+    except NotRegularFile:
+        raise UsageError(f"{variable}={target!r} is not a regular file") from None
     except OSError as exc:
         raise UsageError(f"{variable}={target!r} cannot be written ({exc.strerror})") from None
-    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-        os.close(descriptor)
-        raise UsageError(f"{variable}={target!r} is not a regular file")
-    os.set_blocking(descriptor, True)
-    return os.fdopen(descriptor, "ab")

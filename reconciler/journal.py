@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import secrets as random_source
-import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import JournalError
-from reconciler.files import fsync_folder
+from reconciler.files import NotRegularFile, fsync_folder, open_append
 from reconciler.secret import Secret
 
 DEFAULT_JOURNAL = Path(".mcp-reconciler") / "journal.jsonl"
@@ -102,23 +101,15 @@ def _open(path: Path) -> int:
         raise JournalError(f"the journal {path} is a folder: point --journal at a file")
     if path.exists() and not path.is_file():
         raise JournalError(f"the journal {path} is not a regular file: point --journal at a file")
-    # O_NONBLOCK: a FIFO planted at the path must not hang the run before fstat turns it away.
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        descriptor = os.open(path, flags, 0o600)
+        return open_append(path, 0o600, follow_links=False)
+    except NotRegularFile:
+        raise JournalError(f"the journal {path} is not a regular file: point --journal at a file") from None
     except OSError as exc:
         raise JournalError(
             f"cannot open the journal {path} for writing: {_reason(exc)}: fix its permissions or "
             "choose another path with --journal"
         ) from None
-    try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise JournalError(f"the journal {path} is not a regular file: point --journal at a file")
-        os.set_blocking(descriptor, True)
-    except BaseException:
-        os.close(descriptor)
-        raise
-    return descriptor
 
 
 def _ends_torn(path: Path) -> bool:

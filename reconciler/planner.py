@@ -25,12 +25,10 @@ from reconciler.plan import (
     FieldChange,
     Kind,
     Plan,
-    Provenance,
     SecretTarget,
     Withheld,
     fingerprint,
 )
-from reconciler.provenance import manifest_digests
 from reconciler.tags import PROTECT_TAG, rotation_markers, user_tags, with_system_tags
 from reconciler.wire import LiveClient, LiveServer, LiveState
 
@@ -127,11 +125,6 @@ class _Planner:
             partial=bool(self.options.targets),
             targets=tuple(str(t) for t in self.options.targets),
             withheld=tuple(w for w in self.withheld if self._in_scope(w.server)),
-            made_from=Provenance(
-                prune=self.options.prune,
-                allow_deletes=self.options.allow_deletes,
-                digests={} if self.options.lenient else manifest_digests(self.manifest),
-            ),
         )
 
     # ---- servers -------------------------------------------------------------------------------

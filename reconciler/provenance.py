@@ -15,7 +15,22 @@ from pathlib import PurePosixPath, PureWindowsPath
 from typing import Any
 
 from reconciler.models import Manifest
-from reconciler.plan import canonical_json
+from reconciler.plan import Provenance, canonical_json
+from reconciler.planner import PlanOptions
+
+
+def made_from(
+    manifest: Manifest, options: PlanOptions, *, paths: tuple[str, ...], var_files: tuple[str, ...]
+) -> Provenance:
+    """What a plan to be saved records about its making; only ``plan`` needs it, so only it pays for
+    the digests (apply of a saved plan computes the current ones once, to compare)."""
+    return Provenance(
+        paths=paths,
+        var_files=var_files,
+        prune=options.prune,
+        allow_deletes=options.allow_deletes,
+        digests=manifest_digests(manifest),
+    )
 
 
 def manifest_digests(manifest: Manifest) -> dict[str, str]:

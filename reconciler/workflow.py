@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import hmac
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -263,29 +263,19 @@ async def apply_saved(
         allow_deletes=plan.made_from.allow_deletes,
         targets=tuple(Target.parse(t) for t in plan.targets),
     )
-    async with one_writer(plan.project_id, connection, settings.lock):
-        with delivery_kit(manifest, connection, settings.journal, settings.mask) as courier:
-            async with connection.client(plan.project_id) as api:
-                resumed = await finish_open_deliveries(api, courier, manifest)
-                targeted = {t.server for t in options.targets} if options.targets else None
-                live = await connection.live_state(api, targeted)
-                moved = moved_since(plan, live)
-                if moved:
-                    raise StalePlanError(moved)
-                now = build_plan(manifest, live, options)
-                if now.change_set != plan.change_set:
-                    raise SavedPlanError(
-                        "the saved plan is not what the manifests and the live project give now (the "
-                        "file was edited, or the project changed); nothing was applied: plan again",
-                        details=plan_differences(plan, now),
-                    )
-                show(now)  # only what was verified: the file's own text (its withheld list) is not shown
-                applier = Applier(
-                    api, plan, live, sinks=courier.sinks, courier=courier, progress=settings.progress
-                )
-                result = _merged(resumed, await applier.run())
-                assert result is not None  # an applier's result is never None
-                return result
+    async with _writing(manifest, connection, settings, options) as run:
+        moved = moved_since(plan, run.live)
+        if moved:
+            raise StalePlanError(moved)
+        now = build_plan(manifest, run.live, options)
+        if now.change_set != plan.change_set:
+            raise SavedPlanError(
+                "the saved plan is not what the manifests and the live project give now (the file was "
+                "edited, or the project changed); nothing was applied: plan again",
+                details=plan_differences(plan, now),
+            )
+        show(now)  # only what was verified: the file's own text (its withheld list) is not shown
+        return await run.apply(plan)
 
 
 async def apply_fresh(
@@ -297,23 +287,52 @@ async def apply_fresh(
 ) -> tuple[Plan, ApplyResult | None]:
     """Finish open deliveries, plan, ask ``confirm``, apply, all under the project's lock (taken before
     the journal or the live project is read). No result when declined or nothing to do."""
-    project = manifest.project
-    async with one_writer(project.projectId, connection, settings.lock):
+    async with _writing(manifest, connection, settings, options) as run:
+        check_targets(manifest, run.live, options)
+        plan = build_plan(manifest, run.live, options)
+        if not plan.changes:
+            resumed = run.resumed
+            return plan, resumed if resumed.delivered or resumed.undelivered or resumed.notices else None
+        if not confirm(plan):
+            return plan, None
+        return plan, await run.apply(plan)
+
+
+@dataclass
+class _WriteRun:
+    """One run that may change the project: the API, the courier, what was resumed, the live state."""
+
+    api: DescopeClient
+    courier: Courier
+    resumed: ApplyResult
+    live: LiveState
+    progress: Progress | None
+
+    async def apply(self, plan: Plan) -> ApplyResult:
+        """Carry out ``plan``; the result counts the deliveries resumed before it too."""
+        applier = Applier(
+            self.api, plan, self.live, sinks=self.courier.sinks, courier=self.courier, progress=self.progress
+        )
+        result = await applier.run()
+        result.delivered += self.resumed.delivered
+        result.undelivered[:0] = self.resumed.undelivered
+        result.notices[:0] = self.resumed.notices
+        return result
+
+
+@contextlib.asynccontextmanager
+async def _writing(
+    manifest: Manifest, connection: Connection, settings: ApplySettings, options: PlanOptions
+) -> AsyncIterator[_WriteRun]:
+    """The project's lock, the sinks and journal, the API; open deliveries finished, live state read."""
+    project_id = manifest.project.projectId
+    async with one_writer(project_id, connection, settings.lock):
         with delivery_kit(manifest, connection, settings.journal, settings.mask) as courier:
-            async with connection.client(project.projectId) as api:
+            async with connection.client(project_id) as api:
                 resumed = await finish_open_deliveries(api, courier, manifest)
                 targeted = {t.server for t in options.targets} if options.targets else None
                 live = await connection.live_state(api, targeted)
-                check_targets(manifest, live, options)
-                plan = build_plan(manifest, live, options)
-                if not plan.changes:
-                    return plan, _merged(resumed, None)
-                if not confirm(plan):
-                    return plan, None
-                applier = Applier(
-                    api, plan, live, sinks=courier.sinks, courier=courier, progress=settings.progress
-                )
-                return plan, _merged(resumed, await applier.run())
+                yield _WriteRun(api, courier, resumed, live, settings.progress)
 
 
 @contextlib.contextmanager
@@ -383,16 +402,6 @@ def _current_destination(
         f"{item.sink!r} is in the manifests any more, so there is nowhere to deliver it; closed in the "
         "journal. If the client still exists in Descope, rotate its secret or delete it"
     )
-
-
-def _merged(resumed: ApplyResult, result: ApplyResult | None) -> ApplyResult | None:
-    """The applier's result with the resumed deliveries added; None when nothing happened at all."""
-    if result is None:
-        return resumed if resumed.delivered or resumed.undelivered or resumed.notices else None
-    result.delivered += resumed.delivered
-    result.undelivered[:0] = resumed.undelivered
-    result.notices[:0] = resumed.notices
-    return result
 
 
 def check_sinks(plan: Plan, manifest: Manifest, environ: Mapping[str, str]) -> list[str]:

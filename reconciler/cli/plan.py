@@ -27,6 +27,7 @@ from reconciler.cli.main import cli
 from reconciler.errors import ExitCode
 from reconciler.manifest import control_character_warnings
 from reconciler.planner import PlanOptions, Target
+from reconciler.provenance import made_from
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
 from reconciler.textsafe import visible
 from reconciler.workflow import (
@@ -96,12 +97,10 @@ def plan_command(
     signing_key = plan_key(link.environ)
     with group("Reading the live project and planning"):
         plan = asyncio.run(plan_project(manifest, link, options))
-    plan = replace(
-        plan,
-        made_from=replace(
-            plan.made_from, paths=recorded_paths(paths or DEFAULT_PATHS), var_files=recorded_paths(var_files)
-        ),
+    sources = made_from(
+        manifest, options, paths=recorded_paths(paths or DEFAULT_PATHS), var_files=recorded_paths(var_files)
     )
+    plan = replace(plan, made_from=sources)
     publish(
         render_plan_markdown(plan),
         {"has-changes": plan.has_changes, **plan.summary, "changeset": plan.change_set},
