@@ -36,6 +36,14 @@ def _own_lock_folder(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.T
     monkeypatch.setenv("MCP_RECONCILER_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
 
 
+def project_yaml(project_id: str) -> str:
+    """A Project manifest whose secrets go to one file sink, .secrets/clients.json (relative)."""
+    return (
+        f"kind: Project\nprojectId: {project_id}\ndefaultSink: local\n"
+        "sinks:\n  local:\n    type: file\n    path: .secrets/clients.json\n"
+    )
+
+
 Writer = Callable[[str, str], Path]
 
 

@@ -40,6 +40,7 @@ from reconciler.errors import (
     UsageError,
 )
 from reconciler.throttle import Throttle, ThrottleSettings
+from tests.conftest import project_yaml
 
 KEY = "K2-hostile-management-key-7e4b91"
 PROJECT = "P2HOSTILE"
@@ -673,15 +674,7 @@ def test_an_invalid_base_url_is_a_usage_error() -> None:
 
 # ---- end to end through the CLI ---------------------------------------------------------------------
 
-MANIFEST = f"""\
-kind: Project
-projectId: {PROJECT}
-defaultSink: local
-sinks:
-  local:
-    type: file
-    path: .secrets/clients.json
-"""
+MANIFEST = project_yaml(PROJECT)
 
 
 @pytest.fixture

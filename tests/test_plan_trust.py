@@ -19,21 +19,13 @@ import pytest
 from reconciler.cli import run
 from reconciler.emulator import RunningEmulator
 from reconciler.plan import canonical_json, checksum
-from tests.conftest import serving
+from tests.conftest import project_yaml, serving
 
 KEY = "K2-plan-trust-management-key-7f3a"
 PROJECT = "P2PLANTRUST"
 PLAN_KEY = "plan-signing-key-0123456789abcdef"
 
-PROJECT_YAML = f"""\
-kind: Project
-projectId: {PROJECT}
-defaultSink: local
-sinks:
-  local:
-    type: file
-    path: .secrets/clients.json
-"""
+PROJECT_YAML = project_yaml(PROJECT)
 SERVER_YAML = """\
 kind: MCPServer
 name: calendar

@@ -30,7 +30,7 @@ from reconciler.journal import Journal
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord
 from reconciler.sinks.file import FileSink
-from tests.conftest import serving
+from tests.conftest import project_yaml, serving
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 
@@ -163,15 +163,7 @@ def test_each_journal_event_is_synced_before_write_returns(tmp_path: Path, steps
 
 PROJECT = "P2FSYNCAPPLY"
 KEY = "K2-fsync-promises-management-key-9d2"
-PROJECT_YAML = f"""\
-kind: Project
-projectId: {PROJECT}
-defaultSink: local
-sinks:
-  local:
-    type: file
-    path: .secrets/clients.json
-"""
+PROJECT_YAML = project_yaml(PROJECT)
 SERVER_YAML = """\
 kind: MCPServer
 name: calendar

@@ -19,7 +19,7 @@ from reconciler.emulator import RunningEmulator
 from reconciler.plan import Action, Change, Kind, Plan, fingerprint
 from reconciler.stale import moved_since
 from reconciler.wire import LiveClient, LiveServer, LiveState
-from tests.conftest import serving
+from tests.conftest import project_yaml, serving
 
 OWNER = "managed-by:mcp-reconciler"
 
@@ -176,15 +176,7 @@ def test_every_moved_object_is_named_once_in_order() -> None:
 
 PROJECT = "P2STALECLI"
 KEY = "K2-stale-promises-management-key-51c"
-PROJECT_YAML = f"""\
-kind: Project
-projectId: {PROJECT}
-defaultSink: local
-sinks:
-  local:
-    type: file
-    path: .secrets/clients.json
-"""
+PROJECT_YAML = project_yaml(PROJECT)
 SERVER_YAML = """\
 kind: MCPServer
 name: calendar
