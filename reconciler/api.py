@@ -45,6 +45,7 @@ from reconciler.errors import (
 )
 from reconciler.scopes import ScopesFormat
 from reconciler.secret import Secret
+from reconciler.textsafe import visible
 from reconciler.throttle import Throttle
 from reconciler.wire import (
     LiveClient,
@@ -796,8 +797,7 @@ def _too_large(endpoint: str) -> ApiError:
 
 def _cut(text: str, limit: int = MESSAGE_LIMIT) -> str:
     """One line (control characters escaped, so an answer cannot forge a line or a terminal code), cut."""
-    text = " ".join(text.split())
-    text = "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in text)
+    text = visible(" ".join(text.split()))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
