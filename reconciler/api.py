@@ -1,11 +1,13 @@
 """The Descope Management API client for MCP servers and their clients: the only module that imports httpx.
 
-One async method per endpoint. Every call goes through the run's shared :class:`Throttle`. Errors
-are translated here into the ``reconciler.errors`` tree (status, errorCode, a cut-short message;
-never the key or a secret). Retries: a 429 always (it is answered before the mutation runs); 5xx
-and transport failures only for calls that are safe to repeat. A create or rotate whose outcome is
-unknown is never blindly repeated: the client looks first, so a retry cannot make a duplicate or
-rotate twice.
+One async method per call; each takes its method and path from the kind's
+:class:`~reconciler.kinds.Endpoint` (a GET sends query parameters, a POST a JSON body), joined to the
+base URL, which may carry a path of its own (a proxy's ``https://proxy.example/descope``). Every call
+goes through the run's shared :class:`Throttle`. Errors are translated here into the
+``reconciler.errors`` tree (method and path, status, errorCode, a cut-short message; never the key or
+a secret). Retries: a 429 always (it is answered before the mutation runs); 5xx and transport
+failures only for calls that are safe to repeat. A create or rotate whose outcome is unknown is never
+blindly repeated: the client looks first, so a retry cannot make a duplicate or rotate twice.
 
 The answer may come from a broken proxy or an attacker at DESCOPE_BASE_URL, so what one can cost is
 bounded (the constants below): each request has a deadline for the whole exchange, bodies are read
@@ -23,15 +25,15 @@ import math
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx
 import idna
 
-from reconciler import assumptions
+from reconciler import assumptions, kinds
 from reconciler.errors import (
     AmbiguousObject,
     ApiError,
@@ -43,6 +45,7 @@ from reconciler.errors import (
     Unauthorized,
     UsageError,
 )
+from reconciler.kinds import Endpoint, LiveObject
 from reconciler.scopes import ScopesFormat
 from reconciler.secret import Secret
 from reconciler.textsafe import visible
@@ -63,14 +66,26 @@ from reconciler.wire import (
 
 log = logging.getLogger("reconciler.api")
 T = TypeVar("T")
+Found = TypeVar("Found", bound=LiveObject)
 
-API_PREFIX = "/v1/mgmt/mcp/"
 DEFAULT_BASE_URL = "https://api.descope.com"
 REGIONAL_ID_LENGTH = 32
 MESSAGE_LIMIT = 200
 CODE_LIMIT = 40  # an errorCode is a short token (E130429); a longer one is cut
-SEARCH = "server/clients/search"
 MIB = 1024 * 1024
+
+
+def _present(endpoint: Endpoint | None, what: str) -> Endpoint:
+    if endpoint is None:
+        raise TypeError(f"the client kind has no {what} endpoint")
+    return endpoint
+
+
+SERVERS = kinds.SERVER.endpoints
+CLIENTS = kinds.CLIENT.endpoints
+SEARCH = CLIENTS.list
+READ_SECRET = _present(CLIENTS.read_secret, "read_secret")
+ROTATE_SECRET = _present(CLIENTS.rotate_secret, "rotate_secret")
 
 # ---- what one answer may cost ------------------------------------------------------------------
 # servers/all is not paged: 1,000 servers of ~0.7 KB are 0.7 MB of JSON, and MAX_SERVERS rich ones
@@ -146,6 +161,8 @@ def _base_url_problem(url: httpx.URL) -> str:
         return "it needs http:// or https:// and a host"
     if url.port is not None and not 0 < url.port < 65536:
         return f"port {url.port} is out of range"
+    if url.query or url.fragment:  # each call's path is joined to the base's: a query would swallow it
+        return "it may have a path but no query (?...) or fragment (#...)"
     return ""
 
 
@@ -236,6 +253,30 @@ class RedactingFilter(logging.Filter):
 
 
 @dataclass(frozen=True)
+class _Request:
+    """One call as sent: its endpoint, the query parameters and, for a POST, the JSON body."""
+
+    endpoint: Endpoint
+    query: Mapping[str, str] | None
+    body: Mapping[str, Any] | None
+
+    @classmethod
+    def of(
+        cls, endpoint: Endpoint, body: Mapping[str, Any] | None, query: Mapping[str, str] | None
+    ) -> _Request:
+        if endpoint.method == "GET":
+            if body is not None:
+                raise TypeError(f"{endpoint} sends no body")
+            return cls(endpoint, query, None)
+        return cls(endpoint, query, {} if body is None else body)
+
+    @property
+    def relative_url(self) -> str:
+        """The path relative to the base URL, whose own path (a proxy's prefix, say) it extends."""
+        return self.endpoint.path.lstrip("/")
+
+
+@dataclass(frozen=True)
 class _Answer:
     """One HTTP answer, read whole (within its cap) and detached from the connection."""
 
@@ -251,13 +292,11 @@ class _Budget:
     def __init__(self, limit: int) -> None:
         self.limit = self.left = limit
 
-    def spend(self, count: int, endpoint: str) -> None:
+    def spend(self, count: int, endpoint: Endpoint) -> None:
         self.left -= count
         if self.left < 0:
-            raise ApiError(
-                f"the answers take more than {self.limit / MIB:g} MiB in all; stopped reading them",
-                endpoint=endpoint,
-                status=httpx.codes.OK,
+            raise _unusable(
+                endpoint, f"the answers take more than {self.limit / MIB:g} MiB in all; stopped reading them"
             )
 
 
@@ -297,7 +336,7 @@ class DescopeClient:
         self._log_filter = RedactingFilter(self._redact)
         try:
             self._http = httpx.AsyncClient(
-                base_url=base_url.rstrip("/") + API_PREFIX,
+                base_url=base_url.rstrip("/"),
                 headers={"Authorization": f"Bearer {project_id}:{management_key}"},
                 timeout=timeout,
                 transport=transport,
@@ -339,73 +378,53 @@ class DescopeClient:
     # ---- servers -------------------------------------------------------------------------------
 
     async def load_all_servers(self) -> list[LiveServer]:
-        data = await self._post("servers/all", {}, idempotent=True)
+        endpoint = SERVERS.list
+        data = await self._call(endpoint, {}, idempotent=True)
         listed = data.get("servers")
         if isinstance(listed, list) and len(listed) > MAX_SERVERS:
-            raise ApiError(
+            raise _unusable(
+                endpoint,
                 f"the answer lists {len(listed):,} servers, more than the {MAX_SERVERS:,} this tool reads "
                 "in one project",
-                endpoint="servers/all",
-                status=httpx.codes.OK,
             )
-        with _reading("servers/all"):
-            servers = servers_from_wire(data)
+        servers = _read(endpoint, servers_from_wire, data)
         seen = next((s.scopes_format for s in servers if s.scopes_format), None)
         if seen:
             self.scopes_format = seen  # write scopes in the shape this project's API uses
         return servers
 
     async def load_server(self, server_id: str) -> LiveServer:
-        data = await self._post("server/load", {"id": server_id}, idempotent=True)
-        with _reading("server/load"):
-            return server_from_wire(data)
+        return await self._ask(SERVERS.load, {"id": server_id}, server_from_wire)
 
     async def create_server(
         self, fields: Mapping[str, Any], *, exclude_ids: Collection[str] = ()
     ) -> LiveServer:
         """Create a server. If the outcome is unknown, a server of that name not in ``exclude_ids``
         (the ids known before) is taken as the one created, so a retry never makes a duplicate."""
+        endpoint = SERVERS.create
         body = server_to_wire({k: v for k, v in fields.items() if k != "id"}, self.scopes_format)
         name = str(fields.get("name", ""))
-        last: ApiError | None = None
-        retried = False
-        for failures in range(1, self.retry.attempts + 1):
-            try:
-                data = await self._post("server/create", body, idempotent=False)
-                with _reading("server/create"):
-                    created = server_from_wire(data)
-                if retried:
-                    await self._sweep_servers(name, {*exclude_ids, created.id})
-                return created
-            except _OutcomeUnknown as unknown:
-                last = unknown.error
-            found = [s for s in await self.load_all_servers() if s.name == name and s.id not in exclude_ids]
-            if len(found) == 1:
-                log.info("server/create: outcome was unknown; found the created server %s", found[0].id)
-                return found[0]
-            if len(found) > 1:
-                ids = ", ".join(s.id for s in found)
-                raise AmbiguousObject(f"several new servers named {name!r}: {ids}", endpoint="server/create")
-            retried = True
-            await self._sleep(self.retry.delay(failures, self._rng))
-        raise _final(last, "server/create")
+
+        async def named() -> list[LiveServer]:
+            return [s for s in await self.load_all_servers() if s.name == name and s.id not in exclude_ids]
+
+        async def lookup() -> LiveServer | None:
+            return _the_one(endpoint, f"servers named {name!r}", await named())
+
+        async def sweep(created: LiveServer) -> LiveServer:
+            await self._delete_late(endpoint, name, await named(), created.id, self.delete_servers)
+            return created
+
+        send = partial(self._ask, endpoint, body, server_from_wire, idempotent=False)
+        return await self._at_most_once(endpoint, send, lookup, sweep)
 
     async def update_server(self, server: Mapping[str, Any]) -> LiveServer:
         """Replace a server with ``server`` (the FULL object, with ``id``)."""
         body = {"server": server_to_wire(server, self.scopes_format)}
-        data = await self._post("server/update", body, idempotent=True)
-        with _reading("server/update"):
-            return server_from_wire(data)
-
-    async def delete_server(self, server_id: str) -> None:
-        """Delete a server (and its clients); one that is already gone counts as deleted."""
-        try:
-            await self._post("server/delete", {"id": server_id}, idempotent=True)
-        except NotFound:
-            log.debug("server/delete: %s was already gone", server_id)
+        return await self._ask(SERVERS.update, body, server_from_wire)
 
     async def delete_servers(self, server_ids: Collection[str]) -> None:
-        await self._post("servers/delete", {"ids": list(server_ids)}, idempotent=True)
+        await self._call(SERVERS.delete_many, {"ids": list(server_ids)}, idempotent=True)
 
     # ---- clients -------------------------------------------------------------------------------
 
@@ -414,70 +433,43 @@ class DescopeClient:
     ) -> CreatedClient:
         """Create a client and return its secret. If the outcome is unknown, a client of that name
         not in ``exclude_ids`` is taken as the one created and its secret is read back."""
+        endpoint = CLIENTS.create
         body = {**{k: v for k, v in fields.items() if k not in ("id", "clientId")}, "mcpServerId": server_id}
         name = str(fields.get("name", ""))
-        last: ApiError | None = None
-        retried = False
-        for failures in range(1, self.retry.attempts + 1):
-            try:
-                data = await self._post("server/client/create", body, idempotent=False)
-                with _reading("server/client/create"):
-                    made = required_text(data, "id"), optional_text(data, "clientId")
-                created = CreatedClient(*made, _secret(data, "server/client/create"))
-                if retried:
-                    await self._sweep_clients(server_id, name, {*exclude_ids, created.id})
-                return created
-            except _OutcomeUnknown as unknown:
-                last = unknown.error
-            found = [c for c in await self.search_clients(server_id, name=name) if c.id not in exclude_ids]
-            if len(found) == 1:
-                log.info(
-                    "server/client/create: outcome was unknown; found the created client %s", found[0].id
-                )
-                secret = await self.get_client_secret(server_id, found[0].id)
-                return CreatedClient(found[0].id, found[0].client_id, secret, recovered=True)
-            if len(found) > 1:
-                ids = ", ".join(c.id for c in found)
-                raise AmbiguousObject(
-                    f"several new clients named {name!r}: {ids}", endpoint="server/client/create"
-                )
-            retried = True
-            await self._sleep(self.retry.delay(failures, self._rng))
-        raise _final(last, "server/client/create")
 
-    # A create that timed out may still land after the lookup that found nothing and the retry that
-    # followed. Once the retry succeeded, wait as long as a request may take, look again, and delete
-    # what the lost attempts made: nobody holds those objects' secrets, and they carry our name.
+        async def send() -> CreatedClient:
+            data = await self._call(endpoint, body, idempotent=False)
+            made = _read(endpoint, lambda d: (required_text(d, "id"), optional_text(d, "clientId")), data)
+            return CreatedClient(*made, _secret(data, endpoint))
 
-    async def _sweep_servers(self, name: str, keep: set[str]) -> None:
-        await self._sleep(self.settle_seconds)
-        extra = [s.id for s in await self.load_all_servers() if s.name == name and s.id not in keep]
-        if extra:
-            log.warning("server/create: deleting %d late duplicate(s) of %r: %s", len(extra), name, extra)
-            await self.delete_servers(extra)
+        async def named() -> list[LiveClient]:
+            return [c for c in await self.search_clients(server_id, name=name) if c.id not in exclude_ids]
 
-    async def _sweep_clients(self, server_id: str, name: str, keep: set[str]) -> None:
-        await self._sleep(self.settle_seconds)
-        extra = [c.id for c in await self.search_clients(server_id, name=name) if c.id not in keep]
-        if extra:
-            log.warning(
-                "server/client/create: deleting %d late duplicate(s) of %r: %s", len(extra), name, extra
-            )
-            await self.delete_clients(server_id, extra)
+        async def lookup() -> CreatedClient | None:
+            found = _the_one(endpoint, f"clients named {name!r}", await named())
+            if found is None:
+                return None
+            secret = await self.get_client_secret(server_id, found.id)
+            return CreatedClient(found.id, found.client_id, secret, recovered=True)
+
+        async def sweep(created: CreatedClient) -> CreatedClient:
+            delete = partial(self.delete_clients, server_id)
+            await self._delete_late(endpoint, name, await named(), created.id, delete)
+            return created
+
+        return await self._at_most_once(endpoint, send, lookup, sweep)
 
     async def update_client(self, client: Mapping[str, Any]) -> LiveClient:
         """Replace a client's mutable fields with ``client`` (with ``id`` and ``mcpServerId``)."""
-        data = await self._post("server/client/update", dict(client), idempotent=True)
-        with _reading("server/client/update"):
-            return client_from_wire(data, str(client.get("mcpServerId", "")))
+        server_id = str(client.get("mcpServerId", ""))
+        return await self._ask(CLIENTS.update, dict(client), partial(client_from_wire, server_id=server_id))
 
     async def load_client(
         self, server_id: str, *, id: str | None = None, client_id: str | None = None
     ) -> LiveClient:
         key = {"id": id} if id else {"clientId": client_id}
-        data = await self._post("server/client/load", {"mcpServerId": server_id, **key}, idempotent=True)
-        with _reading("server/client/load"):
-            return client_from_wire(data, server_id)
+        body = {"mcpServerId": server_id, **key}
+        return await self._ask(CLIENTS.load, body, partial(client_from_wire, server_id=server_id))
 
     async def search_clients(
         self,
@@ -504,11 +496,7 @@ class DescopeClient:
             if not problem:
                 return clients
             log.info("%s: %s; reading the clients of %s again", SEARCH, problem, server_id)
-        raise ApiError(
-            f"the pages of clients do not add up ({problem}) in {SEARCH_READS} reads",
-            endpoint=SEARCH,
-            status=httpx.codes.OK,
-        )
+        raise _unusable(SEARCH, f"the pages of clients do not add up ({problem}) in {SEARCH_READS} reads")
 
     async def _read_clients(self, server_id: str, request: Mapping[str, Any]) -> tuple[list[LiveClient], str]:
         """One read of every page: the clients, or a description of why the pages do not add up."""
@@ -516,22 +504,20 @@ class DescopeClient:
         first, reported = await self._page(server_id, request, 0, budget)
         total = len(first) if reported is None else reported
         if total > MAX_CLIENTS_PER_SERVER:
-            raise ApiError(
+            raise _unusable(
+                SEARCH,
                 f"the server reports {total:,} clients, more than the {MAX_CLIENTS_PER_SERVER:,} this tool "
                 "reads for one server",
-                endpoint=SEARCH,
-                status=httpx.codes.OK,
             )
         if total <= len(first) or not first:
             return _unique(first, total)
         size = len(first)  # the page size the server actually used
         count = math.ceil(total / size)
         if count > MAX_SEARCH_PAGES:
-            raise ApiError(
+            raise _unusable(
+                SEARCH,
                 f"{total:,} clients in pages of {size} take {count:,} pages, more than the "
                 f"{MAX_SEARCH_PAGES:,} this tool reads for one server",
-                endpoint=SEARCH,
-                status=httpx.codes.OK,
             )
         rest = await gather_or_cancel(
             self._page(server_id, request, page, budget) for page in range(1, count)
@@ -549,28 +535,16 @@ class DescopeClient:
     async def _page(
         self, server_id: str, request: Mapping[str, Any], page: int, budget: _Budget
     ) -> tuple[list[LiveClient], int | None]:
-        data = await self._post(SEARCH, {**request, "page": page}, idempotent=True, budget=budget)
-        with _reading(SEARCH):
-            return clients_page(data, server_id)
-
-    async def delete_client(self, server_id: str, client_id: str) -> None:
-        """Delete a client by record id; one that is already gone counts as deleted."""
-        try:
-            await self._post(
-                "server/client/delete", {"id": client_id, "mcpServerId": server_id}, idempotent=True
-            )
-        except NotFound:
-            log.debug("server/client/delete: %s was already gone", client_id)
+        body = {**request, "page": page}
+        return await self._ask(SEARCH, body, partial(clients_page, server_id=server_id), budget=budget)
 
     async def delete_clients(self, server_id: str, client_ids: Collection[str]) -> None:
         body = {"ids": list(client_ids), "mcpServerId": server_id}
-        await self._post("server/clients/delete", body, idempotent=True)
+        await self._call(CLIENTS.delete_many, body, idempotent=True)
 
     async def get_client_secret(self, server_id: str, client_id: str) -> Secret:
-        data = await self._post(
-            "server/client/secret", {"id": client_id, "mcpServerId": server_id}, idempotent=True
-        )
-        return _secret(data, "server/client/secret")
+        data = await self._call(READ_SECRET, {"id": client_id, "mcpServerId": server_id}, idempotent=True)
+        return _secret(data, READ_SECRET)
 
     async def rotate_client_secret(
         self, server_id: str, client_id: str, *, before: Secret | None = None
@@ -580,39 +554,104 @@ class DescopeClient:
         body = {"id": client_id, "mcpServerId": server_id}
         if before is None:
             before = await self.get_client_secret(server_id, client_id)
+
+        async def send() -> Secret:
+            return _secret(await self._call(ROTATE_SECRET, body, idempotent=False), ROTATE_SECRET)
+
+        async def lookup() -> Secret | None:
+            current = await self.get_client_secret(server_id, client_id)
+            if current == before:
+                return None
+            log.info("%s: outcome was unknown; the secret did change", ROTATE_SECRET)
+            return current
+
+        async def current(_rotated: Secret) -> Secret:
+            # A rotation that was lost may have landed after ours: the sink gets the secret that counts.
+            return await self.get_client_secret(server_id, client_id)
+
+        return await self._at_most_once(ROTATE_SECRET, send, lookup, current)
+
+    # ---- calls that must take effect at most once ----------------------------------------------
+
+    async def _at_most_once(
+        self,
+        endpoint: Endpoint,
+        send: Callable[[], Awaitable[T]],
+        lookup: Callable[[], Awaitable[T | None]],
+        sweep: Callable[[T], Awaitable[T]] | None = None,
+    ) -> T:
+        """Make a call that is not safe to repeat (a create, a rotation) take effect once.
+
+        ``send`` makes the call and reads its answer. When its outcome is unknown, ``lookup`` says
+        what it did: its result (it took effect), None (it did not: the call is sent again after a
+        back-off), or AmbiguousObject (it cannot tell). Once a call succeeds only after such a retry,
+        a lost attempt may still land after it: ``sweep`` (given the retry's result, after a wait as
+        long as a request may take) settles that and returns the result to hand over: the create's,
+        its late duplicates deleted, or the secret that is current after a rotation."""
         last: ApiError | None = None
-        retried = False
         for failures in range(1, self.retry.attempts + 1):
             try:
-                answer = await self._post("server/client/secret/rotate", body, idempotent=False)
-                rotated = _secret(answer, "server/client/secret/rotate")
+                made = await send()
             except _OutcomeUnknown as unknown:
                 last = unknown.error
             else:
-                if not retried:
-                    return rotated
-                # A rotation that timed out may land after ours: wait as long as a request may take,
-                # then hand over whatever secret is current, so the sink gets the one that counts.
+                if failures == 1 or sweep is None:
+                    return made
                 await self._sleep(self.settle_seconds)
-                return await self.get_client_secret(server_id, client_id)
-            current = await self.get_client_secret(server_id, client_id)
-            if current != before:
-                log.info("server/client/secret/rotate: outcome was unknown; the secret did change")
-                return current
-            retried = True
+                return await sweep(made)
+            found = await lookup()
+            if found is not None:
+                return found
             await self._sleep(self.retry.delay(failures, self._rng))
-        raise _final(last, "server/client/secret/rotate")
+        raise last or ApiUnavailable("gave up after repeated unknown outcomes", endpoint=endpoint)
+
+    async def _delete_late(
+        self,
+        endpoint: Endpoint,
+        name: str,
+        found: Sequence[LiveObject],
+        keep: str,
+        delete: Callable[[list[str]], Awaitable[None]],
+    ) -> None:
+        """Delete what lost creates of ``name`` made (``found`` but ``keep``): nobody holds those
+        objects' secrets, and they carry our name."""
+        extra = [obj.id for obj in found if obj.id != keep]
+        if extra:
+            log.warning("%s: deleting %d late duplicate(s) of %r: %s", endpoint, len(extra), name, extra)
+            await delete(extra)
 
     # ---- transport -----------------------------------------------------------------------------
 
-    async def _post(
-        self, endpoint: str, body: Mapping[str, Any], *, idempotent: bool, budget: _Budget | None = None
+    async def _ask(
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any] | None,
+        read: Callable[[dict[str, Any]], T],
+        *,
+        query: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+        budget: _Budget | None = None,
+    ) -> T:
+        """Call, then ``read`` the answer (a WireError is an ApiError of ``endpoint``)."""
+        data = await self._call(endpoint, body, query=query, idempotent=idempotent, budget=budget)
+        return _read(endpoint, read, data)
+
+    async def _call(
+        self,
+        endpoint: Endpoint,
+        body: Mapping[str, Any] | None = None,
+        *,
+        query: Mapping[str, str] | None = None,
+        idempotent: bool,
+        budget: _Budget | None = None,
     ) -> dict[str, Any]:
-        """POST with retries: 429 always, other failures only when ``idempotent`` or surely unsent."""
+        """Send ``endpoint`` (a GET with ``query`` and no body; a POST with the JSON ``body``, ``{}``
+        when None) with retries: 429 always, other failures only when ``idempotent`` or surely unsent."""
+        request = _Request.of(endpoint, body, query)
         failures = limited = 0
         while True:
             try:
-                return await self._attempt(endpoint, body, budget)
+                return await self._attempt(request, budget)
             except _Retry as retry:
                 if retry.retry_after is not None:
                     limited += 1
@@ -627,34 +666,40 @@ class DescopeClient:
                     raise retry.error from None
                 await self._sleep(self.retry.delay(failures, self._rng))
 
-    async def _attempt(
-        self, endpoint: str, body: Mapping[str, Any], budget: _Budget | None
-    ) -> dict[str, Any]:
+    async def _attempt(self, request: _Request, budget: _Budget | None) -> dict[str, Any]:
+        endpoint = request.endpoint
         async with self.throttle.slot():
             started = time.monotonic()
+
+            def outcome(result: str | int) -> None:
+                elapsed = (time.monotonic() - started) * 1000
+                log.debug("%s %s -> %s (%.0f ms)", endpoint.method, endpoint.path, result, elapsed)
+
             try:
                 # One deadline for the whole exchange: a server that drips a byte a second never
                 # trips httpx's per-read timeout, but it cannot hold a request past this.
                 async with asyncio.timeout(self.timeout):
-                    answer = await self._exchange(endpoint, body, budget)
+                    answer = await self._exchange(request, budget)
             except TimeoutError:
-                log.debug("POST %s -> deadline (%.0f ms)", endpoint, (time.monotonic() - started) * 1000)
+                outcome("deadline")
                 reason = f"timed out: no whole answer within {self.timeout:g} s"
-                error = ApiUnavailable(reason, endpoint=endpoint)
-                raise _Retry(error, ambiguous=True) from None
+                raise _Retry(ApiUnavailable(reason, endpoint=endpoint), ambiguous=True) from None
             except httpx.RequestError as exc:
-                elapsed = (time.monotonic() - started) * 1000
-                log.debug("POST %s -> %s (%.0f ms)", endpoint, type(exc).__name__, elapsed)
+                outcome(type(exc).__name__)
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
                 error = ApiUnavailable(_describe_transport(exc), endpoint=endpoint)
                 raise _Retry(error, ambiguous=not unsent) from None
-            log.debug("POST %s -> %d (%.0f ms)", endpoint, answer.status, (time.monotonic() - started) * 1000)
+            outcome(answer.status)
         return self._interpret(endpoint, answer)
 
-    async def _exchange(self, endpoint: str, body: Mapping[str, Any], budget: _Budget | None) -> _Answer:
+    async def _exchange(self, request: _Request, budget: _Budget | None) -> _Answer:
         """Send, and read the answer as a stream: a 200 up to MAX_RESPONSE_BYTES (more is an error),
         any other status up to MAX_ERROR_BODY_BYTES (the rest is not read)."""
-        async with self._http.stream("POST", endpoint, json=body) as response:
+        endpoint = request.endpoint
+        sending = self._http.stream(
+            endpoint.method, request.relative_url, params=request.query, json=request.body
+        )
+        async with sending as response:
             whole = response.status_code == httpx.codes.OK
             limit = MAX_RESPONSE_BYTES if whole else MAX_ERROR_BODY_BYTES
             if whole and _declared_length(response.headers) > limit:
@@ -673,13 +718,13 @@ class DescopeClient:
                 chunks.append(chunk)
             return _Answer(response.status_code, response.reason_phrase, response.headers, b"".join(chunks))
 
-    def _interpret(self, endpoint: str, answer: _Answer) -> dict[str, Any]:
+    def _interpret(self, endpoint: Endpoint, answer: _Answer) -> dict[str, Any]:
         status = answer.status
         if status == httpx.codes.OK:
             try:
                 return decode(answer.body, self._redact)
             except WireError as exc:
-                raise ApiError(str(exc), endpoint=endpoint, status=status) from None
+                raise _unusable(endpoint, str(exc)) from None
         code, message = self._error_body(answer)
         if status == httpx.codes.TOO_MANY_REQUESTS:
             retry_after = self._retry_after(answer, endpoint, code, message)
@@ -708,7 +753,7 @@ class DescopeClient:
         shown = self._say(str(code), CODE_LIMIT) if isinstance(code, str | int) and code else None
         return shown, self._say(": ".join(parts) or fallback)
 
-    def _retry_after(self, answer: _Answer, endpoint: str, code: str | None, message: str) -> float:
+    def _retry_after(self, answer: _Answer, endpoint: Endpoint, code: str | None, message: str) -> float:
         """The wait a 429 asks for: whole or decimal seconds up to MAX_RETRY_AFTER; anything else
         (more, inf, nan, negative, a date, text) ends the call at once, naming what was asked."""
         raw = answer.headers.get("Retry-After")
@@ -743,13 +788,29 @@ class DescopeClient:
 _SECONDS = re.compile(r"\d+(\.\d+)?")
 
 
-@contextmanager
-def _reading(endpoint: str) -> Iterator[None]:
-    """Turn an answer of the wrong shape into an ApiError of ``endpoint``."""
+def _read(endpoint: Endpoint, read: Callable[[dict[str, Any]], T], data: dict[str, Any]) -> T:
+    """``read(data)``; an answer of the wrong shape is an ApiError of ``endpoint``."""
     try:
-        yield
+        return read(data)
     except WireError as exc:
-        raise ApiError(str(exc), endpoint=endpoint, status=httpx.codes.OK) from None
+        raise _unusable(endpoint, str(exc)) from None
+
+
+def _unusable(endpoint: Endpoint, message: str) -> ApiError:
+    """An answer that came (200) but cannot be used: the wrong shape, too large, too many."""
+    return ApiError(message, endpoint=endpoint, status=httpx.codes.OK)
+
+
+def _the_one(endpoint: Endpoint, what: str, found: Sequence[Found]) -> Found | None:
+    """What a create whose outcome was unknown made, among the ``found`` objects that it may have made:
+    the one, None when there is none, and AmbiguousObject when there are several."""
+    if len(found) > 1:
+        ids = ", ".join(obj.id for obj in found)
+        raise AmbiguousObject(f"several new {what}: {ids}", endpoint=endpoint)
+    if not found:
+        return None
+    log.info("%s: outcome was unknown; found the one it made: %s", endpoint, found[0].id)
+    return found[0]
 
 
 def _unique(clients: list[LiveClient], total: int) -> tuple[list[LiveClient], str]:
@@ -786,12 +847,11 @@ def _declared_length(headers: httpx.Headers) -> int:
         return 0
 
 
-def _too_large(endpoint: str) -> ApiError:
-    return ApiError(
+def _too_large(endpoint: Endpoint) -> ApiError:
+    return _unusable(
+        endpoint,
         f"the response is larger than {MAX_RESPONSE_BYTES // MIB} MiB; stopped reading it "
         "(is DESCOPE_BASE_URL the Descope API?)",
-        endpoint=endpoint,
-        status=httpx.codes.OK,
     )
 
 
@@ -802,22 +862,18 @@ def _cut(text: str, limit: int = MESSAGE_LIMIT) -> str:
 
 
 def _describe_transport(exc: httpx.RequestError) -> str:
-    kinds = {
+    reasons = {
         httpx.ConnectError: "could not connect",
         httpx.TimeoutException: "timed out",
         httpx.RemoteProtocolError: "the connection was dropped, or the answer was not valid HTTP",
         httpx.DecodingError: "the answer could not be decoded",
     }
-    reason = next((text for cls, text in kinds.items() if isinstance(exc, cls)), "transport failure")
+    reason = next((text for cls, text in reasons.items() if isinstance(exc, cls)), "transport failure")
     return f"{reason} ({type(exc).__name__})"
 
 
-def _secret(data: Mapping[str, Any], endpoint: str) -> Secret:
+def _secret(data: Mapping[str, Any], endpoint: Endpoint) -> Secret:
     cleartext = data.get("cleartext")
     if not isinstance(cleartext, str) or not cleartext:
         raise ApiError("the response has no secret", endpoint=endpoint)
     return Secret(cleartext)
-
-
-def _final(error: ApiError | None, endpoint: str) -> ApiError:
-    return error or ApiUnavailable("gave up after repeated unknown outcomes", endpoint=endpoint)

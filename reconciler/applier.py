@@ -1,10 +1,12 @@
 """Executes a Plan: dependency levels, bounded concurrency, bulk deletes, secrets handed off as a unit.
 
-Order: servers (create, adopt, update), then clients (create, adopt, update), then rotations, then
-client deletes (one bulk call per server), then server deletes (one bulk call). Within a level,
-changes run concurrently under the run's throttle. A failed change skips only what depends on it
-(a client of a server that could not be created, a rotation of a client whose update failed), and
-every failure is reported. Each step is journaled before it starts and after it ends.
+Order (``kinds.level``): creates, adoptions and updates parents first (servers, then clients), then
+rotations, then deletes children first (one bulk call per parent: the clients of each server, then
+the servers). Within a level, changes run concurrently under the run's throttle. A failed change
+skips only what depends on it (``kinds.depends_on``: a client of a server that could not be
+created, a rotation of a client whose update failed), and every failure is reported. Each step is
+journaled before it starts and after it ends. The API calls of each kind come from the
+``reconciler.operations`` registry.
 """
 
 from __future__ import annotations
@@ -12,19 +14,19 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
-from functools import partial
+from collections.abc import Mapping
 from typing import Protocol
 
 from reconciler.api import DescopeClient
-from reconciler.delivery import Courier, new_salt, record_rotation
-from reconciler.diff import overlay
+from reconciler.delivery import Courier, new_salt
 from reconciler.errors import ReconcilerError
 from reconciler.journal import digest
-from reconciler.plan import Action, ApplyResult, Change, Kind, Plan
+from reconciler.kinds import KINDS, LiveObject, depends_on, level
+from reconciler.operations import OPERATIONS, SECRET_OPERATIONS, SecretOperations
+from reconciler.plan import Action, ApplyResult, Change, Plan
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
-from reconciler.wire import LiveClient, LiveServer, LiveState
+from reconciler.wire import LiveState
 
 
 class Progress(Protocol):
@@ -71,9 +73,8 @@ class Applier:
         self.journal = courier.journal
         self.progress = progress or SilentProgress()
         self.result = ApplyResult()
-        self.server_ids = {s.name: s.id for s in live.servers}
-        self.failed_addresses: set[str] = set()
-        self.failed_servers: set[str] = set()
+        self.created_ids: dict[tuple[str, ...], str] = {}  # path of an object created now → its id
+        self.not_applied: list[Change] = []  # failed or skipped: what depends on them is skipped
         self.bad_sinks: dict[str, str] = {}
 
     async def run(self) -> ApplyResult:
@@ -83,15 +84,12 @@ class Applier:
         await self._check_sinks()
         by_level: dict[int, list[Change]] = defaultdict(list)
         for change in self.plan.changes:
-            by_level[_level(change)].append(change)
-        for level in sorted(by_level):
-            changes = by_level[level]
-            if level == DELETE_CLIENTS:
-                await self._delete_clients(changes)
-            elif level == DELETE_SERVERS:
-                await self._delete_servers(changes)
-            else:
-                await asyncio.gather(*(self._one(change) for change in changes))
+            by_level[level(change.kind, change.action)].append(change)
+        for step in sorted(by_level):
+            changes = by_level[step]
+            deletes = [c for c in changes if c.action is Action.DELETE]
+            others = [c for c in changes if c.action is not Action.DELETE]
+            await asyncio.gather(*(self._one(change) for change in others), self._delete(deletes))
         self.result.seconds = time.monotonic() - started
         self.journal.write(
             "apply-finished",
@@ -105,8 +103,7 @@ class Applier:
 
     async def _check_sinks(self) -> None:
         """Every sink a change needs, checked before anything changes: no secret without a home."""
-        needed = {c.secret.sink for c in self.plan.changes if c.secret and c.issues_secret}
-        for name in sorted(needed):
+        for name in self.plan.secret_sinks:
             sink = self.sinks.get(name)
             try:
                 if sink is None:
@@ -133,89 +130,86 @@ class Applier:
         self.progress.done(change, None)
 
     def _blocker(self, change: Change) -> str | None:
-        if change.kind is Kind.CLIENT and change.server in self.failed_servers:
-            return f'its server "{change.server}" was not applied'
-        if change.action is Action.ROTATE_SECRET and change.address in self.failed_addresses:
-            return "its update failed"
+        for earlier in self.not_applied:
+            if depends_on(change.path, change.kind, on_path=earlier.path, on_kind=earlier.kind):
+                if earlier.path == change.path:
+                    return f"its {earlier.action.value} failed"
+                return f'its {earlier.kind} "{earlier.path_text}" was not applied'
         if change.secret and change.issues_secret and change.secret.sink in self.bad_sinks:
             return f"sink {change.secret.sink!r} is not usable: {self.bad_sinks[change.secret.sink]}"
         return None
 
     async def _execute(self, change: Change) -> None:
-        handlers: dict[tuple[Kind, Action], Callable[[Change], Awaitable[None]]] = {
-            (Kind.SERVER, Action.CREATE): self._create_server,
-            (Kind.SERVER, Action.UPDATE): self._update_server,
-            (Kind.SERVER, Action.ADOPT): self._update_server,
-            (Kind.CLIENT, Action.CREATE): self._create_client,
-            (Kind.CLIENT, Action.UPDATE): self._update_client,
-            (Kind.CLIENT, Action.ADOPT): self._adopt_client,
-            (Kind.CLIENT, Action.ROTATE_SECRET): self._rotate,
-        }
-        await handlers[(change.kind, change.action)](change)
+        if change.action is Action.CREATE:
+            await self._create(change)
+        elif change.action is Action.ROTATE_SECRET:
+            await self._rotate(change)
+        else:  # update or adopt: both lay the desired fields over the live object
+            await OPERATIONS[change.kind].update(
+                self.api, change.server_id, self._live(change), change.desired
+            )
+            if change.action is Action.ADOPT and change.issues_secret and change.secret is not None:
+                await self._adopt_secret(change)
 
-    async def _create_server(self, change: Change) -> None:
-        known = [s.id for s in self.live.servers if s.name == change.name]
-        created = await self.api.create_server(change.desired, exclude_ids=known)
-        self.server_ids[change.name] = created.id
-        self.journal.write("server-created", server=change.name, serverId=created.id)
+    async def _create(self, change: Change) -> None:
+        descriptor = KINDS[change.kind]
+        parent_id = change.server_id or self.created_ids.get(change.path[:-1])
+        if descriptor.parent is not None and not parent_id:
+            raise _Failed(f"its {descriptor.parent}'s id is unknown")
+        known = [o.id for o in descriptor.live_under(self.live, parent_id) if o.name == change.name]
+        if change.issues_secret:
+            self.journal.write("create-started", **_secret_where(change), serverId=parent_id)
+        created = await OPERATIONS[change.kind].create(self.api, parent_id, change.desired, exclude_ids=known)
+        self.created_ids[change.path] = created.id
+        if created.secret is not None:
+            await self._hand_off(change, created.client_id, created.secret)
+        else:
+            where = {change.kind.value: change.name, f"{change.kind}Id": created.id}
+            self.journal.write(f"{change.kind}-created", **where)
 
-    async def _update_server(self, change: Change) -> None:
-        live = self._live_server(change)
-        await self.api.update_server(overlay(live.fields, change.desired))
-
-    async def _create_client(self, change: Change) -> None:
-        server_id = change.server_id or self.server_ids.get(change.server or "")
-        if not server_id or change.secret is None:
-            raise _Failed("its server's id is unknown")
-        known = [c.id for c in self.live.clients_of(server_id) if c.name == change.name]
-        self.journal.write("create-started", **_secret_where(change), serverId=server_id)
-        created = await self.api.create_client(server_id, change.desired, exclude_ids=known)
-        record = SecretRecord(change.server or "", change.name, created.client_id, change.secret.key)
-        await self._hand_off(change, record, created.secret)
-
-    async def _update_client(self, change: Change) -> None:
-        live = self._live_client(change)
-        await self.api.update_client(
-            {**overlay(live.fields, change.desired), "id": live.id, "mcpServerId": live.server_id}
-        )
-
-    async def _adopt_client(self, change: Change) -> None:
-        await self._update_client(change)
-        if change.secret is None:
-            return
-        live = self._live_client(change)
-        self.journal.write("adopt-started", **_secret_where(change), id=live.id, serverId=live.server_id)
-        secret = await self.api.get_client_secret(live.server_id, live.id)
-        await self._hand_off(
-            change, SecretRecord(change.server or "", change.name, live.client_id, change.secret.key), secret
-        )
+    async def _adopt_secret(self, change: Change) -> None:
+        live = self._live(change)
+        parent_id = change.server_id or ""
+        self.journal.write("adopt-started", **_secret_where(change), id=live.id, serverId=parent_id)
+        secret = await self._secrets(change).read_secret(self.api, parent_id=parent_id, object_id=live.id)
+        await self._hand_off(change, _client_id(live), secret)
 
     async def _rotate(self, change: Change) -> None:
-        live = self._live_client(change)
+        live = self._live(change)
+        parent_id = change.server_id or ""
         if change.secret is None or change.secret.rotation is None:
             raise _Failed("the plan has no rotation marker for it")
-        before = await self.api.get_client_secret(live.server_id, live.id)
+        secrets = self._secrets(change)
+        before = await secrets.read_secret(self.api, parent_id=parent_id, object_id=live.id)
         salt = new_salt()
         self.journal.write(
             "rotate-started",
             **_secret_where(change),
             id=live.id,
-            serverId=live.server_id,
+            serverId=parent_id,
             rotation=change.secret.rotation,
             before=digest(before, salt),
             salt=salt,
         )
-        secret = await self.api.rotate_client_secret(live.server_id, live.id, before=before)
-        record = SecretRecord(change.server or "", change.name, live.client_id, change.secret.key)
-        await self._hand_off(change, record, secret)
+        secret = await secrets.rotate_secret(self.api, parent_id=parent_id, object_id=live.id, before=before)
+        await self._hand_off(change, _client_id(live), secret)
         # Recorded even when delivery failed: the rotation happened; the journal redelivers.
-        current = await self.api.load_client(live.server_id, id=live.id)
-        await record_rotation(self.api, live.server_id, live.id, list(current.tags), change.secret.rotation)
+        await secrets.record_rotation(
+            self.api, parent_id=parent_id, object_id=live.id, marker=change.secret.rotation
+        )
         where = {"server": change.server, "client": change.name}
         self.journal.write("rotation-recorded", **where, rotation=change.secret.rotation)
 
-    async def _hand_off(self, change: Change, record: SecretRecord, secret: Secret) -> None:
-        assert change.secret is not None
+    def _secrets(self, change: Change) -> SecretOperations:
+        secrets = SECRET_OPERATIONS.get(change.kind)
+        if secrets is None:
+            raise _Failed(f"a {change.kind} holds no secret")
+        return secrets
+
+    async def _hand_off(self, change: Change, client_id: str, secret: Secret) -> None:
+        if change.secret is None:
+            raise _Failed("the plan has no sink for its secret")
+        record = SecretRecord(change.server or "", change.name, client_id, change.secret.key)
         outcome = await self.courier.hand_off(record, change.secret.sink, secret)
         if outcome.delivered:
             self.result.delivered += 1
@@ -224,26 +218,20 @@ class Applier:
 
     # ---- deletes -------------------------------------------------------------------------------
 
-    async def _delete_clients(self, changes: list[Change]) -> None:
-        """One bulk call per server."""
-        by_server: dict[str, list[Change]] = defaultdict(list)
+    async def _delete(self, changes: list[Change]) -> None:
+        """One bulk call per kind and parent (the clients of one server, or the servers)."""
+        groups: dict[tuple[str, str | None], list[Change]] = defaultdict(list)
         for change in changes:
-            by_server[change.server_id or ""].append(change)
-        await asyncio.gather(
-            *(
-                self._bulk(group, partial(self.api.delete_clients, server))
-                for server, group in by_server.items()
-            )
-        )
+            groups[(change.kind.value, change.server_id)].append(change)
+        await asyncio.gather(*(self._bulk(group) for group in groups.values()))
 
-    async def _delete_servers(self, changes: list[Change]) -> None:
-        await self._bulk(changes, self.api.delete_servers)
-
-    async def _bulk(self, changes: list[Change], call: Callable[[list[str]], Awaitable[None]]) -> None:
+    async def _bulk(self, changes: list[Change]) -> None:
+        first = changes[0]
         for change in changes:
             self.journal.write("started", **_where(change))
         try:
-            await call([change.id or "" for change in changes])
+            ids = [change.id or "" for change in changes]
+            await OPERATIONS[first.kind].delete_many(self.api, first.server_id, ids)
         except ReconcilerError as exc:
             for change in changes:
                 self._fail(change, str(exc))
@@ -257,53 +245,36 @@ class Applier:
 
     def _fail(self, change: Change, reason: str) -> None:
         self.result.failed.append((change, reason))
-        self.failed_addresses.add(change.address)
-        if change.kind is Kind.SERVER:
-            self.failed_servers.add(change.name)
+        self.not_applied.append(change)
         self.journal.write("failed", **_where(change), error=reason)
         self.progress.done(change, reason)
 
     def _skip(self, change: Change, reason: str) -> None:
         self.result.skipped.append((change, reason))
-        self.failed_addresses.add(change.address)
-        if change.kind is Kind.SERVER:
-            self.failed_servers.add(change.name)
+        self.not_applied.append(change)
         self.journal.write("skipped", **_where(change), reason=reason)
         self.progress.done(change, f"skipped: {reason}")
 
-    def _live_server(self, change: Change) -> LiveServer:
-        found = next((s for s in self.live.servers if s.id == change.id), None)
+    def _live(self, change: Change) -> LiveObject:
+        around = KINDS[change.kind].live_under(self.live, change.server_id)
+        found = next((obj for obj in around if obj.id == change.id), None)
         if found is None:
-            raise _Failed("the live server is gone")
-        return found
-
-    def _live_client(self, change: Change) -> LiveClient:
-        found = next((c for c in self.live.clients_of(change.server_id or "") if c.id == change.id), None)
-        if found is None:
-            raise _Failed("the live client is gone")
+            raise _Failed(f"the live {change.kind} is gone")
         return found
 
 
-DELETE_CLIENTS = 3
-DELETE_SERVERS = 4
-
-
-def _level(change: Change) -> int:
-    if change.action is Action.DELETE:
-        return DELETE_CLIENTS if change.kind is Kind.CLIENT else DELETE_SERVERS
-    if change.action is Action.ROTATE_SECRET:
-        return 2
-    return 0 if change.kind is Kind.SERVER else 1
+def _client_id(live: LiveObject) -> str:
+    """The OAuth client id a secret belongs to, as the live object states it."""
+    return str(live.fields.get("clientId") or "")
 
 
 def _where(change: Change) -> dict[str, str | None]:
-    client = change.name if change.kind is Kind.CLIENT else None
-    server = change.server or change.name
+    """Where a change is, for the journal: its root object's name, and its own below it."""
     return {
         "action": change.action.value,
         "kind": change.kind.value,
-        "server": server,
-        "client": client,
+        "server": change.path[0],
+        "client": change.path[-1] if len(change.path) > 1 else None,
         "id": change.id,
     }
 

@@ -1,8 +1,10 @@
 """Every behaviour of Descope's MCP management API that public material does not settle, in one place.
 
-The wire reference (``shared/reference/descope-mcp-api.md``) marks these [assume]. The client and
-the emulator both read them from here, so that a run against a live project (``pytest --live``)
-that shows otherwise is corrected by changing one constant.
+The wire reference (``shared/reference/descope-mcp-api.md``) marks these [assume]. The emulator
+behaves as each one says (tests flip one and see it follow), and the reconciler reads from here those
+it relies on, so that a run against a live project (``pytest --live``) that shows otherwise is
+corrected by changing one constant. REGISTRATION_DYNAMIC and REGISTRATION_CIMD only name the values
+that tests stage on clients the reconciler does not manage.
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ from __future__ import annotations
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 100
 
-# `servers/all` has no published paging: it returns every server.
-SERVERS_ALL_IS_PAGED = False
+# `servers/all` has no published paging: the emulator answers with every server, the client reads one
+# answer. Nothing here can say what a paged answer would look like, so there is no switch for it.
 
-# Deleting a server deletes its clients.
+# Deleting a server (one or in bulk) deletes its clients. Were it False, the emulator would refuse to
+# delete a server that has clients (400, VALIDATION_FAILURE_CODE), deleting nothing.
 SERVER_DELETE_CASCADES = True
 
-# Bulk deletes ignore ids that do not exist.
+# Bulk deletes ignore ids that do not exist. Were it False, the emulator would answer 404
+# (INVALID_ARGUMENTS_CODE) naming them, deleting nothing.
 BULK_DELETE_IGNORES_ABSENT_IDS = True
 
-# Names are not known to be unique: the API accepts duplicates, the reconciler reports ambiguity.
+# Names are not known to be unique: the API accepts duplicates, the reconciler reports ambiguity. Were
+# it False, the emulator would refuse a create or update that repeats a sibling's name (400,
+# VALIDATION_FAILURE_CODE): another server's, or another client's of the same server. Its admin seed
+# never refuses one, so that tests can stage any live state.
 DUPLICATE_NAMES_ACCEPTED = True
 
 # Responses leave out zero values (false, "", 0, [], {}), as protobuf-backed APIs usually do.

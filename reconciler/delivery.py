@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from reconciler.api import DescopeClient
 from reconciler.errors import NotFound
 from reconciler.journal import Journal, OpenDelivery, digest
+from reconciler.kinds import Kind
+from reconciler.operations import SECRET_OPERATIONS
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord, SecretSink, SinkError, Verification
-from reconciler.tags import ROTATION_PREFIX
 
 log = logging.getLogger("reconciler.delivery")
 
@@ -102,22 +103,13 @@ async def resume(api: DescopeClient, courier: Courier, item: OpenDelivery) -> Ou
     record = SecretRecord(item.server, item.client, client_id, item.key)
     outcome = await courier.hand_off(record, item.sink, current)
     if item.rotation is not None:
-        await record_rotation(api, server_id or "", client_ref, tags, item.rotation)
+        await SECRET_OPERATIONS[Kind.CLIENT].record_rotation(
+            api, parent_id=server_id or "", object_id=client_ref, marker=item.rotation, tags=tags
+        )
         courier.journal.write(
             "rotation-recorded", server=item.server, client=item.client, rotation=item.rotation
         )
     return outcome
-
-
-async def record_rotation(
-    api: DescopeClient, server_id: str, client_ref: str, tags: list[str], marker: str
-) -> None:
-    """Remember the applied rotation marker on the client, so the next plan does not rotate again."""
-    kept = [t for t in tags if not t.startswith(ROTATION_PREFIX)]
-    if [t for t in tags if t.startswith(ROTATION_PREFIX)] == [ROTATION_PREFIX + marker]:
-        return  # exactly this marker, and no other, is recorded already
-    live = await api.load_client(server_id, id=client_ref)
-    await api.update_client({**live.to_wire(), "tags": [*kept, ROTATION_PREFIX + marker]})
 
 
 def new_salt() -> str:

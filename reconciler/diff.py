@@ -1,8 +1,9 @@
 """Field-level comparison of a desired object with a live one, and the object an update sends (pure).
 
-Both sides are first reduced to an *essence*: only the fields the manifest mentions, set-like lists
-sorted (tags, URLs, audiences, scope names), scopes and CIMD domain policies keyed by name, and a
-missing value read as the zero value of the desired one. Equal essences mean no change; otherwise
+Both sides are first reduced to an *essence*: only the fields the manifest mentions, the kind's
+set-like lists sorted (tags, URLs, audiences, scope names) and its keyed lists (scopes, CIMD domain
+policies) held as objects by key (``reconciler.kinds``), and a missing value read as the zero value of
+the desired one. Equal essences mean no change; otherwise
 each differing top-level scalar or list is reported whole, and deepdiff says which paths differ
 inside nested objects (scopes, registration, session and CIMD settings). Calling deepdiff only there
 keeps a 21,000-object plan well under its CPU budget (see BENCHMARKS.md).
@@ -15,40 +16,39 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
+from reconciler.kinds import FieldShapes, KeyedList
 from reconciler.plan import FieldChange
 
-SET_FIELDS = frozenset(
-    {"tags", "audienceWhitelist", "approvedCallbackUrls", "scopes", "allowedTenants", "values"}
-)
-SCOPE_DEFAULTS: dict[str, Any] = {"description": "", "optional": False, "values": []}
 
-
-def essence(value: Any, template: Any, path: tuple[str, ...] = ()) -> Any:
-    """``value`` reduced to the shape of ``template`` (the desired side), normalized for comparison."""
-    name = path[-1] if path else ""
-    if name == "approvedScopes":
-        return _keyed(value, "name", SCOPE_DEFAULTS)
-    if name == "policies":
-        return _keyed(value, "domainPattern", {"enabled": False})
-    if name in SET_FIELDS:
+def essence(value: Any, template: Any, shapes: FieldShapes, path: tuple[str, ...] = ()) -> Any:
+    """``value`` reduced to the shape of ``template`` (the desired side), normalized for comparison
+    by the kind's ``shapes``: set-like lists sorted, keyed lists as objects by key."""
+    keyed = shapes.keyed_at(path)
+    if keyed is not None:
+        return _keyed(value, keyed)
+    if path and shapes.is_set(path):
         return sorted({str(v) for v in value or ()})
     if isinstance(template, Mapping):
         source = value if isinstance(value, Mapping) else {}
-        return {key: essence(source.get(key), sub, (*path, key)) for key, sub in template.items()}
+        return {key: essence(source.get(key), sub, shapes, (*path, key)) for key, sub in template.items()}
     if value is None:
         return _zero_like(template)
     return value
 
 
-def _keyed(items: Any, key: str, defaults: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def _keyed(items: Any, shape: KeyedList) -> dict[str, dict[str, Any]]:
     keyed: dict[str, dict[str, Any]] = {}
     for item in items or ():
         if isinstance(item, Mapping):
-            full = {**defaults, **{k: v for k, v in item.items() if k != key and not k.startswith("_")}}
-            full = {k: (v if v is not None else defaults.get(k)) for k, v in full.items()}
-            if isinstance(full.get("values"), list):
-                full["values"] = sorted(full["values"])
-            keyed[str(item.get(key))] = full
+            full = {
+                **shape.defaults,
+                **{k: v for k, v in item.items() if k != shape.key and not k.startswith("_")},
+            }
+            full = {k: (v if v is not None else shape.defaults.get(k)) for k, v in full.items()}
+            for name in shape.sets:
+                if isinstance(full.get(name), list):
+                    full[name] = sorted(full[name])
+            keyed[str(item.get(shape.key))] = full
     return keyed
 
 
@@ -64,10 +64,12 @@ def _zero_like(template: Any) -> Any:
     return None
 
 
-def field_changes(live: Mapping[str, Any], desired: Mapping[str, Any]) -> tuple[FieldChange, ...]:
+def field_changes(
+    live: Mapping[str, Any], desired: Mapping[str, Any], shapes: FieldShapes
+) -> tuple[FieldChange, ...]:
     """Every field where ``live`` differs from ``desired``, judged on their essences."""
-    after = essence(desired, desired)
-    before = essence(live, desired)
+    after = essence(desired, desired, shapes)
+    before = essence(live, desired, shapes)
     if before == after:
         return ()
     changes: dict[str, FieldChange] = {}
@@ -76,10 +78,11 @@ def field_changes(live: Mapping[str, Any], desired: Mapping[str, Any]) -> tuple[
             continue
         if not isinstance(after[key], Mapping) or not isinstance(before.get(key), Mapping):
             # A scalar or a list differs: reported whole, no need for a structural diff.
-            changes[render((key,))] = FieldChange(render((key,)), before.get(key), after[key])
+            path = render((key,), shapes)
+            changes[path] = FieldChange(path, before.get(key), after[key])
             continue
         for parts in _changed_paths(before[key], after[key]):
-            path = render((key, *parts))
+            path = render((key, *parts), shapes)
             if path not in changes:
                 changes[path] = FieldChange(path, _at(before[key], parts), _at(after[key], parts))
     return tuple(changes[path] for path in sorted(changes))
@@ -102,17 +105,20 @@ def _at(value: Any, parts: tuple[Any, ...]) -> Any:
     return value
 
 
-def render(parts: Iterable[Any]) -> str:
-    """``("approvedScopes", "x", "optional")`` → ``approvedScopes["x"].optional``."""
+def render(parts: Iterable[Any], shapes: FieldShapes) -> str:
+    """``("approvedScopes", "x", "optional")`` → ``approvedScopes["x"].optional``: the item of a
+    keyed list is named by its key."""
     text = ""
+    fields: tuple[str, ...] = ()  # the path of field names so far, keys of keyed lists left out
     keyed = False
     for part in parts:
         if keyed:
             text += f'["{part}"]'
             keyed = False
-        else:
-            text += f".{part}" if text else str(part)
-        keyed = part in ("approvedScopes", "policies")
+            continue
+        text += f".{part}" if text else str(part)
+        fields = (*fields, str(part))
+        keyed = shapes.keyed_at(fields) is not None
     return text
 
 

@@ -15,11 +15,19 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler import assumptions
+from reconciler.kinds import (
+    KINDS,
+    Desired,
+    children,
+    desired_objects,
+    live_objects,
+    registered_elsewhere,
+    roots,
+)
 from reconciler.models import Manifest
 from reconciler.plan import Action, Change, Kind
 from reconciler.planner import PlanOptions, build_plan
-from reconciler.wire import LiveServer, LiveState
+from reconciler.wire import LiveState
 
 FORMAT_VERSION = 2  # of the JSON form; 2 added duplicated, to the report and to its summary
 
@@ -113,52 +121,50 @@ def detect_drift(manifest: Manifest, live: LiveState) -> DriftReport:
 def _address(change: Change) -> str:
     """The address as data, as the planner writes it for withheld changes (``Change.address`` is
     escaped for display)."""
-    name = f"{change.server}/{change.name}" if change.kind is Kind.CLIENT else change.name
-    return f'{change.kind} "{name}"'
+    return f'{change.kind} "{change.path_text}"'
 
 
 def _duplicated(manifest: Manifest, live: LiveState) -> list[Duplicated]:
-    """Manifest names that several live objects carry, matched as the planner matches them: servers
-    by name, then (under a server that matches once) clients of every registration type by name."""
-    by_name: dict[str, list[LiveServer]] = {}
-    for server in live.servers:
-        by_name.setdefault(server.name, []).append(server)
+    """Manifest names that several live objects carry, matched as the planner matches them: roots by
+    name, then (under an object that matches once) its children of every registration type by name."""
     found: list[Duplicated] = []
-    for spec in manifest.servers:
-        servers = by_name.get(spec.name, [])
-        if len(servers) > 1:
-            found.append(Duplicated(Kind.SERVER, f'server "{spec.name}"', tuple(s.id for s in servers)))
-        if len(servers) != 1:
-            continue
-        ids_by_name: dict[str, list[str]] = {}
-        for client in live.clients_of(servers[0].id):
-            ids_by_name.setdefault(client.name, []).append(client.id)
-        for wanted in spec.clients:
-            ids = ids_by_name.get(wanted.name, [])
-            if len(ids) > 1:
-                found.append(Duplicated(Kind.CLIENT, f'client "{spec.name}/{wanted.name}"', tuple(ids)))
+
+    def walk(wanted: tuple[Desired, ...], parent_id: str | None, kinds: tuple[Kind, ...]) -> None:
+        for kind in kinds:
+            ids_by_name: dict[str, list[str]] = {}
+            for obj in KINDS[kind].live_under(live, parent_id):
+                ids_by_name.setdefault(obj.name, []).append(obj.id)
+            for desired in (d for d in wanted if d.kind is kind):
+                ids = ids_by_name.get(desired.name, [])
+                if len(ids) > 1:
+                    address = f'{kind} "{"/".join(desired.path)}"'
+                    found.append(Duplicated(kind, address, tuple(ids)))
+                elif len(ids) == 1:
+                    walk(desired.children, ids[0], tuple(d.kind for d in children(kind)))
+
+    walk(desired_objects(manifest), None, tuple(d.kind for d in roots()))
     return found
 
 
 def _unmanaged(manifest: Manifest, live: LiveState, *, adopting: set[str]) -> tuple[list[Unmanaged], int]:
-    """Live objects without the ownership tag (not being adopted), and the count of dynamic clients."""
+    """Live objects without the ownership tag (not being adopted), and the count of objects end
+    users registered (dynamically or through CIMD): those are neither managed nor drift."""
     owner = manifest.project.ownershipTag
-    declared = {s.name: {c.name for c in s.clients} for s in manifest.servers}
+    declared = {(d.kind, d.path) for d in _all(desired_objects(manifest))}
     found: list[Unmanaged] = []
     dynamic = 0
-    for server in live.servers:
-        address = f'server "{server.name}"'
-        if owner not in server.tags:
-            found.append(Unmanaged(address, server.id, _note(address, server.name in declared, adopting)))
-        for client in live.clients_of(server.id):
-            if client.registration_type not in ("", assumptions.REGISTRATION_PRE_REGISTERED):
-                dynamic += 1
-                continue
-            address = f'client "{server.name}/{client.name}"'
-            if owner not in client.tags:
-                wanted = client.name in declared.get(server.name, set())
-                found.append(Unmanaged(address, client.id, _note(address, wanted, adopting)))
+    for kind, path, obj in live_objects(live):
+        if registered_elsewhere(obj) is not None:
+            dynamic += 1
+            continue
+        if owner not in obj.tags:
+            address = f'{kind} "{"/".join(path)}"'
+            found.append(Unmanaged(address, obj.id, _note(address, (kind, path) in declared, adopting)))
     return found, dynamic
+
+
+def _all(objects: tuple[Desired, ...]) -> list[Desired]:
+    return [d for obj in objects for d in (obj, *_all(obj.children))]
 
 
 def _note(address: str, declared: bool, adopting: set[str]) -> str:

@@ -32,6 +32,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from reconciler.kinds import Endpoint
 
 
 class ExitCode(IntEnum):
@@ -126,23 +130,25 @@ class JournalError(ReconcilerError):
 
 
 class ApiError(ReconcilerError):
-    """A Management API call failed. Never carries the management key or a secret."""
+    """A Management API call failed. Never carries the management key or a secret.
+
+    The message names the call by method and path: ``POST /v1/mgmt/mcp/server/create failed: 400
+    E011003 ...`` (the status and errorCode when there was an answer)."""
 
     def __init__(
         self,
         message: str,
         *,
-        endpoint: str,
+        endpoint: Endpoint,
         status: int | None = None,
         error_code: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.status = status
         self.error_code = error_code
-        where = f"POST {endpoint}"
         code = f" {status}" if status is not None else ""
         code += f" {error_code}" if error_code else ""
-        super().__init__(f"{where} failed:{code} {message}".replace(":  ", ": "))
+        super().__init__(f"{endpoint.method} {endpoint.path} failed:{code} {message}".replace(":  ", ": "))
 
 
 class BadRequest(ApiError):
@@ -161,7 +167,7 @@ class RateLimited(ApiError):
     """429 that outlasted every retry."""
 
     def __init__(
-        self, message: str, *, endpoint: str, retry_after: float, error_code: str | None = None
+        self, message: str, *, endpoint: Endpoint, retry_after: float, error_code: str | None = None
     ) -> None:
         self.retry_after = retry_after
         super().__init__(message, endpoint=endpoint, status=429, error_code=error_code)

@@ -26,20 +26,14 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.emitter import RoundTripEmitter
 
-from reconciler import assumptions
+from reconciler.kinds import CLIENT, SERVER, registered_elsewhere
 from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ServerSpec
 from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags
 from reconciler.textsafe import visible
 from reconciler.wire import LiveClient, LiveServer, LiveState
 
-SERVER_FIELDS = [
-    f.alias or n
-    for n, f in ServerSpec.model_fields.items()
-    if n not in ("kind", "protect", "adopt", "clients")
-]
-CLIENT_FIELDS = [
-    f.alias or n for n, f in ClientSpec.model_fields.items() if n not in ("secret", "protect", "adopt")
-]
+SERVER_FIELDS = [f.alias or n for n, f in ServerSpec.model_fields.items() if n not in SERVER.manifest_only]
+CLIENT_FIELDS = [f.alias or n for n, f in ClientSpec.model_fields.items() if n not in CLIENT.manifest_only]
 SCOPE_FIELDS = ("name", "description", "optional", "values")
 DEFAULT_SINK = "local"
 
@@ -109,7 +103,7 @@ def _server_document(
             document["adopt"] = True
     exported = []
     for client in sorted(clients, key=lambda c: c.name):
-        if client.registration_type not in ("", assumptions.REGISTRATION_PRE_REGISTERED):
+        if registered_elsewhere(client) is not None:
             continue  # an end user's client: never exported, never managed
         if not client.name:  # a manifest names every client: this one cannot be written down
             nameless = f'a client of server "{server.name}" ({client.id}) is skipped: it has no name'

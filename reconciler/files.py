@@ -5,35 +5,51 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import stat
-import tempfile
 from pathlib import Path
 
+TEMP_MODE = 0o600  # a temp file is created readable by its owner alone, then given its ``mode``
 
-def write_atomically(path: Path, text: str, *, mode: int) -> None:
-    """Temp file in the same folder, fsync, chmod, rename over ``path``, then fsync the folder.
+
+def write_atomically(path: Path, text: str, *, mode: int, folder_sync_required: bool = False) -> None:
+    """Temp file in the same folder, chmod, write, fsync, rename over ``path``, then fsync the folder.
+
+    A crash leaves the old content or the whole new one: the temp file is synced, holding all of
+    ``text``, before it is renamed over ``path``, and the folder is synced after the rename, which makes
+    the rename itself durable. The temp file (``.NAME.RANDOM.tmp``, removed on failure) is created
+    exclusively and never through a link (a name planted there is an error, never followed), and is
+    given ``mode`` before it holds anything, whatever the umask.
 
     Only ever replaces a regular file: a rename over a device (``--out /dev/null``), a FIFO or a link
-    would replace that node itself. Raises OSError (the CLI reports it) when the folder cannot be used.
+    would replace that node itself. Raises OSError (the caller reports it) when the folder cannot be
+    used. A folder that cannot be synced is an error only with ``folder_sync_required`` (for a caller
+    that records the write as done once this returns); otherwise the rename stands unsynced.
     """
     if path.is_symlink() or (path.exists() and not path.is_file()):
         raise IsADirectoryError(errno.EISDIR, "not a regular file: refusing to replace it", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # O_EXCL fails on any existing name, a planted symlink included, which is then left alone.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    descriptor = os.open(temp, flags, TEMP_MODE)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(descriptor, "wb") as stream:
+            os.fchmod(stream.fileno(), mode)
+            stream.write(text.encode("utf-8"))
             stream.flush()
             os.fsync(stream.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
+        os.replace(temp, path)  # renames over a link planted since the check, never through it
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
     # The rename itself is durable only once the folder is synced.
-    with contextlib.suppress(OSError):
+    try:
         fsync_folder(path.parent)
+    except OSError:
+        if folder_sync_required:
+            raise
 
 
 def fsync_folder(folder: Path) -> None:

@@ -31,7 +31,7 @@ def write_outputs(environ: Mapping[str, str], values: Mapping[str, str | int | b
             lines.append(f"{name}<<{delimiter}\n{text}\n{delimiter}")
         else:
             lines.append(f"{name}={text}")
-    with _append(target, "GITHUB_OUTPUT") as stream:
+    with _append(target, variable="GITHUB_OUTPUT") as stream:
         stream.write(("\n".join(lines) + "\n").encode("utf-8"))
 
 
@@ -48,11 +48,11 @@ def append_summary(environ: Mapping[str, str], markdown: str) -> None:
         note = b"\n\n_The rest is cut: GitHub allows 1 MiB of step summary._\n"
         data = data[: max(room - len(note), 0)].decode("utf-8", errors="ignore").encode() + note
     if room > 0:
-        with _append(target, "GITHUB_STEP_SUMMARY") as stream:
+        with _append(target, variable="GITHUB_STEP_SUMMARY") as stream:
             stream.write(data)
 
 
-def _append(target: str, variable: str) -> BinaryIO:
+def _append(target: str, *, variable: str) -> BinaryIO:
     """The runner's file, opened to append; a clear error when it is not a writable regular file (a
     FIFO would block the run for ever, a folder or a missing folder would end in a traceback)."""
     try:

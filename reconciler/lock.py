@@ -184,7 +184,7 @@ def lock_directory(environ: Mapping[str, str]) -> Path:
     return Path(state) / "mcp-reconciler" / "locks"
 
 
-def lock_name(project_id: str, base_url: str) -> str:
+def lock_name(project_id: str, *, base_url: str) -> str:
     """The lock file's name: the project id, with the API's host and port unless it is Descope's."""
     parts = urlsplit(base_url)
     host = (parts.hostname or "").lower()
@@ -201,10 +201,10 @@ def lock_name(project_id: str, base_url: str) -> str:
 class ProjectLock:
     """The exclusive lock of one project, held as an async context manager (or try_acquire/release)."""
 
-    def __init__(self, project_id: str, base_url: str, settings: LockSettings) -> None:
+    def __init__(self, project_id: str, *, base_url: str, settings: LockSettings) -> None:
         self.project_id = project_id
         self.settings = settings
-        self.name = lock_name(project_id, base_url)
+        self.name = lock_name(project_id, base_url=base_url)
         self.path = settings.directory / self.name
         self.holder: Holder | None = None  # the other holder, as last read
         self._dir: int | None = None

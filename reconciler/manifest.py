@@ -289,7 +289,7 @@ class _Loader:
                         client.problem(("secret", "sink"), _undeclared_sink(named, declared))
                     )
                 elif sink in declared:
-                    self._check_destination(client, server_name, sink, specs[sink], seen)
+                    self._check_destination(client, server_name, sink=sink, spec=specs[sink], seen=seen)
 
     def _check_file_sinks(self, project: Document, specs: Mapping[str, SinkSpec | None]) -> None:
         """File sink paths are usable, and two sinks that write one file (however it is spelt) agree
@@ -316,6 +316,7 @@ class _Loader:
         self,
         client: _ClientSource,
         server_name: str,
+        *,
         sink: str,
         spec: SinkSpec | None,
         seen: dict[tuple[str, ...], _Use],
@@ -332,7 +333,7 @@ class _Loader:
         use = _Use(client, server_name, sink, key, place)
         first = seen.setdefault(identity, use)
         if first is not use:
-            self.problems.append(client.problem(("secret",), _shared_destination(use, first)))
+            self.problems.append(client.problem(("secret",), _shared_destination(use, first=first)))
 
     def _check_reserved_tags(
         self, project: Document, servers: dict[str, tuple[ServerSpec, _ServerSource]]
@@ -342,11 +343,11 @@ class _Loader:
         owner = owner if isinstance(owner, str) and owner else DEFAULT_OWNERSHIP_TAG
         for server, source in servers.values():
             for i, tag in enumerate(server.tags):
-                if problem := reserved_tag_problem(tag, owner):
+                if problem := reserved_tag_problem(tag, ownership_tag=owner):
                     self.problems.append(source.entry.doc.problem(("tags", i), problem))
             for client in source.clients:
                 for i, tag in enumerate(client.spec.tags):
-                    if problem := reserved_tag_problem(tag, owner):
+                    if problem := reserved_tag_problem(tag, ownership_tag=owner):
                         self.problems.append(client.problem(("tags", i), problem))
 
     def _locations(
@@ -418,7 +419,7 @@ def _destination(sink: str, spec: SinkSpec | None, key: str) -> tuple[tuple[str,
         return ("file", path, "json", key), f"the entry '{key}' in {path}"
     if isinstance(spec, VaultSinkSpec):
         url, namespace, mount = _url(spec.url), (spec.namespace or "").strip("/"), spec.mount.strip("/")
-        path = posixpath.normpath("/" + vault_path(spec.pathPrefix, key)).lstrip("/")  # a//b, ./b
+        path = posixpath.normpath("/" + vault_path(spec.pathPrefix, key=key)).lstrip("/")  # a//b, ./b
         at = url + (f" (namespace {namespace})" if namespace else "")
         return ("vault", url, namespace, mount, path), f"the Vault secret {mount}/{path} at {at}"
     if isinstance(spec, AwsSinkSpec):
@@ -438,11 +439,11 @@ def _key_problem(sink: str, spec: SinkSpec | None, key: str) -> str | None:
     """Why a Vault or AWS sink would refuse ``key`` (the sinks refuse it again when writing)."""
     if isinstance(spec, VaultSinkSpec):
         prefix = spec.pathPrefix.lstrip("/")
-        reason = leaves_prefix(prefix, key)
+        reason = leaves_prefix(prefix, key=key)
         rule = "a key must stay below pathPrefix: no leading '/', no '..' segments"
         settings = f"vault, mount '{spec.mount.strip('/')}', pathPrefix '{prefix}'"
     elif isinstance(spec, AwsSinkSpec):
-        reason = aws_name_problem(spec.namePrefix, key)
+        reason = aws_name_problem(spec.namePrefix, key=key)
         rule = "a key must stay inside namePrefix: no leading '/', no '..' segments"
         settings = f"aws-secrets-manager, namePrefix '{spec.namePrefix}'"
     else:
@@ -452,7 +453,7 @@ def _key_problem(sink: str, spec: SinkSpec | None, key: str) -> str | None:
     return f"secret key '{key}' is refused by sink '{sink}' ({settings}): {reason}; {rule}"
 
 
-def _shared_destination(use: _Use, first: _Use) -> str:
+def _shared_destination(use: _Use, *, first: _Use) -> str:
     by = f"client '{first.client.spec.name}' at {first.client.where()}"
     if (use.sink, use.key) == (first.sink, first.key):
         return f"secret destination '{use.key}' in sink '{use.sink}' is already used by {by}"

@@ -13,21 +13,34 @@ import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from reconciler.kinds import KINDS, SECRET_ACTIONS, Action, JsonValue, Kind
 from reconciler.textsafe import visible
+
+# Action, Kind and JsonValue are re-exported: they are the vocabulary of plans.
+__all__ = [
+    "ACTION_SYMBOLS",
+    "FORMAT_VERSION",
+    "SIGNATURE_PREFIX",
+    "Action",
+    "ApplyResult",
+    "Change",
+    "FieldChange",
+    "JsonValue",
+    "Kind",
+    "Plan",
+    "Provenance",
+    "SecretTarget",
+    "Withheld",
+    "canonical_json",
+    "checksum",
+    "fingerprint",
+    "signature",
+]
 
 FORMAT_VERSION = 2
 SIGNATURE_PREFIX = "hmac-sha256:"
-
-
-class Action(StrEnum):
-    CREATE = "create"
-    UPDATE = "update"
-    ADOPT = "adopt"
-    ROTATE_SECRET = "rotate-secret"  # noqa: S105 - an action's name, not a password
-    DELETE = "delete"
 
 
 # How each action is marked in every rendering (``+`` create, ``~`` update, ...), so plans read alike.
@@ -38,11 +51,6 @@ ACTION_SYMBOLS = {
     Action.ROTATE_SECRET: "*",
     Action.DELETE: "-",
 }
-
-
-class Kind(StrEnum):
-    SERVER = "server"
-    CLIENT = "client"
 
 
 @dataclass(frozen=True)
@@ -78,7 +86,7 @@ class Change:
     server_id: str | None = None  # for clients of a server that exists already
     fingerprint: str | None = None  # of the live object planned against; None for creates
     fields: tuple[FieldChange, ...] = ()
-    desired: Mapping[str, Any] = field(default_factory=dict)  # the fields the manifest manages
+    desired: Mapping[str, JsonValue] = field(default_factory=dict)  # the fields the manifest manages
     secret: SecretTarget | None = None
     notes: tuple[str, ...] = ()
 
@@ -86,17 +94,22 @@ class Change:
     def address(self) -> str:
         """``server "calendar"`` or ``client "calendar/ci-agent"``: how people name it, for display
         only, so control and bidi characters in the names are shown escaped (``reconciler.textsafe``)."""
-        name = f"{self.server}/{self.name}" if self.kind is Kind.CLIENT else self.name
-        return f'{self.kind} "{visible(name)}"'
+        return f'{self.kind} "{visible(self.path_text)}"'
 
     @property
-    def key(self) -> tuple[str, ...]:
-        return (self.kind.value, self.server or "", self.name)
+    def path(self) -> tuple[str, ...]:
+        """The object's names from the root: ``("calendar",)``, ``("calendar", "ci-agent")``."""
+        return (self.name,) if self.server is None else (self.server, self.name)
+
+    @property
+    def path_text(self) -> str:
+        """The path as people write it (``calendar/ci-agent``), as data: not escaped."""
+        return "/".join(self.path)
 
     @property
     def issues_secret(self) -> bool:
-        """Whether carrying it out puts a secret in our hands for the client's sink."""
-        return self.kind is Kind.CLIENT and self.action in (Action.CREATE, Action.ROTATE_SECRET, Action.ADOPT)
+        """Whether carrying it out puts a secret in our hands for the object's sink."""
+        return KINDS[self.kind].holds_secret and self.action in SECRET_ACTIONS
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -202,6 +215,13 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def secret_sinks(self) -> tuple[str, ...]:
+        """The sinks that the secrets this plan issues go to, sorted: each must work before apply."""
+        return tuple(
+            sorted({c.secret.sink for c in self.changes if c.secret is not None and c.issues_secret})
+        )
 
     def _change_set(self) -> dict[str, Any]:
         return {

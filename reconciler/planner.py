@@ -11,18 +11,33 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
-from reconciler import assumptions
 from reconciler.diff import field_changes
 from reconciler.errors import PlanError, UsageError
-from reconciler.models import ClientSpec, Manifest, ServerSpec, secret_key
+from reconciler.kinds import (
+    KINDS,
+    Desired,
+    KindDescriptor,
+    LiveObject,
+    children,
+    depends_on,
+    depth,
+    desired_objects,
+    desired_paths,
+    level,
+    lineage,
+    live_objects,
+    registered_elsewhere,
+    roots,
+)
+from reconciler.models import Manifest
 from reconciler.plan import (
     Action,
     Change,
     FieldChange,
+    JsonValue,
     Kind,
     Plan,
     SecretTarget,
@@ -30,49 +45,36 @@ from reconciler.plan import (
     fingerprint,
 )
 from reconciler.tags import PROTECT_TAG, rotation_markers, user_tags, with_system_tags
-from reconciler.wire import LiveClient, LiveServer, LiveState
-
-MANIFEST_ONLY_SERVER_FIELDS = frozenset({"kind", "protect", "adopt", "clients"})
-MANIFEST_ONLY_CLIENT_FIELDS = frozenset({"kind", "server", "protect", "adopt", "secret"})
-LEVELS = {  # apply order: parents before children for creates and updates, children first for deletes
-    (Kind.SERVER, Action.CREATE): 0,
-    (Kind.SERVER, Action.ADOPT): 0,
-    (Kind.SERVER, Action.UPDATE): 0,
-    (Kind.CLIENT, Action.CREATE): 1,
-    (Kind.CLIENT, Action.ADOPT): 1,
-    (Kind.CLIENT, Action.UPDATE): 1,
-    (Kind.CLIENT, Action.ROTATE_SECRET): 2,
-    (Kind.CLIENT, Action.DELETE): 3,
-    (Kind.SERVER, Action.DELETE): 4,
-}
+from reconciler.wire import LiveState
 
 
 @dataclass(frozen=True)
 class Target:
-    """``server:NAME`` or ``client:SERVER/NAME`` from ``--target``."""
+    """``server:NAME`` or ``client:SERVER/NAME`` from ``--target``: an object and all below it."""
 
     kind: Kind
-    server: str
-    name: str | None = None
+    path: tuple[str, ...]
 
     @classmethod
     def parse(cls, text: str) -> Target:
-        kind, _, rest = text.partition(":")
-        if kind == "server" and rest:
-            return cls(Kind.SERVER, rest)
-        server, _, name = rest.partition("/")
-        if kind == "client" and server and name:
-            return cls(Kind.CLIENT, server, name)
-        raise UsageError(f"invalid target {text!r}: expected server:NAME or client:SERVER/NAME")
+        noun, _, rest = text.partition(":")
+        kind = next((k for k in KINDS if k.value == noun), None)
+        if kind is not None and rest:
+            parts = tuple(rest.split("/", depth(kind)))
+            if len(parts) == depth(kind) + 1 and all(parts):
+                return cls(kind, parts)
+        forms = " or ".join(_target_form(k) for k in KINDS)
+        raise UsageError(f"invalid target {text!r}: expected {forms}")
+
+    @property
+    def root(self) -> str:
+        return self.path[0]
 
     def __str__(self) -> str:
-        return f"server:{self.server}" if self.kind is Kind.SERVER else f"client:{self.server}/{self.name}"
+        return f"{self.kind.value}:{'/'.join(self.path)}"
 
     def covers(self, change: Change) -> bool:
-        server = change.name if change.kind is Kind.SERVER else change.server
-        if self.kind is Kind.SERVER:
-            return server == self.server
-        return change.kind is Kind.CLIENT and (server, change.name) == (self.server, self.name)
+        return depends_on(change.path, change.kind, on_path=self.path, on_kind=self.kind)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,15 @@ def build_plan(manifest: Manifest, live: LiveState, options: PlanOptions | None 
     return _Planner(manifest, live, options or PlanOptions()).plan()
 
 
+@dataclass(frozen=True)
+class _Parent:
+    """Where objects are planned: under the root, a live object, or one the plan creates."""
+
+    path: tuple[str, ...] = ()
+    id: str | None = None
+    exists: bool = True  # False for one the plan creates: nothing lives under it yet
+
+
 class _Planner:
     def __init__(self, manifest: Manifest, live: LiveState, options: PlanOptions) -> None:
         self.manifest = manifest
@@ -100,17 +111,12 @@ class _Planner:
         self.changes: list[Change] = []
         self.withheld: list[Withheld] = []
         self.problems: list[str] = []
-        self.cascade: dict[str, int] = {}  # server id → clients its delete removes with it
+        self.cascade: dict[str, int] = {}  # id of a deleted object → objects its delete removes with it
 
     def plan(self) -> Plan:
-        servers_by_name = _by_name(self.live.servers)
-        for spec in self.manifest.servers:
-            self._plan_server(spec, servers_by_name.get(spec.name, []))
-        wanted = {spec.name for spec in self.manifest.servers}
-        for name, servers in sorted(servers_by_name.items()):
-            if name not in wanted:
-                for server in servers:
-                    self._prune_server(server)
+        desired = desired_objects(self.manifest)
+        for kind in roots():
+            self._plan_under(kind, [d for d in desired if d.kind is kind.kind], _Parent())
         changes = self._targeted(self.changes)
         if not self.options.lenient:
             self._check_budget(changes)
@@ -127,209 +133,174 @@ class _Planner:
             withheld=tuple(w for w in self.withheld if self._in_scope(w.server)),
         )
 
-    # ---- servers -------------------------------------------------------------------------------
-
-    def _plan_server(self, spec: ServerSpec, matches: Sequence[LiveServer]) -> None:
-        if len(matches) > 1:
-            ids = ", ".join(s.id for s in matches)
-            self.problems.append(
-                f'server "{spec.name}" matches {len(matches)} live servers ({ids}); '
-                "rename or delete all but one"
-            )
-            return
-        desired = _server_payload(spec)
-        if not matches:
-            tags = with_system_tags(desired.get("tags", []), self.owner, protect=spec.protect)
-            self.changes.append(_create(Kind.SERVER, spec.name, desired, tags))
-            for client in spec.clients:
-                self._create_client(spec.name, None, client)
-            return
-        live = matches[0]
-        owned = self.owner in live.tags
-        if not owned and not spec.adopt:
-            self.problems.append(_conflict(f'server "{spec.name}"', live.id))
-            return
-        change = self._update(
-            Kind.SERVER,
-            name=spec.name,
-            server=None,
-            live=live.fields,
-            desired=desired,
-            protect=spec.protect,
-            owned=owned,
-        )
-        if change:
-            self.changes.append(change)
-        self._plan_clients(spec, live)
-
-    def _prune_server(self, server: LiveServer) -> None:
-        if self.owner not in server.tags or not self.prune:
-            return
-        address = f'server "{server.name}"'
-        if PROTECT_TAG in server.tags:
-            self.withheld.append(
-                Withheld(address, server.name, "protected (protect: true when last applied)")
-            )
-            return
-        clients = self.live.clients_of(server.id)
-        foreign = [c for c in clients if self.owner not in c.tags or _dynamic(c)]
-        if foreign or not self.live.complete:
-            reason = (
-                f"it has {len(foreign)} clients that mcp-reconciler does not manage, "
-                "and deleting it would delete them"
-            )
-            self.withheld.append(
-                Withheld(address, server.name, reason if foreign else "its clients were not fetched")
-            )
-            return
-        self.cascade[server.id] = len(clients)
-        plural = "s" if len(clients) != 1 else ""
-        notes = (f"also deletes its {len(clients)} client{plural}",) if clients else ()
-        self.changes.append(
-            Change(
-                Kind.SERVER,
-                Action.DELETE,
-                server.name,
-                id=server.id,
-                fingerprint=fingerprint(server.fields),
-                notes=notes,
-            )
-        )
-
-    # ---- clients -------------------------------------------------------------------------------
-
-    def _plan_clients(self, spec: ServerSpec, server: LiveServer) -> None:
-        by_name = _by_name(self.live.clients_of(server.id))
-        for client in spec.clients:
-            matches = by_name.get(client.name, [])
+    def _plan_under(self, kind: KindDescriptor, wanted: Sequence[Desired], parent: _Parent) -> None:
+        """Plan the objects of ``kind`` under ``parent``: match by name, then prune the rest."""
+        by_name = _by_name(kind.live_under(self.live, parent.id) if parent.exists else ())
+        for desired in wanted:
+            matches = by_name.get(desired.name, [])
             if len(matches) > 1:
-                ids = ", ".join(c.id for c in matches)
+                ids = ", ".join(m.id for m in matches)
                 self.problems.append(
-                    f'client "{spec.name}/{client.name}" matches {len(matches)} live clients ({ids})'
+                    f"{_address(kind.kind, desired.path)} matches {len(matches)} live {kind.plural} ({ids}); "
+                    "rename or delete all but one"
                 )
             elif not matches:
-                self._create_client(spec.name, server.id, client)
+                self._create(kind, desired, parent)
             else:
-                self._plan_client(spec.name, server.id, client, matches[0])
-        wanted = {client.name for client in spec.clients}
-        for name, clients in sorted(by_name.items()):
-            if name not in wanted:
-                for client in clients:
-                    self._prune_client(spec.name, server.id, client)
+                self._plan_existing(kind, desired, live=matches[0], parent=parent)
+        names = {desired.name for desired in wanted}
+        for name, objects in sorted(by_name.items()):
+            if name not in names:
+                for obj in objects:
+                    self._prune(kind, obj, parent)
 
-    def _create_client(self, server: str, server_id: str | None, spec: ClientSpec) -> None:
-        target = self._secret_target(server, spec)
-        desired = _client_payload(spec)
+    def _plan_children(self, desired: Desired, parent: _Parent) -> None:
+        for kind in children(desired.kind):
+            self._plan_under(kind, [d for d in desired.children if d.kind is kind.kind], parent)
+
+    def _create(self, kind: KindDescriptor, desired: Desired, parent: _Parent) -> None:
+        target = self._secret_target(kind, desired)
+        rotation = target.rotation if target else None
         tags = with_system_tags(
-            desired.get("tags", []), self.owner, protect=spec.protect, rotation=target.rotation
+            _text_list(desired.fields.get("tags")), self.owner, protect=desired.protect, rotation=rotation
         )
-        change = _create(Kind.CLIENT, spec.name, desired, tags, server=server)
-        self.changes.append(replace(change, server_id=server_id, secret=target))
+        fields = [FieldChange(key, None, value) for key, value in sorted(desired.fields.items())]
+        self.changes.append(
+            Change(
+                kind.kind,
+                Action.CREATE,
+                desired.name,
+                server=_parent_name(parent),
+                server_id=parent.id,
+                fields=tuple(fields),
+                desired={**desired.fields, "tags": _json_list(tags)},
+                secret=target,
+            )
+        )
+        self._plan_children(desired, _Parent(desired.path, exists=False))
 
-    def _plan_client(self, server: str, server_id: str, spec: ClientSpec, live: LiveClient) -> None:
+    def _plan_existing(
+        self, kind: KindDescriptor, desired: Desired, *, live: LiveObject, parent: _Parent
+    ) -> None:
         owned = self.owner in live.tags
-        if not owned and not spec.adopt:
-            self.problems.append(_conflict(f'client "{server}/{spec.name}"', live.id))
+        if not owned and not desired.adopt:
+            self.problems.append(_conflict(_address(kind.kind, desired.path), live_id=live.id))
             return
-        target = self._secret_target(server, spec)
-        markers = rotation_markers(live.tags)
-        # Tags edited by hand may hold several markers: the wanted one among them counts as done.
-        marker = target.rotation if target.rotation in markers else next(iter(markers), None)
-        # Adopting records the marker as it is: the adopted client's current secret is delivered.
-        kept = target.rotation if not owned else marker
-        desired = _client_payload(spec)
-        change = self._update(
-            Kind.CLIENT,
-            name=spec.name,
-            server=server,
-            live=live.fields,
-            desired=desired,
-            protect=spec.protect,
-            owned=owned,
-            rotation=kept,
-        )
+        target = self._secret_target(kind, desired)
+        rotation: str | None = None
+        marker: str | None = None
+        if target is not None:
+            markers = rotation_markers(live.tags)
+            # Tags edited by hand may hold several markers: the wanted one among them counts as done.
+            marker = target.rotation if target.rotation in markers else next(iter(markers), None)
+            # Adopting records the marker as it is: the adopted object's current secret is delivered.
+            rotation = target.rotation if not owned else marker
+        change = self._update(kind.kind, desired, live=live, owned=owned, rotation=rotation)
         if change:
-            self.changes.append(replace(change, server_id=server_id, secret=target))
-        if owned and target.rotation is not None and target.rotation != marker:
+            self.changes.append(
+                replace(change, server=_parent_name(parent), server_id=parent.id, secret=target)
+            )
+        if owned and target is not None and target.rotation is not None and target.rotation != marker:
             self.changes.append(
                 Change(
-                    Kind.CLIENT,
+                    kind.kind,
                     Action.ROTATE_SECRET,
-                    spec.name,
-                    server=server,
+                    desired.name,
+                    server=_parent_name(parent),
                     id=live.id,
-                    server_id=server_id,
+                    server_id=parent.id,
                     fingerprint=fingerprint(live.fields),
                     fields=(FieldChange("secret.rotation", marker, target.rotation),),
                     secret=target,
                 )
             )
+        self._plan_children(desired, _Parent(desired.path, live.id))
 
-    def _prune_client(self, server: str, server_id: str, client: LiveClient) -> None:
-        if self.owner not in client.tags or not self.prune:
+    def _prune(self, kind: KindDescriptor, obj: LiveObject, parent: _Parent) -> None:
+        if self.owner not in obj.tags or not self.prune:
             return
-        address = f'client "{server}/{client.name}"'
-        if PROTECT_TAG in client.tags:
-            self.withheld.append(Withheld(address, server, "protected (protect: true when last applied)"))
-        elif _dynamic(client):
-            self.withheld.append(
-                Withheld(address, server, f"registered dynamically ({client.registration_type})")
-            )
-        else:
-            fp = fingerprint(client.fields)
-            self.changes.append(
-                Change(
-                    Kind.CLIENT,
-                    Action.DELETE,
-                    client.name,
-                    server=server,
-                    id=client.id,
-                    server_id=server_id,
-                    fingerprint=fp,
+        path = (*parent.path, obj.name)
+        address = _address(kind.kind, path)
+        root = path[0]
+        if PROTECT_TAG in obj.tags:
+            self.withheld.append(Withheld(address, root, "protected (protect: true when last applied)"))
+            return
+        registration = registered_elsewhere(obj)
+        if registration is not None:
+            self.withheld.append(Withheld(address, root, f"registered dynamically ({registration})"))
+            return
+        notes: tuple[str, ...] = ()
+        if children(kind.kind):
+            below = [(k, o) for k in children(kind.kind) for o in k.live_under(self.live, obj.id)]
+            foreign = [o for _k, o in below if self.owner not in o.tags or registered_elsewhere(o)]
+            if foreign or not self.live.complete:
+                plural = " and ".join(k.plural for k in children(kind.kind))
+                reason = (
+                    f"it has {len(foreign)} {plural} that mcp-reconciler does not manage, "
+                    "and deleting it would delete them"
+                    if foreign
+                    else f"its {plural} were not fetched"
                 )
+                self.withheld.append(Withheld(address, root, reason))
+                return
+            if below and kind.delete_cascades:
+                self.cascade[obj.id] = len(below)
+                noun = below[0][0].plural if len(below) != 1 else below[0][0].kind.value
+                notes = (f"also deletes its {len(below)} {noun}",)
+            for below_kind, below_obj in below if not kind.delete_cascades else ():
+                self._prune(below_kind, below_obj, _Parent(path, obj.id))
+        self.changes.append(
+            Change(
+                kind.kind,
+                Action.DELETE,
+                obj.name,
+                server=_parent_name(parent),
+                id=obj.id,
+                server_id=parent.id,
+                fingerprint=fingerprint(obj.fields),
+                notes=notes,
             )
+        )
 
-    def _secret_target(self, server: str, spec: ClientSpec) -> SecretTarget:
-        sink = spec.secret.sink or self.manifest.project.defaultSink or ""
-        rotation = None if spec.secret.rotation is None else str(spec.secret.rotation)
-        return SecretTarget(sink, secret_key(server, spec), rotation)
+    def _secret_target(self, kind: KindDescriptor, desired: Desired) -> SecretTarget | None:
+        if not kind.holds_secret:
+            return None
+        ref = desired.secret
+        sink = (ref.sink if ref else None) or self.manifest.project.defaultSink or ""
+        rotation = None if ref is None or ref.rotation is None else str(ref.rotation)
+        key = (ref.key if ref else None) or "/".join(desired.path)
+        return SecretTarget(sink, key, rotation)
 
     # ---- shared --------------------------------------------------------------------------------
 
     def _update(
-        self,
-        kind: Kind,
-        *,
-        name: str,
-        server: str | None,
-        live: Mapping[str, Any],
-        desired: dict[str, Any],
-        protect: bool,
-        owned: bool,
-        rotation: str | None = None,
+        self, kind: Kind, desired: Desired, *, live: LiveObject, owned: bool, rotation: str | None
     ) -> Change | None:
         """An update (or adoption) when anything differs; desired tags keep the system tags."""
-        live_tags = list(live.get("tags") or [])
-        visible = {**live, "tags": user_tags(live_tags, self.owner)}
-        fields = list(field_changes(visible, desired))
+        live_tags = list(live.tags)
+        visible = {**live.fields, "tags": user_tags(live_tags, self.owner)}
+        fields = list(field_changes(visible, desired.fields, KINDS[kind].shapes))
         was_protected = PROTECT_TAG in live_tags
-        if owned and protect != was_protected:
-            fields.append(FieldChange("protect", was_protected, protect))
+        if owned and desired.protect != was_protected:
+            fields.append(FieldChange("protect", was_protected, desired.protect))
         if owned and not fields:
             return None
-        base_tags = desired["tags"] if "tags" in desired else user_tags(live_tags, self.owner)
-        tags = with_system_tags(base_tags, self.owner, protect=protect, rotation=rotation)
+        base_tags = (
+            _text_list(desired.fields["tags"])
+            if "tags" in desired.fields
+            else user_tags(live_tags, self.owner)
+        )
+        tags = with_system_tags(base_tags, self.owner, protect=desired.protect, rotation=rotation)
         action = Action.UPDATE if owned else Action.ADOPT
         notes = () if owned else ("takes over the live object: stamps the ownership tag",)
         return Change(
             kind,
             action,
-            name,
-            server=server,
-            id=str(live.get("id", "")),
-            fingerprint=fingerprint(live),
+            desired.name,
+            id=live.id,
+            fingerprint=fingerprint(live.fields),
             fields=tuple(fields),
-            desired={**desired, "tags": tags},
+            desired={**desired.fields, "tags": _json_list(tags)},
             notes=notes,
         )
 
@@ -337,16 +308,20 @@ class _Planner:
         if not self.options.targets:
             return changes
         chosen = [c for c in changes if any(t.covers(c) for t in self.options.targets)]
-        created = {c.name for c in chosen if c.kind is Kind.SERVER and c.action is Action.CREATE}
+        created = {(c.kind, c.path) for c in chosen if c.action is Action.CREATE}
         for change in chosen:
-            if change.kind is Kind.CLIENT and change.server_id is None and change.server not in created:
+            parent_kind = KINDS[change.kind].parent
+            if parent_kind is None or change.server_id is not None:
+                continue
+            if (parent_kind, change.path[:-1]) not in created:
                 self.problems.append(
-                    f"{change.address} needs its server created first: add --target server:{change.server}"
+                    f"{change.address} needs its {parent_kind} created first: "
+                    f"add --target {parent_kind}:{'/'.join(change.path[:-1])}"
                 )
         return chosen
 
-    def _in_scope(self, server: str) -> bool:
-        return not self.options.targets or any(t.server == server for t in self.options.targets)
+    def _in_scope(self, root: str) -> bool:
+        return not self.options.targets or any(t.root == root for t in self.options.targets)
 
     def _check_budget(self, changes: Iterable[Change]) -> None:
         deletes = sum(1 + self.cascade.get(c.id or "", 0) for c in changes if c.action is Action.DELETE)
@@ -365,44 +340,54 @@ class _Planner:
         setting = self.manifest.project.maxDeletes
         if isinstance(setting, int):
             return setting
-        managed = sum(1 for s in self.live.servers if self.owner in s.tags)
-        managed += sum(1 for cs in self.live.clients.values() for c in cs if self.owner in c.tags)
+        managed = sum(1 for _kind, _path, obj in live_objects(self.live) if self.owner in obj.tags)
         return math.floor(managed * int(setting.rstrip("%")) / 100)
 
 
-def _server_payload(spec: ServerSpec) -> dict[str, Any]:
-    return {k: v for k, v in spec.mentioned().items() if k not in MANIFEST_ONLY_SERVER_FIELDS}
+def check_targets(manifest: Manifest, live: LiveState, targets: Iterable[Target]) -> None:
+    """Each target names an object that exists in the manifests or live: a typo is an error, not a
+    silently empty plan."""
+    known = set(desired_paths(desired_objects(manifest)))
+    known.update((kind, path) for kind, path, _obj in live_objects(live))
+    for target in targets:
+        chain = lineage(target.kind)
+        for n, kind in enumerate(chain, start=1):
+            path = target.path[:n]
+            if (kind.kind, path) not in known:
+                where = f"in {chain[n - 2].kind} {path[-2]!r}" if n > 1 else "in the manifests or live"
+                raise UsageError(f"--target {target}: no {kind.kind} named {path[-1]!r} {where}")
 
 
-def _client_payload(spec: ClientSpec) -> dict[str, Any]:
-    return {
-        **{k: v for k, v in spec.mentioned().items() if k not in MANIFEST_ONLY_CLIENT_FIELDS},
-        "name": spec.name,
-    }
+def _target_form(kind: Kind) -> str:
+    """``client:SERVER/NAME``: how a target of ``kind`` is written."""
+    return f"{kind}:" + "/".join([*(d.kind.value.upper() for d in lineage(kind)[:-1]), "NAME"])
 
 
-def _create(
-    kind: Kind, name: str, shown: dict[str, Any], tags: list[str], *, server: str | None = None
-) -> Change:
-    """A create: ``shown`` is what the manifest says, ``tags`` the full list with system tags."""
-    fields = [FieldChange(key, None, value) for key, value in sorted(shown.items())]
-    return Change(
-        kind, Action.CREATE, name, server=server, fields=tuple(fields), desired={**shown, "tags": tags}
-    )
+def _address(kind: Kind, path: tuple[str, ...]) -> str:
+    """The address as data (``Change.address`` is the escaped form for display)."""
+    return f'{kind} "{"/".join(path)}"'
 
 
-def _by_name(objects: Iterable[Any]) -> dict[str, list[Any]]:
-    grouped: dict[str, list[Any]] = defaultdict(list)
+def _parent_name(parent: _Parent) -> str | None:
+    return "/".join(parent.path) if parent.path else None
+
+
+def _text_list(value: JsonValue | None) -> list[str]:
+    return [str(item) for item in value] if isinstance(value, list) else []
+
+
+def _json_list(items: Iterable[str]) -> list[JsonValue]:
+    return list(items)
+
+
+def _by_name(objects: Iterable[LiveObject]) -> dict[str, list[LiveObject]]:
+    grouped: dict[str, list[LiveObject]] = defaultdict(list)
     for obj in objects:
         grouped[obj.name].append(obj)
     return grouped
 
 
-def _dynamic(client: LiveClient) -> bool:
-    return client.registration_type not in ("", assumptions.REGISTRATION_PRE_REGISTERED)
-
-
-def _conflict(address: str, live_id: str) -> str:
+def _conflict(address: str, *, live_id: str) -> str:
     return (
         f"{address} exists in Descope ({live_id}) but is not managed by mcp-reconciler: "
         "set adopt: true to take it over, or choose another name"
@@ -410,4 +395,4 @@ def _conflict(address: str, live_id: str) -> str:
 
 
 def _order(change: Change) -> tuple[int, str, str]:
-    return (LEVELS[(change.kind, change.action)], change.server or change.name, change.name)
+    return (level(change.kind, change.action), change.server or change.name, change.name)

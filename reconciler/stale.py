@@ -3,7 +3,8 @@ the whole plan against the one planning gives now (pure)."""
 
 from __future__ import annotations
 
-from reconciler.plan import Action, Change, Kind, Plan, fingerprint
+from reconciler.kinds import KINDS
+from reconciler.plan import Action, Change, Plan, fingerprint
 from reconciler.wire import LiveState
 
 
@@ -16,10 +17,8 @@ def moved_since(plan: Plan, live: LiveState) -> list[str]:
 def _moved(change: Change, live: LiveState) -> str | None:
     if change.action is Action.CREATE:
         return _exists_now(change, live)
-    if change.kind is Kind.SERVER:
-        current = next((s.fields for s in live.servers if s.id == change.id), None)
-    else:
-        current = next((c.fields for c in live.clients_of(change.server_id or "") if c.id == change.id), None)
+    around = KINDS[change.kind].live_under(live, change.server_id)
+    current = next((obj.fields for obj in around if obj.id == change.id), None)
     if current is None:
         return f"{change.address} ({change.id}) no longer exists"
     if fingerprint(current) != change.fingerprint:
@@ -28,10 +27,8 @@ def _moved(change: Change, live: LiveState) -> str | None:
 
 
 def _exists_now(change: Change, live: LiveState) -> str | None:
-    if change.kind is Kind.SERVER:
-        found = [s.id for s in live.servers if s.name == change.name]
-    else:
-        found = [c.id for c in live.clients_of(change.server_id or "") if c.name == change.name]
+    around = KINDS[change.kind].live_under(live, change.server_id)
+    found = [obj.id for obj in around if obj.name == change.name]
     if found:
         return f"{change.address} now exists ({', '.join(found)}); the plan would create another"
     return None
@@ -39,8 +36,8 @@ def _exists_now(change: Change, live: LiveState) -> str | None:
 
 def plan_differences(saved: Plan, now: Plan) -> list[str]:
     """How the changes of ``saved`` differ from those planning gives ``now``, one line each."""
-    before = {(c.key, c.action): c for c in saved.changes}
-    after = {(c.key, c.action): c for c in now.changes}
+    before = {(c.kind, c.path, c.action): c for c in saved.changes}
+    after = {(c.kind, c.path, c.action): c for c in now.changes}
     found = [
         f"{c.action.value} {c.address}: in the saved plan, not planned now"
         for k, c in before.items()

@@ -14,13 +14,13 @@ PROTECT_TAG = "mcp-reconciler:protect"
 ROTATION_PREFIX = "mcp-reconciler:rotation="
 
 
-def is_system_tag(tag: str, ownership_tag: str) -> bool:
+def is_system_tag(tag: str, *, ownership_tag: str) -> bool:
     return tag in (ownership_tag, PROTECT_TAG) or tag.startswith(ROTATION_PREFIX)
 
 
 def user_tags(tags: Iterable[str], ownership_tag: str) -> list[str]:
     """The tags people manage, in their original order."""
-    return [tag for tag in tags if not is_system_tag(tag, ownership_tag)]
+    return [tag for tag in tags if not is_system_tag(tag, ownership_tag=ownership_tag)]
 
 
 def rotation_markers(tags: Iterable[str]) -> list[str]:
@@ -32,7 +32,7 @@ def rotation_marker(tags: Iterable[str]) -> str | None:
     return next(iter(rotation_markers(tags)), None)
 
 
-def reserved_tag_problem(tag: str, ownership_tag: str) -> str | None:
+def reserved_tag_problem(tag: str, *, ownership_tag: str) -> str | None:
     """Why a manifest may not write ``tag`` itself, or None when it may."""
     if tag == ownership_tag:
         return (

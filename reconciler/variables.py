@@ -162,8 +162,3 @@ def _unset(name: str, values: Mapping[str, str]) -> str:
             f"with the {ENV_PREFIX} prefix: set {ENV_PREFIX}{name}"
         )
     return f"variable '{name}' is not set (as {ENV_PREFIX}{name} or in a --var-file) and has no default"
-
-
-def has_reference(text: str) -> bool:
-    """Whether ``text`` contains anything substitution would change."""
-    return "${" in text

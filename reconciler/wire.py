@@ -22,10 +22,6 @@ from typing import Any
 
 from reconciler.scopes import CATEGORIES, ScopesFormat, read_scopes, write_scopes
 
-# Fields Descope assigns or derives; never part of a create or a desired state.
-SERVER_READ_ONLY = frozenset({"id"})
-CLIENT_READ_ONLY = frozenset({"id", "clientId", "mcpServerId", "registrationType", "status"})
-
 # A server or client nests about 5 levels (server > cimdSettings > domainPolicies > policies > item),
 # an answer 2 more; 64 is ample, and keeps every later recursive walk (json.dumps of fingerprints
 # and saved plans, deepdiff) far from Python's recursion limit of 1,000.
@@ -128,7 +124,7 @@ def _list(value: Any, where: str) -> list[Any]:
     return value
 
 
-def optional_text(data: Mapping[str, Any], key: str, where: str = "") -> str:
+def optional_text(data: Mapping[str, Any], key: str, *, where: str = "") -> str:
     """A string field; null or missing reads as empty."""
     value = data.get(key)
     if value is None:
@@ -138,11 +134,11 @@ def optional_text(data: Mapping[str, Any], key: str, where: str = "") -> str:
     return value
 
 
-def required_text(data: Mapping[str, Any], key: str, where: str = "") -> str:
+def required_text(data: Mapping[str, Any], key: str, *, where: str = "") -> str:
     """A string field that must be there and not empty (the id of what was just created, say)."""
     if not data.get(key):
         raise WireError(f"the response has no {f'{where}.{key}' if where else key}")
-    return optional_text(data, key, where)
+    return optional_text(data, key, where=where)
 
 
 def _check_text_lists(data: Mapping[str, Any], names: tuple[str, ...], where: str) -> None:
@@ -160,13 +156,13 @@ def _check_scopes(value: Any, where: str) -> None:
     for place, items in groups:
         for n, item in enumerate(items):
             scope = _object(item, f"{place}[{n}]")
-            optional_text(scope, "name", f"{place}[{n}]")
+            optional_text(scope, "name", where=f"{place}[{n}]")
             _check_text_lists(scope, ("values",), f"{place}[{n}]")
 
 
 def _check_server(data: Mapping[str, Any], where: str) -> None:
     for name in SERVER_TEXT:
-        optional_text(data, name, where)
+        optional_text(data, name, where=where)
     _check_text_lists(data, SERVER_TEXT_LISTS, where)
     _check_scopes(data.get("approvedScopes"), f"{where}.approvedScopes")
     for name in SERVER_OBJECTS:
@@ -177,12 +173,14 @@ def _check_server(data: Mapping[str, Any], where: str) -> None:
         place = f"{where}.cimdSettings.domainPolicies"
         policies = _object(cimd["domainPolicies"], place).get("policies")
         for n, item in enumerate(_list(policies, f"{place}.policies")):
-            optional_text(_object(item, f"{place}.policies[{n}]"), "domainPattern", f"{place}.policies[{n}]")
+            optional_text(
+                _object(item, f"{place}.policies[{n}]"), "domainPattern", where=f"{place}.policies[{n}]"
+            )
 
 
 def _check_client(data: Mapping[str, Any], where: str) -> None:
     for name in CLIENT_TEXT:
-        optional_text(data, name, where)
+        optional_text(data, name, where=where)
     _check_text_lists(data, CLIENT_TEXT_LISTS, where)
 
 
@@ -206,8 +204,8 @@ class LiveServer:
         scopes, shape = read_scopes(data.get("approvedScopes"))
         fields = {**data, "approvedScopes": scopes} if shape else dict(data)
         return cls(
-            id=optional_text(data, "id", where),
-            name=optional_text(data, "name", where),
+            id=optional_text(data, "id", where=where),
+            name=optional_text(data, "name", where=where),
             fields=_frozen(fields),
             scopes_format=shape,
         )
@@ -215,10 +213,6 @@ class LiveServer:
     @property
     def tags(self) -> tuple[str, ...]:
         return tuple(self.fields.get("tags") or ())
-
-    def to_wire(self, shape: ScopesFormat) -> dict[str, Any]:
-        """The whole object for server/update, approvedScopes in ``shape``."""
-        return server_to_wire(self.fields, shape)
 
 
 def server_to_wire(fields: Mapping[str, Any], shape: ScopesFormat) -> dict[str, Any]:
@@ -240,15 +234,15 @@ class LiveClient:
     fields: Mapping[str, Any] = field(repr=False)
 
     @classmethod
-    def from_wire(cls, data: Mapping[str, Any], server_id: str = "", where: str = "client") -> LiveClient:
+    def from_wire(cls, data: Mapping[str, Any], server_id: str = "", *, where: str = "client") -> LiveClient:
         """A client from its wire object; :class:`WireError` if a field it reads has the wrong type."""
         _check_client(_object(data, where), where)
         data = {key: value for key, value in data.items() if key != "cleartext"}
         return cls(
-            id=optional_text(data, "id", where),
-            client_id=optional_text(data, "clientId", where),
-            server_id=optional_text(data, "mcpServerId", where) or server_id,
-            name=optional_text(data, "name", where),
+            id=optional_text(data, "id", where=where),
+            client_id=optional_text(data, "clientId", where=where),
+            server_id=optional_text(data, "mcpServerId", where=where) or server_id,
+            name=optional_text(data, "name", where=where),
             fields=_frozen(data),
         )
 
@@ -293,15 +287,15 @@ def server_from_wire(data: Mapping[str, Any], key: str = "server") -> LiveServer
     return LiveServer.from_wire({} if value is None else value, key)
 
 
-def client_from_wire(data: Mapping[str, Any], server_id: str, key: str = "client") -> LiveClient:
+def client_from_wire(data: Mapping[str, Any], server_id: str, *, key: str = "client") -> LiveClient:
     value = data.get(key)
-    return LiveClient.from_wire({} if value is None else value, server_id, key)
+    return LiveClient.from_wire({} if value is None else value, server_id, where=key)
 
 
 def clients_page(data: Mapping[str, Any], server_id: str) -> tuple[list[LiveClient], int | None]:
     """The clients of one search page, and the total the page reports (None when left out)."""
     items = _list(data.get("clients"), "clients")
-    clients = [LiveClient.from_wire(item, server_id, f"clients[{n}]") for n, item in enumerate(items)]
+    clients = [LiveClient.from_wire(item, server_id, where=f"clients[{n}]") for n, item in enumerate(items)]
     return clients, _count(data.get("total"), "total")
 
 

@@ -12,6 +12,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from reconciler.api import DescopeClient, resolve_base_url
 from reconciler.applier import Applier, Progress
@@ -23,12 +24,12 @@ from reconciler.journal import Journal, OpenDelivery, open_deliveries
 from reconciler.live import FetchProgress, fetch_live_state
 from reconciler.lock import LockSettings, ProjectLock
 from reconciler.models import ClientSpec, Manifest, secret_key
-from reconciler.plan import FORMAT_VERSION, ApplyResult, Kind, Plan, checksum, signature
-from reconciler.planner import PlanOptions, Target, build_plan
+from reconciler.plan import FORMAT_VERSION, ApplyResult, Plan, checksum, signature
+from reconciler.planner import PlanOptions, Target, build_plan, check_targets
 from reconciler.provenance import differences, manifest_digests, unsafe_path
 from reconciler.schemas import validator_for_document
 from reconciler.sinks import build_sinks, close_sinks
-from reconciler.sinks.base import SecretRecord, SinkError
+from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
 from reconciler.stale import moved_since, plan_differences
 from reconciler.textsafe import json_visible
 from reconciler.throttle import Throttle, ThrottleSettings
@@ -50,6 +51,11 @@ class Connection:
     async def live_state(self, api: DescopeClient, server_names: set[str] | None = None) -> LiveState:
         return await fetch_live_state(api, server_names=server_names, progress=self.fetch_progress)
 
+    async def fetch(self, project_id: str, server_names: set[str] | None = None) -> LiveState:
+        """The live state of the project (only of ``server_names``, when given), over a client of its own."""
+        async with self.client(project_id) as api:
+            return await self.live_state(api, server_names)
+
     def client(self, project_id: str) -> DescopeClient:
         timeout = self.environ.get("MCP_RECONCILER_TIMEOUT", "").strip()
         try:
@@ -69,32 +75,23 @@ class Connection:
 
 async def plan_project(manifest: Manifest, connection: Connection, options: PlanOptions) -> Plan:
     """Fetch the live state the manifests need and plan against it."""
-    targeted = {t.server for t in options.targets} if options.targets else None
-    async with connection.client(manifest.project.projectId) as api:
-        live = await connection.live_state(api, targeted)
-    check_targets(manifest, live, options)
+    live = await connection.fetch(manifest.project.projectId, _servers_needed(options))
+    return _plan_against(manifest, live, options)
+
+
+def _servers_needed(options: PlanOptions) -> set[str] | None:
+    """The servers whose live state a plan with ``options`` reads: the targeted ones, else all (None)."""
+    return {t.root for t in options.targets} if options.targets else None
+
+
+def _plan_against(manifest: Manifest, live: LiveState, options: PlanOptions) -> Plan:
+    """The plan that makes ``live`` what ``manifest`` says, once every --target is known to exist."""
+    check_targets(manifest, live, options.targets)
     return build_plan(manifest, live, options)
 
 
-def check_targets(manifest: Manifest, live: LiveState, options: PlanOptions) -> None:
-    """Each target names a server or client that exists in the manifests or live: a typo is an error,
-    not a silently empty plan."""
-    for target in options.targets:
-        declared = manifest.server(target.server)
-        live_servers = [s for s in live.servers if s.name == target.server]
-        if declared is None and not live_servers:
-            raise UsageError(f"--target {target}: no server named {target.server!r} in the manifests or live")
-        if target.kind is Kind.CLIENT:
-            names = {c.name for c in declared.clients} if declared else set()
-            names |= {c.name for s in live_servers for c in live.clients_of(s.id)}
-            if target.name not in names:
-                raise UsageError(f"--target {target}: no client {target.name!r} in server {target.server!r}")
-
-
 async def drift_project(manifest: Manifest, connection: Connection) -> DriftReport:
-    async with connection.client(manifest.project.projectId) as api:
-        live = await connection.live_state(api)
-    return detect_drift(manifest, live)
+    return detect_drift(manifest, await connection.fetch(manifest.project.projectId))
 
 
 def plan_key(environ: Mapping[str, str]) -> bytes | None:
@@ -192,7 +189,7 @@ def _check_signature(path: Path, document: Mapping[str, object], key: bytes | No
 
 
 def saved_plan_sources(
-    plan: Plan, paths: Sequence[str], var_files: Sequence[str]
+    plan: Plan, paths: Sequence[str], *, var_files: Sequence[str]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The manifest paths and var files to check a saved plan against: those given, else the ones the
     plan recorded, which must stay inside the working directory (the plan file may be hostile)."""
@@ -243,7 +240,7 @@ def one_writer(
     the live project until the run ends; nothing when ``lock`` is None."""
     if lock is None:
         return contextlib.nullcontext()
-    return ProjectLock(project_id, resolve_base_url(project_id, connection.environ), lock)
+    return ProjectLock(project_id, base_url=resolve_base_url(project_id, connection.environ), settings=lock)
 
 
 async def apply_saved(
@@ -267,6 +264,8 @@ async def apply_saved(
         moved = moved_since(plan, run.live)
         if moved:
             raise StalePlanError(moved)
+        # Not _plan_against: a saved plan's targets were checked when it was made, from these same
+        # manifests; a target gone live since shows above as stale, or changes nothing.
         now = build_plan(manifest, run.live, options)
         if now.change_set != plan.change_set:
             raise SavedPlanError(
@@ -288,8 +287,7 @@ async def apply_fresh(
     """Finish open deliveries, plan, ask ``confirm``, apply, all under the project's lock (taken before
     the journal or the live project is read). No result when declined or nothing to do."""
     async with _writing(manifest, connection, settings, options) as run:
-        check_targets(manifest, run.live, options)
-        plan = build_plan(manifest, run.live, options)
+        plan = _plan_against(manifest, run.live, options)
         if not plan.changes:
             resumed = run.resumed
             return plan, resumed if resumed.delivered or resumed.undelivered or resumed.notices else None
@@ -324,14 +322,14 @@ class _WriteRun:
 async def _writing(
     manifest: Manifest, connection: Connection, settings: ApplySettings, options: PlanOptions
 ) -> AsyncIterator[_WriteRun]:
-    """The project's lock, the sinks and journal, the API; open deliveries finished, live state read."""
+    """The project's lock, the sinks and journal, the API; open deliveries finished, then the live state
+    a plan with ``options`` needs read."""
     project_id = manifest.project.projectId
     async with one_writer(project_id, connection, settings.lock):
         with delivery_kit(manifest, connection, settings.journal, settings.mask) as courier:
             async with connection.client(project_id) as api:
                 resumed = await finish_open_deliveries(api, courier, manifest)
-                targeted = {t.server for t in options.targets} if options.targets else None
-                live = await connection.live_state(api, targeted)
+                live = await connection.live_state(api, _servers_needed(options))
                 yield _WriteRun(api, courier, resumed, live, settings.progress)
 
 
@@ -341,13 +339,21 @@ def delivery_kit(
 ) -> Iterator[Courier]:
     """The manifests' sinks and the journal, as one courier; both closed however the run ends."""
     project = manifest.project
-    sinks = build_sinks(project.sink_settings(), connection.environ)
+    with (
+        _built_sinks(project.sink_settings(), connection.environ) as sinks,
+        contextlib.closing(Journal(journal, project=project.projectId)) as log,
+    ):
+        yield Courier(sinks, log, mask=mask)
+
+
+@contextlib.contextmanager
+def _built_sinks(
+    settings: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str]
+) -> Iterator[dict[str, SecretSink]]:
+    """The sinks ``settings`` declare (SinkError when one cannot be made), closed however the block ends."""
+    sinks = build_sinks(settings, environ)
     try:
-        log = Journal(journal, project=project.projectId)
-        try:
-            yield Courier(sinks, log, mask=mask)
-        finally:
-            log.close()
+        yield sinks
     finally:
         close_sinks(sinks)
 
@@ -405,26 +411,24 @@ def _current_destination(
 
 
 def check_sinks(plan: Plan, manifest: Manifest, environ: Mapping[str, str]) -> list[str]:
-    """Problems with the sinks the plan's new secrets need: reachability and permission."""
-    needed = {c.secret.sink for c in plan.changes if c.secret is not None and c.issues_secret}
+    """Problems with the sinks the plan's new secrets need: reachability and permission. Only those
+    sinks are made (no journal, no lock: a plan changes nothing), so an unrelated one cannot fail it."""
+    needed = plan.secret_sinks
     if not needed:
         return []
-    try:
-        settings = manifest.project.sink_settings()
-        sinks = build_sinks({n: s for n, s in settings.items() if n in needed}, environ)
-    except SinkError as exc:
-        return [str(exc)]
+    settings = {n: s for n, s in manifest.project.sink_settings().items() if n in needed}
     problems = []
     try:
-        for name in sorted(needed):
-            try:
-                sinks[name].check()
-            except SinkError as exc:
-                problems.append(str(exc))
-            except KeyError:
-                problems.append(f"sink {name!r} is not declared")
-    finally:
-        close_sinks(sinks)
+        with _built_sinks(settings, environ) as sinks:
+            for name in needed:
+                try:
+                    sinks[name].check()
+                except SinkError as exc:
+                    problems.append(str(exc))
+                except KeyError:
+                    problems.append(f"sink {name!r} is not declared")
+    except SinkError as exc:  # a sink that cannot be made; a failing check is caught above
+        return [str(exc)]
     return problems
 
 
@@ -519,5 +523,4 @@ async def _check_one(
 
 
 async def fetch_for_export(connection: Connection, project_id: str) -> LiveState:
-    async with connection.client(project_id) as api:
-        return await connection.live_state(api)
+    return await connection.fetch(project_id)

@@ -313,9 +313,11 @@ def read_documents(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ruamel's warnings would print library source among the problems
         try:
-            problems.extend(_check_structure(decoded, display))
+            problems.extend(_check_structure(decoded, display=display))
             if not problems:
-                _construct(decoded, display, variables, documents, problems)
+                _construct(
+                    decoded, display=display, variables=variables, documents=documents, problems=problems
+                )
         except YAMLError as exc:
             problems.append(_yaml_error(display, exc, decoded))
         except _TooLargeError as exc:
@@ -344,7 +346,12 @@ def _raised_by_ruamel(exc: BaseException) -> bool:
 
 
 def _construct(
-    text: str, display: str, variables: Mapping[str, str], documents: list[Document], problems: list[Problem]
+    text: str,
+    *,
+    display: str,
+    variables: Mapping[str, str],
+    documents: list[Document],
+    problems: list[Problem],
 ) -> None:
     yaml = YAML(typ="rt")
     yaml.preserve_quotes = True
@@ -359,7 +366,7 @@ def _construct(
         documents.append(doc)
 
 
-def _check_structure(text: str, display: str) -> list[Problem]:
+def _check_structure(text: str, *, display: str) -> list[Problem]:
     """Duplicate keys, over-long lists and the expanded size, from the node graph: before anything is
     constructed, so an alias bomb costs nothing but this walk (sizes are memoized per node)."""
     problems: list[Problem] = []
@@ -385,14 +392,16 @@ def _walk(node: Node, display: str, sizes: dict[int, int], active: set[int], pro
         for key, value in node.value:
             if isinstance(key, ScalarNode) and key.value != "<<":
                 if key.value in seen:
-                    problems.append(_at(key, display, f"duplicate key '{_short(_one_line(key.value))}'"))
+                    problems.append(
+                        _at(key, display, message=f"duplicate key '{_short(_one_line(key.value))}'")
+                    )
                 seen.add(key.value)
             size += _walk(key, display, sizes, active, problems) + _walk(
                 value, display, sizes, active, problems
             )
     elif isinstance(node, SequenceNode):
         if len(node.value) > MAX_LIST_ITEMS:
-            problems.append(_at(node, display, f"a list of more than {MAX_LIST_ITEMS:,} items"))
+            problems.append(_at(node, display, message=f"a list of more than {MAX_LIST_ITEMS:,} items"))
         size += sum(_walk(item, display, sizes, active, problems) for item in node.value)
     active.discard(id(node))
     sizes[id(node)] = size
@@ -401,6 +410,6 @@ def _walk(node: Node, display: str, sizes: dict[int, int], active: set[int], pro
     return size
 
 
-def _at(node: Node, display: str, message: str) -> Problem:
+def _at(node: Node, display: str, *, message: str) -> Problem:
     """A problem located where ``node`` starts."""
     return Problem(display, node.start_mark.line + 1, node.start_mark.column + 1, "", message)

@@ -114,10 +114,10 @@ async def test_server_lifecycle_create_load_all_update_delete(target: Target) ->
         assert updated.fields["description"] == "changed"
         assert "loginPageURL" not in (await api.load_server(created.id)).fields
 
-        await api.delete_server(created.id)
+        await api.delete_servers([created.id])
         with pytest.raises(NotFound):
             await api.load_server(created.id)
-        await api.delete_server(created.id)  # already gone counts as deleted
+        await api.delete_servers([created.id])  # gone ids are ignored (BULK_DELETE_IGNORES_ABSENT_IDS)
 
 
 async def test_bulk_server_delete_cascades_to_clients(target: Target) -> None:
@@ -170,11 +170,13 @@ async def test_client_lifecycle_and_secrets(target: Target) -> None:
         assert rotated != created.secret
         assert await api.get_client_secret(server.id, created.id) == rotated
 
-        await api.delete_client(server.id, created.id)
+        await api.delete_clients(server.id, [created.id])
         with pytest.raises(NotFound):
             await api.load_client(server.id, id=created.id)
-        await api.delete_client(server.id, created.id)  # already gone counts as deleted
-        await api.delete_server(server.id)
+        await api.delete_clients(
+            server.id, [created.id]
+        )  # gone ids: ignored (BULK_DELETE_IGNORES_ABSENT_IDS)
+        await api.delete_servers([server.id])
 
 
 async def test_search_pages_to_the_end_with_filters(target: Target) -> None:
@@ -195,7 +197,7 @@ async def test_search_pages_to_the_end_with_filters(target: Target) -> None:
         assert ordered[0].name == "c24"
         await api.delete_clients(server.id, [c.id for c in everything[:5]] + ["no-such-id"])
         assert len(await api.search_clients(server.id)) == 20
-        await api.delete_server(server.id)
+        await api.delete_servers([server.id])
 
 
 async def test_search_of_250_clients_takes_three_calls(target: Target) -> None:
@@ -236,7 +238,7 @@ async def test_bad_requests_and_unknown_ids_are_mapped(target: Target) -> None:
         with pytest.raises(BadRequest) as bad:
             await api.create_server({"description": "no name"})
         assert bad.value.status == 400
-        assert str(bad.value).startswith("POST server/create failed: 400 ")
+        assert str(bad.value).startswith("POST /v1/mgmt/mcp/server/create failed: 400 ")
         with pytest.raises(NotFound):
             await api.load_server("MSdoesnotexist")
 
@@ -290,7 +292,7 @@ async def test_the_list_shape_is_written_when_the_project_uses_it(target: Target
         await api.update_server({**server.fields, "description": "again"})
         loaded = await api.load_server(server.id)
         assert [s["name"] for s in loaded.fields["approvedScopes"]] == ["read", "sync"]
-        await api.delete_server(server.id)
+        await api.delete_servers([server.id])
 
 
 async def test_zero_values_are_read_as_missing(target: Target) -> None:
@@ -301,4 +303,4 @@ async def test_zero_values_are_read_as_missing(target: Target) -> None:
         loaded = await api.load_server(server.id)
         assert not loaded.fields.get("skipConsentScreen")
         assert loaded.tags == ()
-        await api.delete_server(server.id)
+        await api.delete_servers([server.id])

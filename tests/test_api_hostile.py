@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from reconciler import api
-from reconciler.api import API_PREFIX, DescopeClient, RetryPolicy
+from reconciler.api import DescopeClient, RetryPolicy
 from reconciler.cli import run
 from reconciler.errors import (
     ApiError,
@@ -39,6 +39,7 @@ from reconciler.errors import (
     Unauthorized,
     UsageError,
 )
+from reconciler.kinds import API_PREFIX
 from reconciler.throttle import Throttle, ThrottleSettings
 from tests.conftest import project_yaml
 
@@ -67,6 +68,7 @@ def _guard_the_key(monkeypatch: pytest.MonkeyPatch) -> None:
 class Hostile:
     base_url: str
     seen: list[str] = field(default_factory=list)  # the endpoints asked for, in order
+    lines: list[str] = field(default_factory=list)  # the request lines, in order ("POST /v1/... HTTP/1.1")
 
     def count(self, endpoint: str) -> int:
         return self.seen.count(endpoint)
@@ -85,6 +87,7 @@ def hostile(respond: Respond) -> Iterator[Hostile]:
                 line.split(":", 1)[1] for line in head[1:] if line.lower().startswith("content-length:")
             ]
             raw = await reader.readexactly(int(lengths[0]) if lengths else 0)
+            handle.lines.append(head[0])
             endpoint = head[0].split(" ")[1].removeprefix(API_PREFIX)
             handle.seen.append(endpoint)
             await respond(endpoint, json.loads(raw) if raw else {}, writer)
@@ -348,7 +351,7 @@ async def test_a_retry_after_past_the_ceiling_or_unreadable_ends_the_call_at_onc
         assert server.count("servers/all") == 1
     message = clean(caught.value)
     assert expected in message
-    assert message.startswith("POST servers/all failed: 429 E130429 rate limit exceeded; ")
+    assert message.startswith("POST /v1/mgmt/mcp/servers/all failed: 429 E130429 rate limit exceeded; ")
     assert elapsed < MARGIN_S
 
 
@@ -468,7 +471,7 @@ async def test_a_huge_error_body_is_read_only_as_far_as_its_message() -> None:
             with pytest.raises(ServerError) as caught:
                 await api_client.load_all_servers()
             assert time.monotonic() - started < MARGIN_S
-    assert clean(caught.value) == "POST servers/all failed: 503 Service Unavailable"
+    assert clean(caught.value) == "POST /v1/mgmt/mcp/servers/all failed: 503 Service Unavailable"
 
 
 # ---- shapes -----------------------------------------------------------------------------------------
@@ -522,7 +525,7 @@ async def test_answers_of_the_wrong_shape_are_clean_api_errors(body: bytes, expe
                 await api_client.load_all_servers()
         assert server.count("servers/all") == 1  # a wrong answer is not asked for again
     message = clean(caught.value)
-    assert message.startswith("POST servers/all failed: 200 ")
+    assert message.startswith("POST /v1/mgmt/mcp/servers/all failed: 200 ")
     assert expected in message
     assert caught.value.status == 200
 
@@ -615,7 +618,7 @@ async def test_an_answer_that_echoes_the_key_never_shows_it(
                 await api_client.load_all_servers()
     message = clean(caught.value)
     assert "***" in message
-    assert "POST servers/all" in caplog.text  # the debug lines were there, and clean
+    assert "POST /v1/mgmt/mcp/servers/all" in caplog.text  # the debug lines were there, and clean
     assert KEY not in caplog.text
 
 
@@ -672,6 +675,13 @@ def test_an_invalid_base_url_is_a_usage_error() -> None:
         DescopeClient(project_id=PROJECT, management_key=KEY, base_url="http://[::1")
 
 
+async def test_a_base_url_with_a_path_keeps_it_in_front_of_each_call() -> None:
+    with hostile(always(http(body={"servers": []}))) as server:
+        async with client(server.base_url + "/descope/") as api_client:
+            assert await api_client.load_all_servers() == []
+    assert server.lines == ["POST /descope/v1/mgmt/mcp/servers/all HTTP/1.1"]
+
+
 # ---- end to end through the CLI ---------------------------------------------------------------------
 
 MANIFEST = project_yaml(PROJECT)
@@ -700,15 +710,15 @@ def plan_against(
     [
         (
             http(body={"servers": "abc"}),
-            "error: POST servers/all failed: 200 unexpected response: servers is a string, not a list",
+            "error: POST /v1/mgmt/mcp/servers/all failed: 200 unexpected response: servers is a string, not a list",
         ),
         (
             http(401, {"errorDescription": f"invalid token in header Authorization: {BEARER}"}, reason="No"),
-            "error: POST servers/all failed: 401 invalid token in header Authorization: Bearer *** (check",
+            "error: POST /v1/mgmt/mcp/servers/all failed: 401 invalid token in header Authorization: Bearer *** (check",
         ),
         (
             http(body=DEEP),
-            "error: POST servers/all failed: 200 the response is nested more than 64 levels deep",
+            "error: POST /v1/mgmt/mcp/servers/all failed: 200 the response is nested more than 64 levels deep",
         ),
     ],
 )
@@ -783,7 +793,7 @@ def test_the_cli_debug_log_never_shows_an_echoed_key(folder: Path) -> None:
         )
     output = done.stdout + done.stderr
     assert done.returncode == 1
-    assert "DEBUG reconciler.api: POST servers/all -> 401" in output
+    assert "DEBUG reconciler.api: POST /v1/mgmt/mcp/servers/all -> 401" in output
     assert "receive_response_headers.complete" in output  # httpcore's line with the headers
     assert "Bearer ***" in output
     assert KEY not in output

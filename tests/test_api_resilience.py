@@ -201,7 +201,7 @@ async def test_debug_logs_name_calls_but_never_the_key_or_a_secret(caplog: pytes
             created = [await api.create_client(server_id, {"name": f"c{i}"}) for i in range(6)]
             rotated = [await api.rotate_client_secret(server_id, c.id) for c in created]
         secrets = [s["secret"] for s in emulator.state()["servers"][0]["clients"]]
-    assert "POST server/client/create -> 200" in caplog.text
+    assert "POST /v1/mgmt/mcp/server/client/create -> 200" in caplog.text
     assert KEY not in caplog.text
     for secret in [*secrets, *(c.secret.reveal() for c in created), *(r.reveal() for r in rotated)]:
         assert secret not in caplog.text

@@ -257,7 +257,7 @@ def test_a_failure_skips_only_what_depends_on_it_and_every_failure_is_reported(
     capsys.readouterr()
     assert run(["apply", str(folder), "--auto-approve"]) == 1
     captured = capsys.readouterr()
-    assert 'failed: create server "bad": POST server/create failed: 400 ' in captured.err
+    assert 'failed: create server "bad": POST /v1/mgmt/mcp/server/create failed: 400 ' in captured.err
     assert 'skipped: create client "bad/c": its server "bad" was not applied' in captured.err
     assert (
         "0 created, 1 updated, 0 adopted, 0 deleted, 0 secrets rotated; 1 failed, 1 skipped" in captured.out

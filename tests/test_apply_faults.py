@@ -407,7 +407,7 @@ def test_a_rotation_whose_marker_was_not_recorded_is_not_rotated_again(
 
     def refuse_marker(store: Store, body: dict[str, Any]) -> Any:
         if any(str(tag).startswith(ROTATION_PREFIX) for tag in body.get("tags") or []):
-            raise ApiFailure(503, FAULT_CODE, "injected: the marker update keeps failing")
+            raise ApiFailure(503, FAULT_CODE, description="injected: the marker update keeps failing")
         return update_client(store, body)
 
     with pytest.MonkeyPatch.context() as patch:

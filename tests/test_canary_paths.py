@@ -369,7 +369,7 @@ def test_the_demo_at_debug_verbosity_shows_neither_its_key_nor_a_secret(
     out, err = capsys.readouterr()
     shown = out + err + "\n".join(r.getMessage() for r in caplog.records)
     assert "Client secrets went to agents.env, mcp-clients.json" in out
-    assert "POST server/client/create -> 200" in shown  # debug logging was on
+    assert "POST /v1/mgmt/mcp/server/client/create -> 200" in shown  # debug logging was on
     assert len(keys) == 1
     assert len(secrets) == 6  # five delivered, and the hand-made server's dynamically registered client
     assert found(shown, {*keys, *secrets}) == []

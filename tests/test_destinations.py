@@ -266,14 +266,14 @@ def test_aws_names_collide_after_the_prefix_and_arns_are_refused(folder: Path) -
     ],
 )
 def test_the_rule_shared_by_validate_and_the_sinks(prefix: str, key: str, reason: str | None) -> None:
-    assert leaves_prefix(prefix, key) == reason
-    assert aws_name_problem(prefix, key) == reason
+    assert leaves_prefix(prefix, key=key) == reason
+    assert aws_name_problem(prefix, key=key) == reason
 
 
 def test_aws_names_use_only_aws_characters() -> None:
-    assert aws_name_problem("mcp/", "crm/bot_1+=.@-") is None
+    assert aws_name_problem("mcp/", key="crm/bot_1+=.@-") is None
     for key in ("arn:aws:secretsmanager:eu-west-1:1:secret:x", "crm bot", "crm/böt"):
-        assert aws_name_problem("mcp/", key) == "AWS secret names allow only letters, digits and /_+=.@-"
+        assert aws_name_problem("mcp/", key=key) == "AWS secret names allow only letters, digits and /_+=.@-"
 
 
 def test_command_sinks_compare_their_own_keys_only(folder: Path) -> None:

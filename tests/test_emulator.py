@@ -178,6 +178,107 @@ def test_server_delete_cascades_and_bulk_delete_ignores_absent_ids(api: httpx.Cl
     assert [s["id"] for s in ok(api, "servers/all")["servers"]] == [three]
 
 
+# ---- the unpublished behaviours follow reconciler/assumptions.py ----------------------------------
+
+
+def server_ids(client: httpx.Client) -> list[str]:
+    return [server["id"] for server in ok(client, "servers/all")["servers"]]
+
+
+def client_ids(client: httpx.Client, server_id: str) -> list[str]:
+    return [c["id"] for c in ok(client, "server/clients/search", {"mcpServerId": server_id})["clients"]]
+
+
+@pytest.mark.parametrize("cascades", [True, False])
+def test_deleting_a_server_with_clients_follows_server_delete_cascades(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch, cascades: bool
+) -> None:
+    monkeypatch.setattr(assumptions, "SERVER_DELETE_CASCADES", cascades)
+    full, empty, last = new_server(api, "full"), new_server(api, "empty"), new_server(api, "last")
+    new_client(api, full)
+    new_client(api, last)
+    single = post(api, "server/delete", {"id": full})
+    bulk = post(api, "servers/delete", {"ids": [empty, last]})
+    if cascades:
+        assert (single.json(), bulk.json()) == ({}, {})
+        assert server_ids(api) == []
+        return
+    assert (
+        "still has clients"
+        in assert_error(single, 400, assumptions.VALIDATION_FAILURE_CODE)["errorDescription"]
+    )
+    assert (
+        f"{last!r} still has clients"
+        in assert_error(bulk, 400, assumptions.VALIDATION_FAILURE_CODE)["errorDescription"]
+    )
+    assert server_ids(api) == [full, empty, last]  # the bulk delete deleted nothing, the empty one neither
+    assert ok(api, "servers/delete", {"ids": [empty]}) == {}
+    assert server_ids(api) == [full, last]
+
+
+@pytest.mark.parametrize("ignored", [True, False])
+def test_bulk_deletes_of_absent_ids_follow_bulk_delete_ignores_absent_ids(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch, ignored: bool
+) -> None:
+    monkeypatch.setattr(assumptions, "BULK_DELETE_IGNORES_ABSENT_IDS", ignored)
+    one, two = new_server(api, "one"), new_server(api, "two")
+    first, second = new_client(api, one, "first")["id"], new_client(api, one, "second")["id"]
+    clients = post(api, "server/clients/delete", {"mcpServerId": one, "ids": [first, "MSCabsent"]})
+    servers = post(api, "servers/delete", {"ids": [two, "MSabsent", "MSgone"]})
+    if ignored:
+        assert (clients.json(), servers.json()) == ({}, {})
+        assert (client_ids(api, one), server_ids(api)) == ([second], [one])
+        return
+    body = assert_error(clients, 404, assumptions.INVALID_ARGUMENTS_CODE)
+    assert body["errorDescription"] == f"no client of MCP server {one!r} with id 'MSCabsent'"
+    body = assert_error(servers, 404, assumptions.INVALID_ARGUMENTS_CODE)
+    assert body["errorDescription"] == "no MCP server with id 'MSabsent', 'MSgone'"
+    assert (client_ids(api, one), server_ids(api)) == ([first, second], [one, two])  # nothing deleted
+    assert ok(api, "server/clients/delete", {"mcpServerId": one, "ids": [first, first]}) == {}
+    assert ok(api, "servers/delete", {"ids": [two]}) == {}
+    assert (client_ids(api, one), server_ids(api)) == ([second], [one])
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_repeated_names_follow_duplicate_names_accepted(
+    api: httpx.Client, em: RunningEmulator, monkeypatch: pytest.MonkeyPatch, accepted: bool
+) -> None:
+    monkeypatch.setattr(assumptions, "DUPLICATE_NAMES_ACCEPTED", accepted)
+    calendar, mail = new_server(api, "calendar"), new_server(api, "mail")
+    agent, bot = new_client(api, calendar, "agent")["id"], new_client(api, calendar, "bot")["id"]
+    # Never a clash: a server or client keeping its own name, a client named like one of another server.
+    ok(api, "server/update", {"server": {"id": calendar, "name": "calendar", "description": "kept"}})
+    ok(api, "server/client/update", {"mcpServerId": calendar, "id": agent, "name": "agent", "tags": ["x"]})
+    new_client(api, mail, "agent")
+    repeats = [
+        post(api, "server/create", {"name": "calendar"}),
+        post(api, "server/update", {"server": {"id": mail, "name": "calendar"}}),
+        post(api, "server/client/create", {"mcpServerId": calendar, "name": "agent"}),
+        post(api, "server/client/update", {"mcpServerId": calendar, "id": bot, "name": "agent"}),
+    ]
+    names = [s["name"] for s in ok(api, "servers/all")["servers"]]
+    search = ok(api, "server/clients/search", {"mcpServerId": calendar})
+    if accepted:
+        assert [r.status_code for r in repeats] == [200] * 4
+        assert names == ["calendar", "calendar", "calendar"]
+        assert [c["name"] for c in search["clients"]] == ["agent", "agent", "agent"]
+        return
+    descriptions = [
+        assert_error(r, 400, assumptions.VALIDATION_FAILURE_CODE)["errorDescription"] for r in repeats
+    ]
+    assert descriptions == [
+        "name: an MCP server is already named 'calendar'",
+        "name: an MCP server is already named 'calendar'",
+        f"name: a client of MCP server {calendar!r} is already named 'agent'",
+        f"name: a client of MCP server {calendar!r} is already named 'agent'",
+    ]
+    assert names == ["calendar", "mail"]  # nothing was created or renamed
+    assert [c["name"] for c in search["clients"]] == ["agent", "bot"]
+    # The admin seed stages any live state, repeated names included.
+    em.seed({"servers": [{"name": "calendar", "clients": [{"name": "x"}, {"name": "x"}]}]})
+    assert [s["name"] for s in ok(api, "servers/all")["servers"]] == ["calendar", "mail", "calendar"]
+
+
 # ---- clients --------------------------------------------------------------------------------------
 
 

@@ -60,7 +60,7 @@ def test_an_internal_error_keeps_its_traceback_in_a_crash_log_without_credential
     monkeypatch.setenv("MCP_RECONCILER_JOURNAL", str(tmp_path / "state" / "journal.jsonl"))
     monkeypatch.delenv("MCP_RECONCILER_DEBUG", raising=False)
 
-    def broken(*_args: object) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError(f"a bug that quotes {key}")
 
     monkeypatch.setattr("reconciler.cli.plan.load", broken)

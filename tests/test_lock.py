@@ -86,7 +86,9 @@ def emulator() -> Iterator[RunningEmulator]:
 
 def holding(emulator: RunningEmulator, work: Path, project: str = PROJECT) -> ProjectLock:
     """The lock a run against ``emulator`` would take, taken by this test."""
-    lock = ProjectLock(project, emulator.base_url, LockSettings(work / "locks", command="test holder"))
+    lock = ProjectLock(
+        project, base_url=emulator.base_url, settings=LockSettings(work / "locks", command="test holder")
+    )
     assert lock.try_acquire()
     return lock
 
@@ -177,7 +179,7 @@ def test_a_held_lock_refuses_at_once_by_default_naming_the_holder(
 def test_a_sigkilled_holder_does_not_block_the_next_run(emulator: RunningEmulator, tmp_path: Path) -> None:
     env = environment(emulator, tmp_path)
     victim = start_apply(tmp_path, env)
-    lock_file = tmp_path / "locks" / lock_name(PROJECT, emulator.base_url)
+    lock_file = tmp_path / "locks" / lock_name(PROJECT, base_url=emulator.base_url)
     deadline = time.monotonic() + 30
     while f'"pid": {victim.pid}' not in (lock_file.read_text() if lock_file.exists() else ""):
         assert victim.poll() is None, "the apply ended without taking the lock"
@@ -208,7 +210,8 @@ def test_a_lock_file_left_behind_is_not_a_lock(tmp_path: Path) -> None:
         "import asyncio, sys, time\n"
         "from pathlib import Path\n"
         "from reconciler.lock import LockSettings, ProjectLock\n"
-        f"lock = ProjectLock('P2X', 'https://api.descope.com', LockSettings(Path({str(tmp_path)!r})))\n"
+        "lock = ProjectLock('P2X', base_url='https://api.descope.com',\n"
+        f"    settings=LockSettings(Path({str(tmp_path)!r})))\n"
         "asyncio.run(lock.acquire())\n"
         "print('held', flush=True)\n"
         "time.sleep(60)\n"
@@ -216,7 +219,7 @@ def test_a_lock_file_left_behind_is_not_a_lock(tmp_path: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "held"
-    contender = ProjectLock("P2X", "https://api.descope.com", settings)
+    contender = ProjectLock("P2X", base_url="https://api.descope.com", settings=settings)
     assert not contender.try_acquire()
     assert contender.holder is not None
     assert contender.holder.pid == holder.pid
@@ -295,21 +298,23 @@ def test_the_lock_is_per_project(applied: RunningEmulator, tmp_path: Path) -> No
 
 
 def test_names_follow_the_project_and_only_a_foreign_api() -> None:
-    assert lock_name("P2abc", "https://api.descope.com") == "P2abc.lock"
-    assert lock_name("P2abc", "https://api.euc1.descope.com/") == "P2abc.lock"
-    assert lock_name("P2abc", "https://DESCOPE.com") == "P2abc.lock"
-    local = lock_name("P2abc", "http://127.0.0.1:8765")
+    assert lock_name("P2abc", base_url="https://api.descope.com") == "P2abc.lock"
+    assert lock_name("P2abc", base_url="https://api.euc1.descope.com/") == "P2abc.lock"
+    assert lock_name("P2abc", base_url="https://DESCOPE.com") == "P2abc.lock"
+    local = lock_name("P2abc", base_url="http://127.0.0.1:8765")
     assert local.startswith("P2abc@127.0.0.1_8765-")
     assert local.endswith(".lock")
-    assert local != lock_name("P2abc", "http://127.0.0.1:8766")
-    assert "secret" not in lock_name("P2abc", "https://user:secret@proxy.example:8443")
-    assert lock_name("P2abc", "https://descope.com.evil.example") != "P2abc.lock"
+    assert local != lock_name("P2abc", base_url="http://127.0.0.1:8766")
+    assert "secret" not in lock_name("P2abc", base_url="https://user:secret@proxy.example:8443")
+    assert lock_name("P2abc", base_url="https://descope.com.evil.example") != "P2abc.lock"
     for hostile in ("../../etc/passwd", "/abs", ".hidden", "a" * 300, "x/y"):
-        name = lock_name(hostile, "https://api.descope.com")
+        name = lock_name(hostile, base_url="https://api.descope.com")
         assert "/" not in name
         assert not name.startswith(".")
         assert len(name) < 120
-    assert lock_name("a/b", "https://api.descope.com") != lock_name("a_b", "https://api.descope.com")
+    assert lock_name("a/b", base_url="https://api.descope.com") != lock_name(
+        "a_b", base_url="https://api.descope.com"
+    )
 
 
 def test_the_lock_folder_comes_from_the_environment(tmp_path: Path) -> None:
@@ -324,7 +329,9 @@ def test_the_lock_folder_comes_from_the_environment(tmp_path: Path) -> None:
 
 def test_the_holder_writes_who_it_is_into_a_private_file(tmp_path: Path) -> None:
     lock = ProjectLock(
-        "P2X", "https://api.descope.com", LockSettings(tmp_path / "locks", command="mcp-reconciler apply")
+        "P2X",
+        base_url="https://api.descope.com",
+        settings=LockSettings(tmp_path / "locks", command="mcp-reconciler apply"),
     )
     assert lock.try_acquire()
     try:
@@ -343,18 +350,22 @@ def test_a_symlink_at_the_lock_path_is_refused(tmp_path: Path) -> None:
     target.write_text("keep me")
     (tmp_path / "locks").mkdir()
     (tmp_path / "locks" / "P2X.lock").symlink_to(target)
-    lock = ProjectLock("P2X", "https://api.descope.com", LockSettings(tmp_path / "locks"))
+    lock = ProjectLock("P2X", base_url="https://api.descope.com", settings=LockSettings(tmp_path / "locks"))
     with pytest.raises(LockError, match="symbolic link"):
         asyncio.run(lock.acquire())
     assert target.read_text() == "keep me"
 
 
 def test_a_wait_ends_at_the_timeout_and_says_so_once(tmp_path: Path) -> None:
-    first = ProjectLock("P2X", "https://api.descope.com", LockSettings(tmp_path, command="first"))
+    first = ProjectLock(
+        "P2X", base_url="https://api.descope.com", settings=LockSettings(tmp_path, command="first")
+    )
     assert first.try_acquire()
     told: list[Holder | None] = []
     second = ProjectLock(
-        "P2X", "https://api.descope.com", LockSettings(tmp_path, timeout=0.3, on_wait=told.append)
+        "P2X",
+        base_url="https://api.descope.com",
+        settings=LockSettings(tmp_path, timeout=0.3, on_wait=told.append),
     )
     started = time.monotonic()
     try:
@@ -375,13 +386,13 @@ def test_a_lock_taken_on_a_removed_file_is_given_up(tmp_path: Path, monkeypatch:
     its lock afterwards, on a file no longer at the path, while a third run locks the new file: the
     waiter must see it and try the new file, so that it and the third run are never both in."""
     settings = LockSettings(tmp_path)
-    first = ProjectLock("P2X", "https://api.descope.com", settings)
+    first = ProjectLock("P2X", base_url="https://api.descope.com", settings=settings)
     assert first.try_acquire()
     opened_early = os.open(first.path, os.O_RDWR)
     first.release()
-    third = ProjectLock("P2X", "https://api.descope.com", settings)
+    third = ProjectLock("P2X", base_url="https://api.descope.com", settings=settings)
     assert third.try_acquire()
-    waiter = ProjectLock("P2X", "https://api.descope.com", settings)
+    waiter = ProjectLock("P2X", base_url="https://api.descope.com", settings=settings)
     real_open = waiter._open_file
     early = [opened_early]
     monkeypatch.setattr(waiter, "_open_file", lambda: early.pop() if early else real_open())

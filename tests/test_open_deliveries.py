@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from reconciler import kinds
 from reconciler.api import DescopeClient
 from reconciler.cli import run
 from reconciler.emulator import RunningEmulator
@@ -140,7 +141,7 @@ def _fail_for(name: str) -> Callable[..., Awaitable[LiveServer]]:
 
     async def create_server(self: DescopeClient, fields: Mapping[str, Any], **kwargs: Any) -> LiveServer:
         if fields.get("name") == name:
-            raise BadRequest("refused (simulated)", endpoint="server/create", status=400)
+            raise BadRequest("refused (simulated)", endpoint=kinds.SERVER.endpoints.create, status=400)
         return await create(self, fields, **kwargs)
 
     return create_server

@@ -81,11 +81,11 @@ async def _execute(plan: Plan, base_url: str) -> None:
                 live = await api.load_server(change.id or "")
                 await api.update_server(overlay(live.fields, change.desired))
             elif change.kind is Kind.SERVER:
-                await api.delete_server(change.id or "")
+                await api.delete_servers([change.id or ""])
             elif change.action is Action.CREATE:
                 await api.create_client(server_ids[change.server or ""], change.desired)
             elif change.action is Action.DELETE:
-                await api.delete_client(change.server_id or "", change.id or "")
+                await api.delete_clients(change.server_id or "", [change.id or ""])
             else:
                 raise AssertionError(f"unexpected {change.action}")
 
@@ -208,7 +208,7 @@ def test_a_wrong_key_is_a_clear_error(
     monkeypatch.setenv("DESCOPE_MANAGEMENT_KEY", "wrong-key-canary")
     assert run(["plan", str(EXAMPLES)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: POST servers/all failed: 401 ")
+    assert err.startswith("error: POST /v1/mgmt/mcp/servers/all failed: 401 ")
     assert "check DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY" in err
     assert "wrong-key-canary" not in err
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 
+from reconciler import kinds
 from reconciler.errors import PlanError, UsageError
 from reconciler.manifest import load_manifest
 from reconciler.models import Manifest
@@ -133,7 +136,9 @@ def test_unmanaged_objects_are_conflicts_unless_adopted(write: Writer) -> None:
         manifest(write, CALENDAR.replace("tags: [team:a]", "tags: [team:a]\nadopt: true")), live
     )
     assert actions(adopted) == [("adopt", 'server "calendar"'), ("create", 'client "calendar/agent"')]
-    assert OWNER in adopted.changes[0].desired["tags"]
+    tags = adopted.changes[0].desired["tags"]
+    assert isinstance(tags, list)
+    assert OWNER in tags
 
 
 def test_two_live_objects_matching_one_entry_is_an_error_naming_both(write: Writer) -> None:
@@ -261,3 +266,29 @@ def test_plans_survive_a_json_round_trip(write: Writer) -> None:
     assert again == plan
     assert again.to_json()["checksum"] == plan.to_json()["checksum"]
     assert {c.kind for c in plan.changes} == {Kind.SERVER, Kind.CLIENT}
+
+
+@pytest.mark.parametrize("cascades", [True, False])
+def test_pruning_a_server_deletes_its_clients_first_unless_the_api_cascades(
+    write: Writer, monkeypatch: pytest.MonkeyPatch, cascades: bool
+) -> None:
+    """``assumptions.SERVER_DELETE_CASCADES`` reaches the plan through the server's descriptor: when
+    a server's delete takes its clients with it, the plan says so; otherwise it deletes them first."""
+    server_kind = replace(kinds.SERVER, delete_cascades=cascades)
+    monkeypatch.setattr(kinds, "KINDS", MappingProxyType({**kinds.KINDS, Kind.SERVER: server_kind}))
+    live = state([server("old", "MS2")], [client("a", "C1", "MS2"), client("b", "C2", "MS2")])
+    plan = build_plan(manifest(write, CALENDAR), live)
+    deletes = [(c.action.value, c.address, c.notes) for c in plan.changes if c.action is Action.DELETE]
+    if cascades:
+        assert deletes == [("delete", 'server "old"', ("also deletes its 2 clients",))]
+    else:
+        assert deletes == [
+            ("delete", 'client "old/a"', ()),
+            ("delete", 'client "old/b"', ()),
+            ("delete", 'server "old"', ()),
+        ]
+    tight = PROJECT.replace("maxDeletes: 3", "maxDeletes: 2")
+    assert reasons(manifest(write, CALENDAR, tight), live) == [
+        "the plan deletes 3 objects, more than maxDeletes allows (2: 2); "
+        "review the deletes, then re-run with --allow-deletes 3"
+    ]

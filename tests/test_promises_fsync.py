@@ -4,31 +4,33 @@ A crash between two system calls cannot be staged in-process, so ``os.fsync``, `
 ``os.rename`` are spied on: each call is recorded in order with the path behind the descriptor
 (``/proc/self/fd``) and a digest of what the file held when it was synced. The promises:
 
-- an atomic write (``files.write_atomically``, the file sink) fsyncs the temp file, holding the whole
-  new content, before renaming it over the target, and fsyncs the folder after the rename;
+- an atomic write (``files.write_atomically``, which the file sink uses too) fsyncs the temp file,
+  holding the whole new content with its final mode, before renaming it over the target, and fsyncs
+  the folder after the rename; the file sink fails a delivery whose folder cannot be synced;
 - the journal fsyncs each event before ``write`` returns, so the step it announces comes after it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from reconciler.api import DescopeClient
 from reconciler.cli import run
 from reconciler.emulator import RunningEmulator
 from reconciler.files import write_atomically
 from reconciler.journal import Journal
 from reconciler.secret import Secret
-from reconciler.sinks.base import SecretRecord
+from reconciler.sinks.base import SecretRecord, SinkError
 from reconciler.sinks.file import FileSink
 from tests.conftest import project_yaml, serving
 
@@ -43,6 +45,7 @@ class Step:
     path: str
     source: str = ""
     digest: str = ""  # sha256 of the file's bytes when it was synced; "" for a folder
+    mode: int = field(default=0, compare=False)  # the file's permission bits when it was synced
     content: bytes = field(default=b"", repr=False, compare=False)  # may hold a secret: never shown
 
 
@@ -65,7 +68,8 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> list[Step]:
         path = os.readlink(f"/proc/self/fd/{descriptor}")
         if stat.S_ISREG(os.fstat(descriptor).st_mode):
             content = Path(path).read_bytes()  # what a crash right after the fsync would leave
-            recorded.append(Step("fsync", path, digest=digest(content), content=content))
+            mode = stat.S_IMODE(os.fstat(descriptor).st_mode)
+            recorded.append(Step("fsync", path, digest=digest(content), content=content, mode=mode))
         else:
             recorded.append(Step("fsync", path))
         fsync(descriptor)
@@ -93,6 +97,7 @@ def assert_atomic_write(recorded: list[Step], target: Path) -> None:
     assert temp != real(target)
     assert not Path(temp).exists()  # it became the target
     assert synced.digest == digest(target.read_bytes())  # synced whole, before the rename
+    assert synced.mode == stat.S_IMODE(target.stat().st_mode)  # with its mode, whatever the umask
     assert renamed == Step("replace", real(target), source=temp)
     assert folder == Step("fsync", real(target.parent))
 
@@ -118,6 +123,17 @@ def test_write_atomically_syncs_a_new_file_and_its_new_folder(tmp_path: Path, st
     assert_atomic_write(steps, target)
 
 
+def test_write_atomically_gives_the_mode_whatever_the_umask(tmp_path: Path, steps: list[Step]) -> None:
+    target = tmp_path / "plan.json"
+    previous = os.umask(0o077)
+    try:
+        write_atomically(target, "{}\n", mode=0o644)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
+    assert_atomic_write(steps, target)
+
+
 # ---- the file sink --------------------------------------------------------------------------------
 
 RECORD = SecretRecord(server="calendar", client="agent", client_id="cid-1", key="calendar/agent")
@@ -136,6 +152,21 @@ def test_the_file_sink_syncs_the_temp_file_before_the_rename_and_the_folder_afte
     sink.deliver(OTHER, Secret("fsync-promise-secret-two-0002"))  # over an existing file
     assert_atomic_write(steps, target)
     assert b"fsync-promise-secret-one-0001" in target.read_bytes()
+
+
+def test_a_folder_that_cannot_be_synced_fails_a_delivery_but_not_a_plain_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unsyncable(folder: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("reconciler.files.fsync_folder", unsyncable)
+    write_atomically(tmp_path / "plan.json", "{}\n", mode=0o644)  # a plan or export: the rename stands
+    assert (tmp_path / "plan.json").read_text() == "{}\n"
+    sink = FileSink("local", path=tmp_path / "clients.json")
+    # A delivery is journaled as done when deliver returns: not before the rename is durable.
+    with pytest.raises(SinkError, match=r"cannot write .*clients\.json: Input/output error"):
+        sink.deliver(RECORD, Secret("fsync-promise-secret-three-0003"))
 
 
 # ---- the journal ----------------------------------------------------------------------------------
@@ -193,16 +224,15 @@ def _journal_events(step: Step) -> list[str]:
 def test_apply_announces_each_step_on_disk_before_taking_it(
     emulator: RunningEmulator, tmp_path: Path, steps: list[Step], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    exchange = DescopeClient._exchange
+    send = httpx.AsyncClient.send
 
-    def recorded_exchange(
-        self: DescopeClient, endpoint: str, body: Mapping[str, Any], budget: Any
-    ) -> Awaitable[Any]:
-        steps.append(Step("post", endpoint))
-        return exchange(self, endpoint, body, budget)
+    async def recorded_send(
+        self: httpx.AsyncClient, request: httpx.Request, **options: Any
+    ) -> httpx.Response:
+        steps.append(Step("post", request.url.path))  # as the request leaves, whatever API call sends it
+        return await send(self, request, **options)
 
-    post: Callable[..., Awaitable[Any]] = recorded_exchange
-    monkeypatch.setattr(DescopeClient, "_exchange", post)
+    monkeypatch.setattr(httpx.AsyncClient, "send", recorded_send)
     assert run(["apply", "manifests", "--auto-approve"]) == 0
 
     journal = tmp_path / ".mcp-reconciler" / "journal.jsonl"

@@ -41,15 +41,11 @@ from reconciler.diff import overlay
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from reconciler.emulator.app import MUTATIONS, omit_zero
 from reconciler.errors import ManifestError, PlanError
+from reconciler.kinds import CLIENT, SERVER
 from reconciler.manifest import load_manifest
 from reconciler.models import DEFAULT_OWNERSHIP_TAG, Manifest, ProjectSpec, ServerSpec
 from reconciler.plan import Action, ApplyResult, Change, Kind, Plan
-from reconciler.planner import (
-    MANIFEST_ONLY_CLIENT_FIELDS,
-    MANIFEST_ONLY_SERVER_FIELDS,
-    PlanOptions,
-    build_plan,
-)
+from reconciler.planner import PlanOptions, build_plan
 from reconciler.tags import PROTECT_TAG, ROTATION_PREFIX, user_tags
 from reconciler.throttle import ThrottleSettings
 from reconciler.wire import LiveClient, LiveServer, LiveState
@@ -468,7 +464,7 @@ def _assert_kept(
 def _server_desired(spec: ServerSpec | None) -> dict[str, Any]:
     if spec is None:
         return {}
-    return {k: v for k, v in spec.mentioned().items() if k not in MANIFEST_ONLY_SERVER_FIELDS}
+    return SERVER.payload(spec)
 
 
 def assert_fields_preserved(manifest: Manifest, before: Snapshot, after: Snapshot, *, loose: bool) -> None:
@@ -491,14 +487,7 @@ def assert_fields_preserved(manifest: Manifest, before: Snapshot, after: Snapsho
             if cid not in new_clients:
                 continue
             entry = client_specs.get(str(client.get("name")))
-            wanted = (
-                {
-                    "name": entry.name,
-                    **{k: v for k, v in entry.mentioned().items() if k not in MANIFEST_ONLY_CLIENT_FIELDS},
-                }
-                if entry
-                else {}
-            )
+            wanted = {"name": entry.name, **CLIENT.payload(entry)} if entry else {}
             _assert_kept(client, new_clients[cid], wanted, loose=loose, where=f"client {sid}/{cid}")
             if entry is None or "tags" not in entry.model_fields_set:
                 old_tags, new_tags = client.get("tags"), new_clients[cid].get("tags")

@@ -95,7 +95,7 @@ def test_secrets_and_the_key_appear_only_where_they_belong(emulator: RunningEmul
     ]
     assert {p.name for p in written} >= {"plan.json", "second-plan.json", "journal.jsonl"}
     everything = "\n".join(transcript) + "\n".join(p.read_text(errors="replace") for p in written)
-    assert "POST server/client/create -> 200" in everything  # our debug logging was on
+    assert "POST /v1/mgmt/mcp/server/client/create -> 200" in everything  # our debug logging was on
     assert "DEBUG httpcore" in everything  # and the HTTP libraries' own
     assert _named({secret for secret in issued if secret in everything}) == []
     assert [where for where, text in (("output", everything), ("sinks", held)) if KEY in text] == []

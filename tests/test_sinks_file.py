@@ -120,15 +120,17 @@ def test_a_symlinked_path_is_refused_and_its_target_untouched(tmp_path: Path) ->
 def test_a_symlink_planted_at_the_temp_name_is_not_followed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("reconciler.sinks.file.random_source.token_hex", lambda _n: "fixed")
+    monkeypatch.setattr("reconciler.files.secrets.token_hex", lambda _n: "fixed")
     victim = tmp_path / "victim"
     victim.write_text("precious")
-    (tmp_path / ".secrets.json.fixed.tmp").symlink_to(victim)
+    planted = tmp_path / ".secrets.json.fixed.tmp"
+    planted.symlink_to(victim)
     sink = file_sink(tmp_path / "secrets.json")
     message = expect_sink_error(lambda: sink.deliver(RECORD, SECRET), CANARY)
     assert "cannot write" in message
     assert ".secrets.json.fixed.tmp" in message
     assert victim.read_text() == "precious"
+    assert planted.is_symlink()  # not ours to remove
     assert not (tmp_path / "secrets.json").exists()
 
 

@@ -95,8 +95,8 @@ def apply_command(
             plan_only = "--target, --prune and --allow-deletes"
             raise UsageError(f"a saved plan is applied as it is: {plan_only} belong to plan")
         saved = load_saved_plan(Path(paths[0]), signing_key=plan_key(os.environ))
-        manifest_paths, manifest_vars = saved_plan_sources(saved, paths[1:], var_files)
-        manifest = load(manifest_paths, manifest_vars)
+        manifest_paths, manifest_vars = saved_plan_sources(saved, paths[1:], var_files=var_files)
+        manifest = load(manifest_paths, var_files=manifest_vars)
         made_from = " ".join(manifest_paths or DEFAULT_PATHS)
         made_from += "".join(f" --var-file {v}" for v in manifest_vars)
         click.echo(
@@ -107,7 +107,7 @@ def apply_command(
             click.echo(render_plan_text(verified, colour=colour()), nl=False)
 
         return _finish(asyncio.run(apply_saved(saved, manifest, link, settings, show)))
-    manifest = load(paths, var_files)
+    manifest = load(paths, var_files=var_files)
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
     )
@@ -254,7 +254,7 @@ def secrets_check(
 
     With --fix it holds the project's lock, as apply does (see --lock-timeout).
     """
-    manifest = load(paths, var_files)
+    manifest = load(paths, var_files=var_files)
     lock = _lock_settings(lock_timeout, (*paths, "--fix")) if fix else None
     link = connection(concurrency, rate_limit)
     statuses = asyncio.run(check_secrets(manifest, link, fix=fix, journal=journal, mask=_masker(), lock=lock))

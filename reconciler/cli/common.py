@@ -136,7 +136,7 @@ JOURNAL_OPTION = click.option(
 )
 
 
-def load(paths: Sequence[str], var_files: Sequence[str]) -> Manifest:
+def load(paths: Sequence[str], *, var_files: Sequence[str]) -> Manifest:
     values: dict[str, str] = {}
     for var_file in var_files:
         values.update(read_var_file(var_file))

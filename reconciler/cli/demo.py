@@ -81,27 +81,31 @@ def _walkthrough(paths: tuple[str, ...], work: Path, *, kept: bool) -> None:
         environ |= {"DESCOPE_BASE_URL": emulator.base_url, "DESCOPE_MANAGEMENT_KEY": key}
         link = Connection(environ=environ)
         _intro(manifest, emulator.base_url)
-        _step(1, f"mcp-reconciler validate {' '.join(paths)}", "Check the manifests offline.")
+        _step(1, f"mcp-reconciler validate {' '.join(paths)}", why="Check the manifests offline.")
         clients = sum(len(s.clients) for s in manifest.servers)
         click.echo(
             f"Manifests are valid: {len(manifest.servers)} servers, {clients} clients, project {project}."
         )
-        _step(2, f"mcp-reconciler plan {' '.join(paths)}", "Compare them with the live project.")
+        _step(2, f"mcp-reconciler plan {' '.join(paths)}", why="Compare them with the live project.")
         click.echo(
             render_plan_text(asyncio.run(plan_project(manifest, link, PlanOptions())), colour=colour()),
             nl=False,
         )
-        _step(3, f"mcp-reconciler apply {' '.join(paths)} --auto-approve", "Make the project match.")
+        _step(3, f"mcp-reconciler apply {' '.join(paths)} --auto-approve", why="Make the project match.")
         settings = ApplySettings(journal=work / "journal.jsonl")
         _plan, result = asyncio.run(apply_fresh(manifest, link, PlanOptions(), settings, lambda _plan: True))
         if result is not None:
             click.echo(apply_summary(result))
-        _step(4, "(someone edits a server in the Descope console)", "A change made by hand, outside Git.")
+        _step(4, "(someone edits a server in the Descope console)", why="A change made by hand, outside Git.")
         changed = asyncio.run(_edit_by_hand(manifest, environ))
         click.echo(f'Server "{changed}": description rewritten and a tag added, by hand.')
-        _step(5, f"mcp-reconciler drift {' '.join(paths)}", "What a scheduled drift check reports.")
+        _step(5, f"mcp-reconciler drift {' '.join(paths)}", why="What a scheduled drift check reports.")
         click.echo(render_drift_text(asyncio.run(drift_project(manifest, link)), colour=colour()), nl=False)
-        _step(6, f"mcp-reconciler plan {' '.join(paths)}", "The next plan puts the manifests back in charge.")
+        _step(
+            6,
+            f"mcp-reconciler plan {' '.join(paths)}",
+            why="The next plan puts the manifests back in charge.",
+        )
         click.echo(
             render_plan_text(asyncio.run(plan_project(manifest, link, PlanOptions())), colour=colour()),
             nl=False,
@@ -117,7 +121,7 @@ def _intro(manifest: Manifest, base_url: str) -> None:
     )
 
 
-def _step(number: int, command: str, why: str) -> None:
+def _step(number: int, command: str, *, why: str) -> None:
     click.echo("")
     click.echo(
         click.style(f"Step {number} of 6: {why}", bold=True) if colour() else f"Step {number} of 6: {why}"

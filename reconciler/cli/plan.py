@@ -49,7 +49,7 @@ def validate(paths: tuple[str, ...], var_files: tuple[str, ...]) -> int:
     Names, scope names and tags holding control or bidi characters are valid,
     with a warning each (they are shown escaped).
     """
-    manifest = load(paths, var_files)
+    manifest = load(paths, var_files=var_files)
     for warning in control_character_warnings(manifest):
         click.echo(warning, err=True)
     clients = sum(len(server.clients) for server in manifest.servers)
@@ -89,7 +89,7 @@ def plan_command(
     Reads DESCOPE_MANAGEMENT_KEY (and DESCOPE_BASE_URL) from the environment; the
     project is the Project manifest's projectId.
     """
-    manifest = load(paths, var_files)
+    manifest = load(paths, var_files=var_files)
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
     )
@@ -141,7 +141,7 @@ def drift_command(
 
     For a scheduled job: with --detailed-exitcode it exits 2 when anything drifted.
     """
-    manifest = load(paths, var_files)
+    manifest = load(paths, var_files=var_files)
     with group("Reading the live project"):
         report = asyncio.run(drift_project(manifest, connection(concurrency, rate_limit)))
     publish(render_drift_markdown(report), {"has-changes": report.has_drift, **report.summary})

@@ -95,18 +95,20 @@ class DroppedResponse(Response):
 
 
 def error_response(
-    status: int, code: str, description: str, headers: dict[str, str] | None = None
+    status: int, code: str, *, description: str, headers: dict[str, str] | None = None
 ) -> Response:
     body = {"errorCode": code, "errorDescription": description, "errorMessage": description}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 def failure_response(failure: ApiFailure) -> Response:
-    return error_response(failure.status, failure.code, failure.description)
+    return error_response(failure.status, failure.code, description=failure.description)
 
 
 def malformed(description: str) -> ApiFailure:
-    return ApiFailure(assumptions.STATUS_BAD_REQUEST, assumptions.MALFORMED_REQUEST_CODE, description)
+    return ApiFailure(
+        assumptions.STATUS_BAD_REQUEST, assumptions.MALFORMED_REQUEST_CODE, description=description
+    )
 
 
 def reject_constant(name: str) -> NoReturn:
@@ -290,14 +292,16 @@ class Emulator:
             raise ApiFailure(
                 assumptions.STATUS_FORBIDDEN,
                 assumptions.UNAUTHORIZED_CODE,
-                f"the bearer is for another project; this is project {self.config.project_id}",
+                description=f"the bearer is for another project; this is project {self.config.project_id}",
             )
         if not hmac.compare_digest(key.encode(), self.config.management_key.encode()):
             raise self.unauthorized("the management key is not valid for this project")
 
     @staticmethod
     def unauthorized(description: str) -> ApiFailure:
-        return ApiFailure(assumptions.STATUS_UNAUTHORIZED, assumptions.UNAUTHORIZED_CODE, description)
+        return ApiFailure(
+            assumptions.STATUS_UNAUTHORIZED, assumptions.UNAUTHORIZED_CODE, description=description
+        )
 
     async def v1(self, request: Request) -> Response:
         path = request.path_params["path"]
@@ -315,7 +319,10 @@ class Emulator:
         if retry_after is not None:
             self.traffic.rate_limited += 1
             return error_response(
-                429, assumptions.RATE_LIMITED_CODE, "rate limit exceeded", {"Retry-After": str(retry_after)}
+                429,
+                assumptions.RATE_LIMITED_CODE,
+                description="rate limit exceeded",
+                headers={"Retry-After": str(retry_after)},
             )
         late = self.faults.slow(self.config.slow_rate)
         self.traffic.slowed += late
@@ -325,7 +332,9 @@ class Emulator:
             handler = self.handler(request, endpoint)
             if (status := self.faults.before()) is not None:
                 self.traffic.faults_before += 1
-                return error_response(status, FAULT_CODE, "injected fault before handling the request")
+                return error_response(
+                    status, FAULT_CODE, description="injected fault before handling the request"
+                )
             result = handler(self, await read_body(request))
         except ApiFailure as failure:
             return failure_response(failure)
@@ -336,9 +345,13 @@ class Emulator:
     def handler(self, request: Request, endpoint: str) -> Handler:
         handler = READS.get(endpoint) or MUTATIONS.get(endpoint)
         if handler is None:
-            raise ApiFailure(404, assumptions.MALFORMED_REQUEST_CODE, f"no such endpoint: {endpoint}")
+            raise ApiFailure(
+                404, assumptions.MALFORMED_REQUEST_CODE, description=f"no such endpoint: {endpoint}"
+            )
         if request.method != "POST":
-            raise ApiFailure(405, assumptions.MALFORMED_REQUEST_CODE, f"{endpoint} takes POST only")
+            raise ApiFailure(
+                405, assumptions.MALFORMED_REQUEST_CODE, description=f"{endpoint} takes POST only"
+            )
         return handler
 
     def committed(self, result: dict[str, Any]) -> Response:
@@ -350,7 +363,9 @@ class Emulator:
         self.traffic.faults_after_commit += 1
         if fault.status is None:
             return DroppedResponse()
-        return error_response(fault.status, FAULT_CODE, "injected fault after committing the change")
+        return error_response(
+            fault.status, FAULT_CODE, description="injected fault after committing the change"
+        )
 
     # --- the admin surface
 
@@ -401,7 +416,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """Routing errors (no such path, wrong method) in the API's error shape."""
     status, detail = (exc.status_code, exc.detail) if isinstance(exc, HTTPException) else (500, "failed")
     description = f"{request.method} {request.url.path}: {detail}"
-    return error_response(status, assumptions.MALFORMED_REQUEST_CODE, description)
+    return error_response(status, assumptions.MALFORMED_REQUEST_CODE, description=description)
 
 
 def create_app(config: EmulatorConfig) -> Starlette:

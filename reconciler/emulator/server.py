@@ -74,7 +74,7 @@ class RunningEmulator:
         """The Authorization header the emulator accepts."""
         return {"Authorization": f"Bearer {self.config.project_id}:{self.config.management_key}"}
 
-    def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _admin(self, method: str, *, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         response = self.http.request(method, f"/emulator/{path}", json=body)
         if response.is_error:
             raise ValueError(f"emulator {path}: {response.status_code} {response.text[:500]}")
@@ -82,21 +82,21 @@ class RunningEmulator:
         return result
 
     def stats(self) -> dict[str, Any]:
-        return self._admin("GET", "stats")
+        return self._admin("GET", path="stats")
 
     def requests(self) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = self._admin("GET", "requests")["requests"]
+        entries: list[dict[str, Any]] = self._admin("GET", path="requests")["requests"]
         return entries
 
     def reset(self, *, counters_only: bool = False) -> None:
-        self._admin("POST", "reset", {"countersOnly": counters_only})
+        self._admin("POST", path="reset", body={"countersOnly": counters_only})
 
     def seed(self, body: dict[str, Any]) -> dict[str, Any]:
         """Store ``{"servers": [{..., "clients": [...]}]}`` as given; answers their ids and names."""
-        return self._admin("POST", "seed", body)
+        return self._admin("POST", path="seed", body=body)
 
     def state(self) -> dict[str, Any]:
-        return self._admin("GET", "state")
+        return self._admin("GET", path="state")
 
 
 def bound_socket(host: str, port: int) -> socket.socket:

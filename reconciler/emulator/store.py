@@ -12,6 +12,7 @@ import json
 import secrets
 import stat
 import string
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ JSON_KINDS = {bool: "a boolean", int: "an integer", str: "a string", list: "an a
 class ApiFailure(Exception):
     """A request the API refuses: the status and error code of the body the emulator answers with."""
 
-    def __init__(self, status: int, code: str, description: str) -> None:
+    def __init__(self, status: int, code: str, *, description: str) -> None:
         super().__init__(description)
         self.status = status
         self.code = code
@@ -66,15 +67,21 @@ class ApiFailure(Exception):
 
 
 def missing(description: str) -> ApiFailure:
-    return ApiFailure(assumptions.STATUS_BAD_REQUEST, assumptions.MISSING_ARGUMENTS_CODE, description)
+    return ApiFailure(
+        assumptions.STATUS_BAD_REQUEST, assumptions.MISSING_ARGUMENTS_CODE, description=description
+    )
 
 
 def invalid(description: str) -> ApiFailure:
-    return ApiFailure(assumptions.STATUS_BAD_REQUEST, assumptions.VALIDATION_FAILURE_CODE, description)
+    return ApiFailure(
+        assumptions.STATUS_BAD_REQUEST, assumptions.VALIDATION_FAILURE_CODE, description=description
+    )
 
 
 def not_found(description: str) -> ApiFailure:
-    return ApiFailure(assumptions.STATUS_NOT_FOUND, assumptions.INVALID_ARGUMENTS_CODE, description)
+    return ApiFailure(
+        assumptions.STATUS_NOT_FOUND, assumptions.INVALID_ARGUMENTS_CODE, description=description
+    )
 
 
 def json_kind(value: Any) -> str:
@@ -161,6 +168,24 @@ def client_fields(payload: dict[str, Any], path: str) -> dict[str, Any]:
     return {k: v for k, v in payload.items() if k not in dropped}
 
 
+def present(ids: list[str], existing: dict[str, Any], what: str) -> list[str]:
+    """The ``ids`` a bulk delete acts on: those that exist, or (``BULK_DELETE_IGNORES_ABSENT_IDS``
+    off) every one of them, else a 404 naming the absent ones and nothing is deleted."""
+    absent = [i for i in dict.fromkeys(ids) if i not in existing]
+    if absent and not assumptions.BULK_DELETE_IGNORES_ABSENT_IDS:
+        raise not_found(f"no {what} with id {', '.join(repr(i) for i in absent)}")
+    return [i for i in ids if i in existing]
+
+
+def refuse_duplicate_name(record: Record, siblings: Iterable[Record], what: str) -> None:
+    """A 400 when ``DUPLICATE_NAMES_ACCEPTED`` is off and another of ``siblings`` has the name."""
+    name = record.fields["name"]
+    if not assumptions.DUPLICATE_NAMES_ACCEPTED and any(
+        other.fields.get("name") == name and other.id != record.id for other in siblings
+    ):
+        raise invalid(f"name: {what} is already named {name!r}")
+
+
 def new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(ALPHANUMERIC) for _ in range(ID_LENGTH))
 
@@ -202,9 +227,8 @@ class Store:
             self.servers = load_state(state_file)
 
     def save(self) -> None:
-        """Write the state file, when there is one; called after every mutation."""
+        """Write the state file (and its folder), when there is one; called after every mutation."""
         if self._state_file is not None:
-            self._state_file.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(self._state_file, json.dumps(dump_state(self.servers), indent=1), mode=0o600)
 
     def clear(self) -> None:
@@ -233,6 +257,7 @@ class Store:
 
     def create_server(self, body: dict[str, Any]) -> Server:
         server = Server({"id": new_id("MS"), **server_fields(body, "server")})
+        refuse_duplicate_name(server, self.servers.values(), "an MCP server")
         self.servers[server.id] = server
         return server
 
@@ -243,15 +268,25 @@ class Store:
         check(payload, {}, "server")
         required_str(payload, "id", "server.id")
         server = self.server(payload)
-        server.fields = {"id": server.id, **server_fields(payload, "server")}
+        updated = Server({"id": server.id, **server_fields(payload, "server")})
+        refuse_duplicate_name(updated, self.servers.values(), "an MCP server")
+        server.fields = updated.fields
         return server
 
     def delete_server(self, body: dict[str, Any]) -> None:
-        del self.servers[self.server(body).id]
+        self._delete_servers([self.server(body).id])
 
     def delete_servers(self, body: dict[str, Any]) -> None:
-        for server_id in id_list(body, "ids"):
-            self.servers.pop(server_id, None)
+        self._delete_servers(present(id_list(body, "ids"), self.servers, "MCP server"))
+
+    def _delete_servers(self, ids: list[str]) -> None:
+        """Delete servers with their clients, or (``SERVER_DELETE_CASCADES`` off) none while one has any."""
+        if not assumptions.SERVER_DELETE_CASCADES:
+            holding = [server_id for server_id in ids if self.servers[server_id].clients]
+            if holding:
+                raise invalid(f"MCP server {holding[0]!r} still has clients: delete them first")
+        for server_id in ids:
+            self.servers.pop(server_id, None)  # an id may be listed twice
 
     def create_client(self, body: dict[str, Any]) -> Client:
         server = self.server(body, "mcpServerId")
@@ -263,14 +298,17 @@ class Store:
             "status": assumptions.CLIENT_STATUS_ACTIVE,
         }
         client = Client({**assigned, **client_fields(body, "client")}, new_secret())
+        refuse_duplicate_name(client, server.clients.values(), f"a client of MCP server {server.id!r}")
         server.clients[client.id] = client
         return client
 
     def update_client(self, body: dict[str, Any]) -> Client:
         required_str(body, "id")
-        _, client = self.client(body)
+        server, client = self.client(body)
         kept = {key: client.fields[key] for key in CLIENT_READ_ONLY if key in client.fields}
-        client.fields = {**kept, **client_fields(body, "client")}
+        updated = Client({**kept, **client_fields(body, "client")}, client.secret)
+        refuse_duplicate_name(updated, server.clients.values(), f"a client of MCP server {server.id!r}")
+        client.fields = updated.fields
         return client
 
     def delete_client(self, body: dict[str, Any]) -> None:
@@ -280,8 +318,8 @@ class Store:
 
     def delete_clients(self, body: dict[str, Any]) -> None:
         server = self.server(body, "mcpServerId")
-        for client_id in id_list(body, "ids"):
-            server.clients.pop(client_id, None)
+        for client_id in present(id_list(body, "ids"), server.clients, f"client of MCP server {server.id!r}"):
+            server.clients.pop(client_id, None)  # an id may be listed twice
 
     def rotate_secret(self, body: dict[str, Any]) -> str:
         required_str(body, "id")
@@ -290,7 +328,8 @@ class Store:
         return client.secret
 
     def seed(self, body: dict[str, Any]) -> list[Server]:
-        """Add servers and clients exactly as given; all of them, or none when one is refused."""
+        """Add servers and clients exactly as given; all of them, or none when one is refused. Names are
+        never refused here (whatever ``DUPLICATE_NAMES_ACCEPTED``): a test stages any live state."""
         if body.get("servers") is None:
             raise missing("servers is required")
         check(body["servers"], [{"clients": [{}]}], "servers")
@@ -307,14 +346,14 @@ def seeded_server(item: dict[str, Any], path: str) -> Server:
     payload = {key: value for key, value in item.items() if key != "clients"}
     server = Server({"id": payload.get("id") or new_id("MS"), **server_fields(payload, path)})
     for index, entry in enumerate(item.get("clients") or []):
-        client = seeded_client(entry, server.id, f"{path}.clients[{index}]")
+        client = seeded_client(entry, server.id, path=f"{path}.clients[{index}]")
         if client.id in server.clients:
             raise invalid(f"{path}.clients[{index}].id: {client.id!r} is used twice")
         server.clients[client.id] = client
     return server
 
 
-def seeded_client(entry: dict[str, Any], server_id: str, path: str) -> Client:
+def seeded_client(entry: dict[str, Any], server_id: str, *, path: str) -> Client:
     fields = client_fields(entry, path)
     check(entry, {"secret": str}, path)
     assigned = {

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.drift import DriftReport, Duplicated, Unmanaged
-from reconciler.plan import ACTION_SYMBOLS, Action, Change, FieldChange, Kind, Plan, Withheld
+from reconciler.kinds import KINDS, children
+from reconciler.plan import ACTION_SYMBOLS, Action, Change, FieldChange, Plan, Withheld
 from reconciler.textsafe import visible
 
 MARKDOWN_LIMIT = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
@@ -107,7 +108,7 @@ def json_value(value: Any) -> str:
     return _cut(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), VALUE_LIMIT)
 
 
-def _count(n: int, singular: str, plural: str) -> str:
+def _count(n: int, singular: str, *, plural: str) -> str:
     return f"{n:,} {singular if n == 1 else plural}"
 
 
@@ -171,7 +172,7 @@ def _fit(sections: Sequence[_Section], *, budget: int) -> list[int]:
 
 def _omitted_line(sections: Sequence[_Section], omitted: Sequence[int], *, limit: int, whole: str) -> str:
     parts = [
-        _count(n, f"more {s.noun[0]}", f"more {s.noun[1]}")
+        _count(n, f"more {s.noun[0]}", plural=f"more {s.noun[1]}")
         for s, n in zip(sections, omitted, strict=True)
         if n
     ]
@@ -183,7 +184,7 @@ def _omitted_line(sections: Sequence[_Section], omitted: Sequence[int], *, limit
 # ---- shared pieces -------------------------------------------------------------------------------
 
 
-def _heading(marker: str, title: str, project_id: str) -> str:
+def _heading(marker: str, *, title: str, project_id: str) -> str:
     return f"{marker}\n## {title}: project {code(_cut(project_id, 100))}\n\n"
 
 
@@ -204,7 +205,7 @@ def _field_table(fields: Sequence[FieldChange], *, columns: tuple[str, str] | No
             f"| {code(f.path, cell=True)} | {_cell_value(f.before)} | {_cell_value(f.after)} |" for f in shown
         ]
     if len(fields) > len(shown):
-        more = _count(len(fields) - len(shown), "more field", "more fields")
+        more = _count(len(fields) - len(shown), "more field", plural="more fields")
         lines.append(f"| _… {more}_ |" + " |" * (1 if columns is None else 2))
     return "\n".join(lines)
 
@@ -254,7 +255,7 @@ def _change_block(change: Change, *, summary: str, planned: bool) -> str:
 def render_plan_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     """The plan as a pull-request comment of at most ``limit`` characters."""
     marker = f"{plan_marker(plan.project_id)}\n{changeset_marker(plan.change_set)}"
-    head = _heading(marker, "mcp-reconciler plan", plan.project_id)
+    head = _heading(marker, title="mcp-reconciler plan", project_id=plan.project_id)
     head += _delete_banner(plan.changes) + _partial_note(plan)
     if plan.has_changes:
         head += _summary_table("action", [(a.value, n) for a, n in _action_counts(plan)])
@@ -288,14 +289,16 @@ def _delete_banner(changes: Sequence[Change]) -> str:
     deletes = [c for c in changes if c.action is Action.DELETE]
     if not deletes:
         return ""
-    servers = sum(1 for c in deletes if c.kind is Kind.SERVER)
-    clients = len(deletes) - servers
-    kinds = [_count(servers, "server", "servers"), _count(clients, "client", "clients")]
-    shown = ", ".join(kind for kind, n in zip(kinds, (servers, clients), strict=True) if n)
-    cascade = " Deleting a server also deletes its clients." if servers else ""
+    counts = [(kind, sum(1 for c in deletes if c.kind is kind.kind)) for kind in KINDS.values()]
+    shown = ", ".join(_count(n, kind.kind.value, plural=kind.plural) for kind, n in counts if n)
+    cascade = "".join(
+        f" Deleting a {kind.kind} also deletes its {' and '.join(c.plural for c in children(kind.kind))}."
+        for kind, n in counts
+        if n and children(kind.kind)
+    )
     return (
         "> [!WARNING]\n"
-        f"> This plan **deletes {_count(len(deletes), 'object', 'objects')}** ({shown}).{cascade} "
+        f"> This plan **deletes {_count(len(deletes), 'object', plural='objects')}** ({shown}).{cascade} "
         "Review the deletes below before you apply it.\n\n"
     )
 
@@ -324,7 +327,9 @@ def _withheld_item(withheld: Withheld) -> str:
 
 def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -> str:
     """The drift report as a pull-request comment or step summary of at most ``limit`` characters."""
-    head = _heading(drift_marker(report.project_id), "mcp-reconciler drift", report.project_id)
+    head = _heading(
+        drift_marker(report.project_id), title="mcp-reconciler drift", project_id=report.project_id
+    )
     summary = report.summary
     if report.has_drift:
         counts = [(name, summary[name]) for name in ("changed", "missing", "orphaned", "unmanaged")]
@@ -334,7 +339,7 @@ def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -
     else:
         head += "No drift. The project matches the manifests.\n\n"
     noun = "dynamically registered client"
-    dynamic = _count(report.dynamic_clients, noun, noun + "s")
+    dynamic = _count(report.dynamic_clients, noun, plural=noun + "s")
     head += f"{dynamic} (not drift).\n"
     sections = [
         _Section(
@@ -370,7 +375,7 @@ def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -
 
 def _duplicated_item(item: Duplicated) -> str:
     ids = ", ".join(code(i) for i in item.ids)
-    live = _count(len(item.ids), f"live {item.kind}", f"live {item.kind}s")
+    live = _count(len(item.ids), f"live {item.kind}", plural=f"live {item.kind}s")
     return f"- {md_text(item.address)} matches {live} (ids {ids}): plan refuses until all but one go"
 
 

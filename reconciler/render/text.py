@@ -42,7 +42,7 @@ class _Writer:
         self.colour = colour
         self.lines: list[str] = []
 
-    def paint(self, symbol: str, text: str) -> str:
+    def paint(self, symbol: str, *, text: str) -> str:
         return f"\x1b[{COLOURS[symbol]}m{text}\x1b[0m" if self.colour else text
 
     def add(self, line: str = "") -> None:
@@ -51,7 +51,7 @@ class _Writer:
     def change(self, change: Change, *, verb: str | None = None) -> None:
         symbol = SYMBOLS[change.action]
         headline = f"{symbol} {visible(change.address)} {verb or VERBS[change.action]}"
-        self.add("  " + self.paint(symbol, headline))
+        self.add("  " + self.paint(symbol, text=headline))
         for item in change.fields:
             self.field(change.action, item)
         for note in change.notes:
@@ -60,12 +60,12 @@ class _Writer:
     def field(self, action: Action, item: FieldChange) -> None:
         path = visible(item.path)  # paths name live keys too, e.g. a domain policy's pattern
         if action is Action.CREATE or item.before is None:
-            self.add("      " + self.paint("+", f"+ {path}: {value(item.after)}"))
+            self.add("      " + self.paint("+", text=f"+ {path}: {value(item.after)}"))
         elif item.after is None:
-            self.add("      " + self.paint("-", f"- {path}: {value(item.before)}"))
+            self.add("      " + self.paint("-", text=f"- {path}: {value(item.before)}"))
         else:
             change = f"~ {path}: {value(item.before)} -> {value(item.after)}"
-            self.add("      " + self.paint("~", change))
+            self.add("      " + self.paint("~", text=change))
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -113,13 +113,13 @@ def render_drift_text(report: DriftReport, *, colour: bool = False) -> str:
     if report.orphaned:
         out.add("Orphaned (managed, but in no manifest any more):")
         for address in report.orphaned:
-            out.add("  " + out.paint("-", f"- {visible(address)}"))
+            out.add("  " + out.paint("-", text=f"- {visible(address)}"))
         out.add()
     if report.unmanaged:
         out.add("Unmanaged (no ownership tag: adopt them in a manifest, or delete them):")
         for item in report.unmanaged:
             note = f": {visible(item.note)}" if item.note else ""
-            out.add("  " + out.paint("?", f"? {visible(item.address)} ({visible(item.id)}){note}"))
+            out.add("  " + out.paint("?", text=f"? {visible(item.address)} ({visible(item.id)}){note}"))
         out.add()
     if report.dynamic_clients:
         plural = "s" if report.dynamic_clients != 1 else ""
@@ -145,7 +145,7 @@ def _duplicated(out: _Writer, duplicated: Iterable[Duplicated]) -> None:
     for item in duplicated:
         ids = ", ".join(visible(i) for i in item.ids)
         line = f"! {visible(item.address)} matches {len(item.ids)} live {item.kind}s ({ids})"
-        out.add("  " + out.paint("!", line))
+        out.add("  " + out.paint("!", text=line))
     out.add()
 
 

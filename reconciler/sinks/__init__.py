@@ -52,7 +52,7 @@ class OptionalSink:
                 raise
             return UnavailableSink(
                 name,
-                f"sink {name!r} ({self.type}) needs the {self.package} package: "
+                reason=f"sink {name!r} ({self.type}) needs the {self.package} package: "
                 f"pip install 'mcp-reconciler[{self.extra}]'",
             )
         factory: SinkFactory = getattr(module, self.attribute).from_settings
@@ -63,7 +63,7 @@ class UnavailableSink:
     """A sink that cannot work in this installation (its library is missing): every use but ``close``
     raises a SinkError with ``reason``, which names the package to install."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, *, reason: str) -> None:
         self.name = name
         self.reason = reason
 

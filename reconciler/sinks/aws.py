@@ -112,12 +112,12 @@ class AwsSink:
         payload = json.dumps(secret_fields(record, secret))
         token = str(uuid.uuid4())  # one per delivery, shared by all of its requests and retries
         try:
-            self._put(secret_id, payload, token)
+            self._put(secret_id, payload=payload, token=token)
         except _Absent:
             try:
-                self._create(secret_id, payload, token)
+                self._create(secret_id, payload=payload, token=token)
             except _Exists:  # another writer created it since our put: write a version on top
-                self._put(secret_id, payload, token)
+                self._put(secret_id, payload=payload, token=token)
         log.debug("sink %r: stored the secret of %s as %s", self.name, record.key, secret_id)
 
     def verify(self, record: SecretRecord, secret: Secret) -> Verification:
@@ -146,7 +146,7 @@ class AwsSink:
     def _secret_id(self, record: SecretRecord) -> str:
         """The secret's name, never outside namePrefix (validate refuses such keys too: this is the
         second line of defence, for a key that reached the sink some other way)."""
-        reason = aws_name_problem(self.name_prefix, record.key)
+        reason = aws_name_problem(self.name_prefix, key=record.key)
         if reason is not None:
             raise self._error(
                 f"refusing the key {record.key!r} of {record.server}/{record.client}: {reason}, so it "
@@ -154,7 +154,7 @@ class AwsSink:
             )
         return self.name_prefix + record.key
 
-    def _put(self, secret_id: str, payload: str, token: str) -> None:
+    def _put(self, secret_id: str, *, payload: str, token: str) -> None:
         self._call(
             f"write {secret_id}",
             lambda c: c.put_secret_value(SecretId=secret_id, SecretString=payload, ClientRequestToken=token),
@@ -162,7 +162,7 @@ class AwsSink:
             writes=True,
         )
 
-    def _create(self, secret_id: str, payload: str, token: str) -> None:
+    def _create(self, secret_id: str, *, payload: str, token: str) -> None:
         request: CreateSecretRequestTypeDef = {
             "Name": secret_id,
             "SecretString": payload,

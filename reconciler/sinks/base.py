@@ -78,12 +78,12 @@ def secret_name(key: str) -> str:
     return f"MCP_{name}" if not name or name[0].isdigit() or name.startswith("GITHUB_") else name
 
 
-def vault_path(path_prefix: str, key: str) -> str:
+def vault_path(path_prefix: str, *, key: str) -> str:
     """The path a Vault sink writes ``key`` to, below its mount: ``pathPrefix`` + key."""
     return path_prefix.lstrip("/") + key
 
 
-def leaves_prefix(prefix: str, key: str) -> str | None:
+def leaves_prefix(prefix: str, *, key: str) -> str | None:
     """Why ``prefix + key`` (a Vault path, an AWS secret name) would not stay inside ``prefix``; None
     when it does. A ``..`` segment is resolved by the HTTP client (``team-a/../team-b/db`` is sent as
     ``team-b/db``), and a leading ``/`` makes the key an absolute path."""
@@ -99,11 +99,11 @@ def leaves_prefix(prefix: str, key: str) -> str | None:
 _AWS_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]+")
 
 
-def aws_name_problem(name_prefix: str, key: str) -> str | None:
+def aws_name_problem(name_prefix: str, *, key: str) -> str | None:
     """Why ``namePrefix + key`` is not an AWS secret name inside ``namePrefix``; None when it is.
     Anything but AWS's name characters is refused: a ``SecretId`` with ``:`` is read as an ARN, which
     can name any secret of any account."""
-    reason = leaves_prefix(name_prefix, key)
+    reason = leaves_prefix(name_prefix, key=key)
     if reason is None and not _AWS_NAME.fullmatch(name_prefix + key):
         reason = "AWS secret names allow only letters, digits and /_+=.@-"
     return reason

@@ -20,14 +20,13 @@ import json
 import logging
 import os
 import re
-import secrets as random_source
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from reconciler.files import fsync_folder
+from reconciler.files import write_atomically
 from reconciler.models import FileSinkSpec
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord, SinkError, Verification, env_name, parse_settings, same_secret
@@ -154,22 +153,10 @@ class FileSink:
             os.close(fd)  # closing the last descriptor releases the lock
 
     def _replace(self, text: str) -> None:
-        folder = self.path.parent
-        temp = folder / f".{self.path.name}.{random_source.token_hex(8)}.tmp"
         try:
-            # O_EXCL fails on any existing name, a planted symlink included.
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            fd = os.open(temp, flags, FILE_MODE)
-            with os.fdopen(fd, "wb") as handle:
-                os.fchmod(handle.fileno(), FILE_MODE)  # whatever the umask
-                handle.write(text.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)  # renames over a link planted since the check, never through it
-            fsync_folder(folder)
+            # Durable once this returns: the caller journals the delivery next.
+            write_atomically(self.path, text, mode=FILE_MODE, folder_sync_required=True)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
             where = f" ({exc.filename})" if exc.filename and exc.filename != str(self.path) else ""
             raise self._error(f"cannot write {self.path}: {exc.strerror}{where}") from None
 

@@ -101,7 +101,7 @@ class GithubSink:
 
     def verify(self, record: SecretRecord, secret: Secret) -> Verification:  # noqa: ARG002 - protocol
         name = secret_name(record.key)
-        response = self._request("GET", f"{self._base}/{name}", f"read the secret {name}")
+        response = self._request("GET", path=f"{self._base}/{name}", action=f"read the secret {name}")
         if response.status_code == 200:
             return Verification.UNREADABLE  # GitHub never gives a value back
         if response.status_code == 404:
@@ -117,7 +117,7 @@ class GithubSink:
         key_id, key = self._public_key(refresh=refresh)
         sealed = SealedBox(key).encrypt(secret.reveal().encode("utf-8"))
         body = {"encrypted_value": base64.b64encode(sealed).decode("ascii"), "key_id": key_id}
-        return self._request("PUT", f"{self._base}/{name}", f"write the secret {name}", json=body)
+        return self._request("PUT", path=f"{self._base}/{name}", action=f"write the secret {name}", json=body)
 
     def _public_key(self, *, refresh: bool) -> tuple[str, PublicKey]:
         with self._key_lock:
@@ -126,7 +126,7 @@ class GithubSink:
             return self._key
 
     def _fetch_key(self) -> tuple[str, PublicKey]:
-        response = self._request("GET", f"{self._base}/public-key", "read the public key")
+        response = self._request("GET", path=f"{self._base}/public-key", action="read the public key")
         if response.status_code != 200:
             raise self._refused(response, "read the public key")
         try:
@@ -135,7 +135,7 @@ class GithubSink:
         except (ValueError, KeyError, TypeError, binascii.Error, CryptoError):
             raise self._error(f"{self.api_url} answered the public key request with no usable key") from None
 
-    def _request(self, method: str, path: str, action: str, **kwargs: Any) -> httpx.Response:
+    def _request(self, method: str, *, path: str, action: str, **kwargs: Any) -> httpx.Response:
         """Send with retries of 429, 5xx and connection errors; other answers are returned."""
         if not self._token:
             raise self._error(

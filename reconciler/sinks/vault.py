@@ -147,13 +147,13 @@ class VaultSink:
     def _path(self, record: SecretRecord) -> str:
         """Where ``record`` goes below the mount; never outside pathPrefix (validate refuses such keys
         too: this is the second line of defence, for a key that reached the sink some other way)."""
-        reason = leaves_prefix(self.path_prefix, record.key)
+        reason = leaves_prefix(self.path_prefix, key=record.key)
         if reason is not None:
             raise self._error(
                 f"refusing the key {record.key!r} of {record.server}/{record.client}: {reason}, so it "
                 f"would be written outside pathPrefix {self.path_prefix!r} of the mount {self.mount}/"
             )
-        return vault_path(self.path_prefix, record.key)
+        return vault_path(self.path_prefix, key=record.key)
 
     def _version(self, path: str) -> int:
         """The current version of ``path``, 0 when it does not exist yet (what ``cas`` expects)."""

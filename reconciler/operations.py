@@ -1,0 +1,158 @@
+"""The API calls that carry out each kind's changes: a registry of per-kind operations, as in decK.
+
+The applier looks a change's kind up in :data:`OPERATIONS` (and, for kinds that hold a secret, in
+:data:`SECRET_OPERATIONS`) instead of branching on it; adding a kind means adding its operations
+here beside its descriptor in ``reconciler.kinds``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from reconciler.api import DescopeClient
+from reconciler.diff import overlay
+from reconciler.kinds import CLIENT, SERVER, Kind, KindDescriptor, LiveObject
+from reconciler.secret import Secret
+from reconciler.tags import ROTATION_PREFIX
+
+
+@dataclass(frozen=True)
+class Created:
+    """What a create made: its id, its public client id (for kinds that have one), its secret."""
+
+    id: str
+    client_id: str = ""
+    secret: Secret | None = None
+
+
+class Operations(Protocol):
+    """Create, update and delete one kind's objects; ``parent_id`` is None for a root kind."""
+
+    async def create(
+        self,
+        api: DescopeClient,
+        parent_id: str | None,
+        fields: Mapping[str, Any],
+        *,
+        exclude_ids: Collection[str],
+    ) -> Created: ...
+
+    async def update(
+        self, api: DescopeClient, parent_id: str | None, live: LiveObject, desired: Mapping[str, Any]
+    ) -> None: ...
+
+    async def delete_many(self, api: DescopeClient, parent_id: str | None, ids: list[str]) -> None: ...
+
+
+class SecretOperations(Protocol):
+    """Read, rotate and mark the secret of a kind that holds one."""
+
+    async def read_secret(self, api: DescopeClient, *, parent_id: str, object_id: str) -> Secret: ...
+
+    async def rotate_secret(
+        self, api: DescopeClient, *, parent_id: str, object_id: str, before: Secret
+    ) -> Secret: ...
+
+    async def record_rotation(
+        self,
+        api: DescopeClient,
+        *,
+        parent_id: str,
+        object_id: str,
+        marker: str,
+        tags: Sequence[str] | None = None,
+    ) -> None: ...
+
+
+class _Servers:
+    async def create(
+        self,
+        api: DescopeClient,
+        parent_id: str | None,  # noqa: ARG002 - servers have no parent
+        fields: Mapping[str, Any],
+        *,
+        exclude_ids: Collection[str],
+    ) -> Created:
+        created = await api.create_server(_writable(SERVER, fields), exclude_ids=exclude_ids)
+        return Created(created.id)
+
+    async def update(
+        self,
+        api: DescopeClient,
+        parent_id: str | None,  # noqa: ARG002 - servers have no parent
+        live: LiveObject,
+        desired: Mapping[str, Any],
+    ) -> None:
+        await api.update_server(overlay(live.fields, desired))
+
+    async def delete_many(
+        self,
+        api: DescopeClient,
+        parent_id: str | None,  # noqa: ARG002 - servers have no parent
+        ids: list[str],
+    ) -> None:
+        await api.delete_servers(ids)
+
+
+class _Clients:
+    async def create(
+        self,
+        api: DescopeClient,
+        parent_id: str | None,
+        fields: Mapping[str, Any],
+        *,
+        exclude_ids: Collection[str],
+    ) -> Created:
+        created = await api.create_client(parent_id or "", _writable(CLIENT, fields), exclude_ids=exclude_ids)
+        return Created(created.id, created.client_id, created.secret)
+
+    async def update(
+        self, api: DescopeClient, parent_id: str | None, live: LiveObject, desired: Mapping[str, Any]
+    ) -> None:
+        await api.update_client(
+            {**overlay(live.fields, desired), "id": live.id, "mcpServerId": parent_id or ""}
+        )
+
+    async def delete_many(self, api: DescopeClient, parent_id: str | None, ids: list[str]) -> None:
+        await api.delete_clients(parent_id or "", ids)
+
+    async def read_secret(self, api: DescopeClient, *, parent_id: str, object_id: str) -> Secret:
+        return await api.get_client_secret(parent_id, object_id)
+
+    async def rotate_secret(
+        self, api: DescopeClient, *, parent_id: str, object_id: str, before: Secret
+    ) -> Secret:
+        return await api.rotate_client_secret(parent_id, object_id, before=before)
+
+    async def record_rotation(
+        self,
+        api: DescopeClient,
+        *,
+        parent_id: str,
+        object_id: str,
+        marker: str,
+        tags: Sequence[str] | None = None,
+    ) -> None:
+        """Remember the applied rotation marker in the client's tags, so the next plan does not
+        rotate again; nothing to do when exactly this marker, and no other, is recorded already
+        (in ``tags`` when the caller knows them, else in the client as loaded now)."""
+        if tags is None:
+            tags = (await api.load_client(parent_id, id=object_id)).tags
+        if [t for t in tags if t.startswith(ROTATION_PREFIX)] == [ROTATION_PREFIX + marker]:
+            return
+        live = await api.load_client(parent_id, id=object_id)
+        kept = [t for t in live.tags if not t.startswith(ROTATION_PREFIX)]
+        await api.update_client({**live.to_wire(), "tags": [*kept, ROTATION_PREFIX + marker]})
+
+
+def _writable(kind: KindDescriptor, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """``fields`` without those the API assigns (ids and the like): what a create may send."""
+    return {key: value for key, value in fields.items() if key not in kind.read_only}
+
+
+_CLIENTS = _Clients()
+OPERATIONS: Mapping[Kind, Operations] = MappingProxyType({Kind.SERVER: _Servers(), Kind.CLIENT: _CLIENTS})
+SECRET_OPERATIONS: Mapping[Kind, SecretOperations] = MappingProxyType({Kind.CLIENT: _CLIENTS})
