@@ -314,7 +314,7 @@ class DescopeClient:
         throttle: Throttle | None = None,
         retry: RetryPolicy | None = None,
         timeout: float = 30.0,
-        scopes_format: ScopesFormat = "list",
+        scopes_format: ScopesFormat = "categorized",
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,

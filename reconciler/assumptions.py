@@ -9,6 +9,12 @@ that tests stage on clients the reconciler does not manage.
 
 from __future__ import annotations
 
+# The category a new scope goes to when neither its manifest nor the live server says: neither the API
+# reference nor Descope's Go SDK ties `values` to a category. A scope with values grants connections,
+# so it goes to connectionsScopes; any other to permissionsScopes (reconciler.scopes.default_category).
+DEFAULT_CATEGORY_WITH_VALUES = "connections"
+DEFAULT_CATEGORY = "permissions"
+
 # Search paging: default and maximum `limit` are unpublished. The emulator serves pages of at most
 # this many clients, so that the client's paging to `total` is exercised.
 DEFAULT_PAGE_SIZE = 100

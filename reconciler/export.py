@@ -28,13 +28,14 @@ from ruamel.yaml.emitter import RoundTripEmitter
 
 from reconciler.kinds import CLIENT, SERVER, registered_elsewhere
 from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ServerSpec
+from reconciler.scopes import CATEGORY_KEY, CATEGORY_WIRE_KEYS
 from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags
 from reconciler.textsafe import visible
 from reconciler.wire import LiveClient, LiveServer, LiveState
 
 SERVER_FIELDS = [f.alias or n for n, f in ServerSpec.model_fields.items() if n not in SERVER.manifest_only]
 CLIENT_FIELDS = [f.alias or n for n, f in ClientSpec.model_fields.items() if n not in CLIENT.manifest_only]
-SCOPE_FIELDS = ("name", "description", "optional", "values")
+SCOPE_FIELDS = ("name", "description", "optional", "category", "values")
 DEFAULT_SINK = "local"
 
 
@@ -145,11 +146,20 @@ def _fields(live: Mapping[str, Any], names: Iterable[str], options: ExportOption
         if name == "tags":
             value = user_tags(value or [], options.ownership_tag)
         elif name == "approvedScopes":
-            value = [{k: s[k] for k in SCOPE_FIELDS if k in s} for s in value or []]
+            value = [_scope(s) for s in value or []]
         cleaned = _without_zeros(value)
         if cleaned is not None:
             out[name] = cleaned
     return out
+
+
+def _scope(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A live scope as a manifest writes it; a category a manifest cannot name (one the API added
+    later) is left out, and planning keeps the scope where it lives."""
+    scope = {k: item[k] for k in SCOPE_FIELDS if k in item}
+    if scope.get(CATEGORY_KEY) not in CATEGORY_WIRE_KEYS:
+        scope.pop(CATEGORY_KEY, None)
+    return scope
 
 
 def _without_zeros(value: Any) -> Any:

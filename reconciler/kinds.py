@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 from reconciler import assumptions
 from reconciler.models import ClientSpec, Manifest, SecretRef, ServerSpec, Spec
+from reconciler.scopes import ScopesFormat, settle_categories
 from reconciler.wire import LiveState
 
 API_PREFIX = "/v1/mgmt/mcp/"
@@ -139,6 +140,11 @@ class KindDescriptor:
     read_only: frozenset[str]  # fields the API assigns; never created or compared
     endpoints: Endpoints
     live_under: Callable[[LiveState, str | None], Sequence[LiveObject]]  # (live, parent id)
+    # The desired fields as they will be written, given the live object (None before a create) and
+    # the project's scope format: what a manifest leaves to the live object filled in.
+    settle: Callable[
+        [Mapping[str, JsonValue], Mapping[str, Any] | None, ScopesFormat], dict[str, JsonValue]
+    ] = lambda fields, _live, _shape: dict(fields)
     holds_secret: bool = False  # creating, adopting or rotating it puts a secret in our hands
     # Deleting it deletes the objects below it; else the plan deletes them first, one by one.
     delete_cascades: bool = False
@@ -151,6 +157,20 @@ class KindDescriptor:
 # ---- the kinds ---------------------------------------------------------------------------------
 
 SCOPE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"description": "", "optional": False, "values": []})
+
+
+def _settle_server(
+    fields: Mapping[str, JsonValue], live: Mapping[str, Any] | None, shape: ScopesFormat
+) -> dict[str, JsonValue]:
+    """A server's desired fields with every approved scope's category settled (``reconciler.scopes``)."""
+    scopes = fields.get("approvedScopes")
+    if not isinstance(scopes, list):
+        return dict(fields)
+    items = [item for item in scopes if isinstance(item, dict)]
+    live_items = (live or {}).get("approvedScopes") or []
+    settled: list[JsonValue] = list(settle_categories(items, live_items, shape))
+    return {**fields, "approvedScopes": settled}
+
 
 SERVER = KindDescriptor(
     kind=Kind.SERVER,
@@ -178,6 +198,7 @@ SERVER = KindDescriptor(
         delete_many=_post("servers/delete"),
     ),
     live_under=lambda live, _parent: live.servers,
+    settle=_settle_server,
     delete_cascades=assumptions.SERVER_DELETE_CASCADES,
 )
 

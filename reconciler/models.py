@@ -30,10 +30,14 @@ class Spec(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
+ScopeCategory = Literal["permissions", "attributes", "connections"]
+
+
 class Scope(Spec):
     name: str
     description: str = ""
     optional: bool = False
+    category: ScopeCategory | None = None  # None: settled by reconciler.scopes.settle_categories
     values: tuple[str, ...] | None = None
 
 
@@ -173,7 +177,7 @@ class ProjectSpec(Spec):
     ownershipTag: str = DEFAULT_OWNERSHIP_TAG
     prune: bool = False
     maxDeletes: int | str = DEFAULT_MAX_DELETES
-    scopesFormat: Literal["list", "categorized"] = "list"
+    scopesFormat: Literal["categorized", "list"] = "categorized"
     defaultSink: str | None = None
     sinks: dict[str, SinkSpec] = Field(default_factory=dict)
 

@@ -113,7 +113,7 @@ class _Clients:
         self, api: DescopeClient, parent_id: str | None, live: LiveObject, desired: Mapping[str, Any]
     ) -> None:
         await api.update_client(
-            {**overlay(live.fields, desired), "id": live.id, "mcpServerId": parent_id or ""}
+            _client_update(overlay(live.fields, desired), client_id=live.id, server_id=parent_id or "")
         )
 
     async def delete_many(self, api: DescopeClient, parent_id: str | None, ids: list[str]) -> None:
@@ -145,12 +145,20 @@ class _Clients:
             return
         live = await api.load_client(parent_id, id=object_id)
         kept = [t for t in live.tags if not t.startswith(ROTATION_PREFIX)]
-        await api.update_client({**live.to_wire(), "tags": [*kept, ROTATION_PREFIX + marker]})
+        fields = {**live.fields, "tags": [*kept, ROTATION_PREFIX + marker]}
+        await api.update_client(_client_update(fields, client_id=live.id, server_id=live.server_id))
 
 
 def _writable(kind: KindDescriptor, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """``fields`` without those the API assigns (ids and the like): what a create may send."""
+    """``fields`` without those the API assigns (ids, the OAuth client id, registration type and
+    status): what a create or update may send. Unknown fields the live object carries are kept."""
     return {key: value for key, value in fields.items() if key not in kind.read_only}
+
+
+def _client_update(fields: Mapping[str, Any], *, client_id: str, server_id: str) -> dict[str, Any]:
+    """The body of ``server/client/update``: the writable fields, keyed by the client's id and its
+    server's (as Descope's Go SDK sends it: never clientId, registrationType or status)."""
+    return {**_writable(CLIENT, fields), "id": client_id, "mcpServerId": server_id}
 
 
 _CLIENTS = _Clients()

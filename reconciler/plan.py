@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.kinds import KINDS, SECRET_ACTIONS, Action, JsonValue, Kind
+from reconciler.scopes import ScopesFormat
 from reconciler.textsafe import visible
 
 # Action, Kind and JsonValue are re-exported: they are the vocabulary of plans.
@@ -199,7 +200,7 @@ class Plan:
     project_id: str
     ownership_tag: str
     changes: tuple[Change, ...]
-    scopes_format: str = "list"
+    scopes_format: ScopesFormat = "categorized"  # the approvedScopes shape apply writes
     partial: bool = False
     targets: tuple[str, ...] = ()
     withheld: tuple[Withheld, ...] = ()
@@ -262,7 +263,7 @@ class Plan:
             project_id=data["project"],
             ownership_tag=data["ownershipTag"],
             changes=tuple(Change.from_json(c) for c in data["changes"]),
-            scopes_format=data.get("scopesFormat", "list"),
+            scopes_format="list" if data.get("scopesFormat") == "list" else "categorized",
             partial=bool(data.get("partial")),
             targets=tuple(data.get("targets") or ()),
             withheld=tuple(

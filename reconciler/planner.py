@@ -108,6 +108,8 @@ class _Planner:
         self.options = options
         self.owner = manifest.project.ownershipTag
         self.prune = manifest.project.prune if options.prune is None else options.prune
+        # The shape scopes are written in: the one the project's API answers in, else the setting.
+        self.scopes_format = live.scopes_shape or manifest.project.scopesFormat
         self.changes: list[Change] = []
         self.withheld: list[Withheld] = []
         self.problems: list[str] = []
@@ -127,7 +129,7 @@ class _Planner:
             project_id=project.projectId,
             ownership_tag=self.owner,
             changes=tuple(sorted(changes, key=_order)),
-            scopes_format=self.live.scopes_format or project.scopesFormat,
+            scopes_format=self.scopes_format,
             partial=bool(self.options.targets),
             targets=tuple(str(t) for t in self.options.targets),
             withheld=tuple(w for w in self.withheld if self._in_scope(w.server)),
@@ -159,6 +161,7 @@ class _Planner:
             self._plan_under(kind, [d for d in desired.children if d.kind is kind.kind], parent)
 
     def _create(self, kind: KindDescriptor, desired: Desired, parent: _Parent) -> None:
+        desired = replace(desired, fields=kind.settle(desired.fields, None, self.scopes_format))
         target = self._secret_target(kind, desired)
         rotation = target.rotation if target else None
         tags = with_system_tags(
@@ -183,6 +186,7 @@ class _Planner:
         self, kind: KindDescriptor, desired: Desired, *, live: LiveObject, parent: _Parent
     ) -> None:
         owned = self.owner in live.tags
+        desired = replace(desired, fields=kind.settle(desired.fields, live.fields, self.scopes_format))
         if not owned and not desired.adopt:
             self.problems.append(_conflict(_address(kind.kind, desired.path), live_id=live.id))
             return

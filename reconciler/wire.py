@@ -27,6 +27,10 @@ from reconciler.scopes import CATEGORIES, ScopesFormat, read_scopes, write_scope
 # and saved plans, deepdiff) far from Python's recursion limit of 1,000.
 MAX_JSON_DEPTH = 64
 
+# Field names some clients of the live API have seen spelled otherwise (a production client reads
+# ``loginPageUrl``); read as the name Descope's reference and Go SDK use, which is the one written.
+SPELLING_VARIANTS = {"loginPageUrl": "loginPageURL"}
+
 # The types of the fields the reconciler reads; anything else is kept as it came.
 SERVER_TEXT = ("id", "name")
 CLIENT_TEXT = ("id", "clientId", "mcpServerId", "name", "registrationType", "status")
@@ -203,6 +207,10 @@ class LiveServer:
         _check_server(_object(data, where), where)
         scopes, shape = read_scopes(data.get("approvedScopes"))
         fields = {**data, "approvedScopes": scopes} if shape else dict(data)
+        for variant, canonical in SPELLING_VARIANTS.items():
+            if variant in fields:  # read as the canonical name, so that it is written back as that
+                value = fields.pop(variant)
+                fields.setdefault(canonical, value)
         return cls(
             id=optional_text(data, "id", where=where),
             name=optional_text(data, "name", where=where),
@@ -254,10 +262,6 @@ class LiveClient:
     def registration_type(self) -> str:
         return str(self.fields.get("registrationType") or "")
 
-    def to_wire(self) -> dict[str, Any]:
-        """The whole object for server/client/update."""
-        return {**self.fields, "id": self.id, "mcpServerId": self.server_id}
-
 
 @dataclass(frozen=True)
 class LiveState:
@@ -270,6 +274,11 @@ class LiveState:
 
     def clients_of(self, server_id: str) -> tuple[LiveClient, ...]:
         return self.clients.get(server_id, ())
+
+    @property
+    def scopes_shape(self) -> ScopesFormat | None:
+        """The approvedScopes shape the project's API answers in, as fetched or as its servers show."""
+        return self.scopes_format or next((s.scopes_format for s in self.servers if s.scopes_format), None)
 
 
 # ---- whole answers -----------------------------------------------------------------------------

@@ -308,6 +308,7 @@ class _WriteRun:
 
     async def apply(self, plan: Plan) -> ApplyResult:
         """Carry out ``plan``; the result counts the deliveries resumed before it too."""
+        self.api.scopes_format = plan.scopes_format  # the shape the plan was made for, also with no server
         applier = Applier(
             self.api, plan, self.live, sinks=self.courier.sinks, courier=self.courier, progress=self.progress
         )

@@ -1,4 +1,4 @@
-"""Shared fixtures: a clean environment for variables, and paths of the example manifests."""
+"""Shared fixtures: a clean environment for variables, strict emulators, and paths of the example manifests."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulato
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "manifests"
 DATA = Path(__file__).resolve().parent / "data"
+
+# Every emulator of the suite is strict unless a test says otherwise: a write carrying a field Descope
+# assigns is refused, as Descope's Go SDK never sends one. Set at import, before any fixture, so that it
+# reaches emulators started in process and `mcp-reconciler emulator` subprocesses alike.
+os.environ["MCP_RECONCILER_EMULATOR_STRICT"] = "1"
 
 # The canary guard fails any test in which a client secret or the management key reaches a log
 # handler or an output stream (tests/canary_guard.py); pytester runs it in the tests that prove it.

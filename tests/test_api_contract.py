@@ -159,8 +159,14 @@ async def test_client_lifecycle_and_secrets(target: Target) -> None:
         assert by_id.name == "agent"
         assert "cleartext" not in by_id.fields
 
-        # Full replacement: tags left out are reset, read-only fields survive.
-        body = {k: v for k, v in by_id.to_wire().items() if k != "tags"}
+        # Full replacement: tags left out are reset, read-only fields survive. The body carries only
+        # writable fields, as Descope's Go SDK sends it (a strict emulator refuses clientId and co).
+        read_only = ("tags", "clientId", "registrationType", "status")
+        body = {
+            **{k: v for k, v in by_id.fields.items() if k not in read_only},
+            "id": by_id.id,
+            "mcpServerId": by_id.server_id,
+        }
         updated = await api.update_client({**body, "scopes": ["read", "sync"]})
         assert updated.fields["scopes"] == ["read", "sync"]
         assert "tags" not in updated.fields
@@ -284,15 +290,20 @@ async def test_categorized_scopes_are_read_and_written_back_in_that_shape() -> N
     assert raw["server"]["description"] == "d"
 
 
-async def test_the_list_shape_is_written_when_the_project_uses_it(target: Target) -> None:
-    async with target.client(scopes_format="categorized") as api:
-        server = await api.create_server({"name": target.prefix + "l", **SERVER})
-        await api.load_all_servers()  # learns the shape this project answers in
-        assert api.scopes_format == "list"
-        await api.update_server({**server.fields, "description": "again"})
-        loaded = await api.load_server(server.id)
-        assert [s["name"] for s in loaded.fields["approvedScopes"]] == ["read", "sync"]
-        await api.delete_servers([server.id])
+async def test_the_list_shape_is_written_when_the_project_uses_it() -> None:
+    """A project whose API answers with the guide's flat list (the emulator's --scopes-format list)
+    is written in that shape once a load has shown it."""
+    config = EmulatorConfig(project_id=PROJECT, management_key=KEY, scopes_format="list")
+    with running_emulator(config) as emulator:
+        async with DescopeClient(project_id=PROJECT, management_key=KEY, base_url=emulator.base_url) as api:
+            before = api.scopes_format  # the default, before anything is known
+            server = await api.create_server({"name": "l", **SERVER})
+            await api.load_all_servers()  # learns the shape this project answers in
+            assert (before, api.scopes_format) == ("categorized", "list")
+            await api.update_server({**server.fields, "description": "again"})
+        raw = emulator.http.post("/v1/mgmt/mcp/server/load", json={"id": server.id}).json()
+    assert [s["name"] for s in raw["server"]["approvedScopes"]] == ["read", "sync"]
+    assert raw["server"]["description"] == "again"
 
 
 async def test_zero_values_are_read_as_missing(target: Target) -> None:

@@ -15,6 +15,7 @@ from reconciler.cli import run
 from reconciler.emulator import RunningEmulator
 from reconciler.plan import Action, Change, Kind, Plan, SecretTarget
 from reconciler.planner import build_plan
+from reconciler.scopes import read_scopes
 from reconciler.sinks.base import SinkError
 from reconciler.sinks.file import FileSink
 from tests.conftest import EXAMPLES, serving
@@ -102,7 +103,7 @@ def test_an_update_keeps_every_field_the_manifest_does_not_manage(
     assert server["forceAddAllAuthorizationInfo"] is True
     assert server["unknownFutureField"] == {"nested": [1, 2]}
     assert server["tags"] == ["hand-made", "team:x", OWNER]
-    assert [s["name"] for s in server["approvedScopes"]] == ["s"]
+    assert [s["name"] for s in read_scopes(server["approvedScopes"])[0]] == ["s"]
 
 
 def _manifests(tmp_path: Path, servers: str) -> Path:

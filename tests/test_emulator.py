@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
 import time
 from collections.abc import Iterator
@@ -20,7 +21,9 @@ from reconciler.emulator import (
     create_app,
     running_emulator,
 )
+from reconciler.emulator.app import STRICT_VARIABLE
 from reconciler.emulator.faults import RateLimiter
+from reconciler.scopes import CATEGORY_KEY
 
 PROJECT = "P2EMULATORTEST"
 KEY = "K2-emulator-test-key-3f9a"
@@ -47,6 +50,20 @@ def em(shared: RunningEmulator) -> RunningEmulator:
 @pytest.fixture
 def api(em: RunningEmulator) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=em.base_url, headers=em.headers) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def lenient() -> Iterator[RunningEmulator]:
+    """An emulator that is not strict: it ignores the fields Descope assigns when a write carries them."""
+    with running_emulator(config(strict=False)) as handle:
+        yield handle
+
+
+@pytest.fixture
+def lenient_api(lenient: RunningEmulator) -> Iterator[httpx.Client]:
+    lenient.reset()
+    with httpx.Client(base_url=lenient.base_url, headers=lenient.headers) as client:
         yield client
 
 
@@ -98,6 +115,24 @@ def test_config_refuses_bad_values(options: dict[str, Any]) -> None:
 
 def test_config_repr_hides_the_key() -> None:
     assert KEY not in repr(config())
+
+
+def test_config_defaults_to_categorized_scopes_and_strict_as_the_environment_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert config().scopes_format == "categorized"
+    for value, strict in [("1", True), ("0", False), ("", False), ("true", False)]:
+        monkeypatch.setenv(STRICT_VARIABLE, value)
+        assert config().strict is strict, value
+        assert config(strict=not strict).strict is not strict  # an explicit choice wins
+    monkeypatch.delenv(STRICT_VARIABLE)
+    assert config().strict is False
+
+
+def test_the_suite_runs_strict() -> None:
+    """tests/conftest.py turns strict mode on for every emulator the suite starts."""
+    assert os.environ.get(STRICT_VARIABLE) == "1"
+    assert config().strict is True
 
 
 # ---- servers --------------------------------------------------------------------------------------
@@ -356,7 +391,8 @@ def test_client_errors(api: httpx.Client) -> None:
     )
 
 
-def test_client_update_is_full_replacement_and_keeps_read_only_fields(api: httpx.Client) -> None:
+def test_client_update_is_full_replacement_and_keeps_read_only_fields(lenient_api: httpx.Client) -> None:
+    api = lenient_api
     server_id = new_server(api)
     created = new_client(api, server_id, tags=["t"], logo="L", scopes=["read"])
     attempt = {
@@ -415,6 +451,123 @@ def test_rotate_invalidates_the_old_secret(api: httpx.Client) -> None:
     )
 
 
+# ---- strict mode ---------------------------------------------------------------------------------
+
+# A value for each field Descope assigns, as a caller might forge it.
+FORGED = {
+    "id": "MSforged",
+    "clientId": "forged",
+    "registrationType": assumptions.REGISTRATION_DYNAMIC,
+    "status": "disabled",
+    "cleartext": "not-a-field",
+}
+CLIENT_ASSIGNED = ("clientId", "registrationType", "status", "cleartext")
+# Each write endpoint with the fields strict mode refuses on it, and the name of its body in messages.
+STRICT_CASES = [
+    ("server/create", "server", "id"),
+    *(("server/client/create", "client", key) for key in CLIENT_ASSIGNED),
+    *(("server/client/update", "client", key) for key in CLIENT_ASSIGNED),
+]
+
+
+@pytest.fixture(scope="module")
+def strict() -> Iterator[RunningEmulator]:
+    with running_emulator(config(strict=True)) as handle:
+        yield handle
+
+
+@pytest.fixture
+def strict_api(strict: RunningEmulator) -> Iterator[httpx.Client]:
+    strict.reset()
+    with httpx.Client(base_url=strict.base_url, headers=strict.headers) as client:
+        yield client
+
+
+def acceptable_write(api: httpx.Client, endpoint: str) -> dict[str, Any]:
+    """A body for ``endpoint`` that a strict emulator accepts, with what it refers to created first."""
+    server_id = new_server(api, "host")
+    if endpoint == "server/create":
+        return {"name": "new"}
+    if endpoint == "server/client/create":
+        return {"mcpServerId": server_id, "name": "agent"}
+    client = new_client(api, server_id, "existing")
+    return {"mcpServerId": server_id, "id": client["id"], "name": "renamed"}
+
+
+@pytest.mark.parametrize(("endpoint", "what", "key"), STRICT_CASES)
+def test_strict_refuses_each_read_only_field_on_each_write_endpoint(
+    strict_api: httpx.Client, strict: RunningEmulator, endpoint: str, what: str, key: str
+) -> None:
+    body = acceptable_write(strict_api, endpoint)
+    before = strict.state()
+    # Even empty or null: Descope's Go SDK never sends the key at all.
+    for value in (FORGED[key], "", None):
+        refused = post(strict_api, endpoint, {**body, key: value})
+        description = assert_error(refused, 400, assumptions.VALIDATION_FAILURE_CODE)["errorDescription"]
+        assert description == f"{what}.{key} is read-only: Descope assigns it"
+    assert strict.state() == before  # nothing was written
+    assert post(strict_api, endpoint, body).status_code == 200  # the same write without it is accepted
+
+
+def test_strict_names_every_read_only_field_a_write_carries(strict_api: httpx.Client) -> None:
+    body = acceptable_write(strict_api, "server/client/update")
+    refused = post(strict_api, "server/client/update", {**body, "status": "x", "clientId": "y"})
+    assert assert_error(refused, 400, assumptions.VALIDATION_FAILURE_CODE)["errorDescription"] == (
+        "client.clientId, client.status are read-only: Descope assigns them"
+    )
+
+
+def test_strict_accepts_ids_where_they_are_keys_and_filters(strict_api: httpx.Client) -> None:
+    server_id = new_server(strict_api, "calendar")
+    created = new_client(strict_api, server_id, "agent")
+    ok(strict_api, "server/update", {"server": {"id": server_id, "name": "renamed"}})
+    ok(strict_api, "server/client/update", {"mcpServerId": server_id, "id": created["id"], "name": "bot"})
+    ref = {"mcpServerId": server_id, "id": "", "clientId": created["clientId"]}
+    assert ok(strict_api, "server/client/load", ref)["client"]["name"] == "bot"
+    query = {"mcpServerId": server_id, "clientId": created["clientId"], "status": "verified"}
+    assert ok(strict_api, "server/clients/search", query)["total"] == 1
+
+
+def test_lenient_accepts_and_ignores_read_only_fields(lenient_api: httpx.Client) -> None:
+    server = ok(lenient_api, "server/create", {"name": "calendar", "id": FORGED["id"]})["server"]
+    assert server["id"] != FORGED["id"]
+    assert server["id"].startswith("MS")
+    forged = {key: FORGED[key] for key in CLIENT_ASSIGNED}
+    created = new_client(lenient_api, server["id"], "agent", **forged)
+    assert created["clientId"] != FORGED["clientId"]
+    assert created["cleartext"] != FORGED["cleartext"]
+    loaded = ok(lenient_api, "server/client/load", {"mcpServerId": server["id"], "id": created["id"]})
+    assert loaded == {
+        "client": {
+            "id": created["id"],
+            "clientId": created["clientId"],
+            "mcpServerId": server["id"],
+            "registrationType": assumptions.REGISTRATION_PRE_REGISTERED,
+            "status": assumptions.CLIENT_STATUS_ACTIVE,
+            "name": "agent",
+        }
+    }
+
+
+def test_seed_is_never_strict(strict_api: httpx.Client, strict: RunningEmulator) -> None:
+    client = {
+        "id": "MSCdyn",
+        "name": "dcr",
+        "clientId": "dyn-1",
+        "registrationType": assumptions.REGISTRATION_DYNAMIC,
+        "status": "disabled",
+        "secret": "s3cret",
+    }
+    strict.seed({"servers": [{"id": "MSseeded", "name": "seeded", "clients": [client]}]})
+    loaded = ok(strict_api, "server/client/load", {"mcpServerId": "MSseeded", "clientId": "dyn-1"})
+    expected = {k: v for k, v in client.items() if k != "secret"}
+    assert loaded == {"client": {**expected, "mcpServerId": "MSseeded"}}
+    state = strict.state()
+    strict.reset()
+    strict.seed(state)  # what the state holds (ids, clientIds, statuses, secrets) goes back in as it was
+    assert strict.state() == state
+
+
 # ---- wire shapes ----------------------------------------------------------------------------------
 
 
@@ -457,23 +610,44 @@ def test_zero_values_are_omitted_recursively(api: httpx.Client, em: RunningEmula
     assert em.state()["servers"][0]["skipConsentScreen"] is False  # stored as sent, only omitted on the wire
 
 
-CATEGORIZED = {
+CATEGORIZED: dict[str, Any] = {
     "permissionsScopes": [{"name": "calendar:read", "description": "Read", "optional": False}],
     "attributesScopes": [{"name": "email"}],
     "connectionsScopes": [{"name": "google", "values": ["google-calendar"]}],
 }
-FLAT = [
+FLAT: list[dict[str, Any]] = [
     {"name": "calendar:read", "description": "Read"},
     {"name": "email"},
     {"name": "google", "values": ["google-calendar"]},
 ]
 
 
-def test_list_emulator_reads_both_scope_shapes_and_writes_a_list(api: httpx.Client) -> None:
+def test_emulator_reads_both_scope_shapes_and_writes_categories_by_default(
+    api: httpx.Client, em: RunningEmulator
+) -> None:
+    assert em.config.scopes_format == "categorized"
     from_categorized = ok(api, "server/create", {"name": "a", "approvedScopes": CATEGORIZED})["server"]
     from_list = ok(api, "server/create", {"name": "b", "approvedScopes": FLAT})["server"]
-    assert from_categorized["approvedScopes"] == FLAT
-    assert from_list["approvedScopes"] == FLAT
+    # Categories are remembered; zero values (optional: false) are left out on the wire.
+    assert from_categorized["approvedScopes"] == {
+        "permissionsScopes": [{"name": "calendar:read", "description": "Read"}],
+        "attributesScopes": [{"name": "email"}],
+        "connectionsScopes": [{"name": "google", "values": ["google-calendar"]}],
+    }
+    # A flat list has no categories: plain scopes are permissions, those with values connections.
+    assert from_list["approvedScopes"] == {
+        "permissionsScopes": [{"name": "calendar:read", "description": "Read"}, {"name": "email"}],
+        "connectionsScopes": [{"name": "google", "values": ["google-calendar"]}],
+    }
+    everything = ok(api, "servers/all")["servers"]
+    assert [s["approvedScopes"] for s in everything] == [
+        from_categorized["approvedScopes"],
+        from_list["approvedScopes"],
+    ]
+    # An item of a list carries no category, whatever its keys look like; none is invented.
+    marked = [{"name": "a", CATEGORY_KEY: "attributes"}, {"name": "b", CATEGORY_KEY: "nonsense"}]
+    from_marked = ok(api, "server/create", {"name": "m", "approvedScopes": marked})["server"]
+    assert from_marked["approvedScopes"] == {"permissionsScopes": [{"name": "a"}, {"name": "b"}]}
     bad = post(api, "server/create", {"name": "c", "approvedScopes": {"resourceScopes": []}})
     assert assert_error(bad, 400, assumptions.VALIDATION_FAILURE_CODE)["errorDescription"].startswith(
         "server.approvedScopes.resourceScopes: unknown category"
@@ -487,23 +661,17 @@ def test_list_emulator_reads_both_scope_shapes_and_writes_a_list(api: httpx.Clie
     assert_error(post(api, "server/create", bad_item), 400, assumptions.VALIDATION_FAILURE_CODE)
 
 
-def test_categorized_emulator_writes_categories_remembering_where_items_came_from() -> None:
+def test_list_emulator_reads_both_scope_shapes_and_writes_the_guide_list() -> None:
     with (
-        running_emulator(config(scopes_format="categorized")) as em,
+        running_emulator(config(scopes_format="list")) as em,
         httpx.Client(base_url=em.base_url, headers=em.headers) as api,
     ):
         from_categorized = ok(api, "server/create", {"name": "a", "approvedScopes": CATEGORIZED})["server"]
         from_list = ok(api, "server/create", {"name": "b", "approvedScopes": FLAT})["server"]
-    assert from_categorized["approvedScopes"] == {
-        "permissionsScopes": [{"name": "calendar:read", "description": "Read"}],
-        "attributesScopes": [{"name": "email"}],
-        "connectionsScopes": [{"name": "google", "values": ["google-calendar"]}],
-    }
-    # A flat list has no categories: plain scopes are permissions, those with values connections.
-    assert from_list["approvedScopes"] == {
-        "permissionsScopes": [{"name": "calendar:read", "description": "Read"}, {"name": "email"}],
-        "connectionsScopes": [{"name": "google", "values": ["google-calendar"]}],
-    }
+        loaded = ok(api, "server/load", {"id": from_categorized["id"]})["server"]
+    assert from_categorized["approvedScopes"] == FLAT
+    assert from_list["approvedScopes"] == FLAT
+    assert loaded["approvedScopes"] == FLAT
 
 
 # ---- search ---------------------------------------------------------------------------------------
@@ -809,7 +977,7 @@ def test_dropped_connection_is_an_httpx_transport_error_in_process() -> None:
 
 def test_state_file_survives_a_restart(tmp_path: Path) -> None:
     state_file = tmp_path / "state" / "emulator.json"
-    options = {"state_file": state_file, "scopes_format": "categorized"}
+    options = {"state_file": state_file}
     with (
         running_emulator(config(**options)) as em,
         httpx.Client(base_url=em.base_url, headers=em.headers) as api,
@@ -832,6 +1000,29 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
         ok(api, "server/delete", {"id": server["id"]})
     with running_emulator(config(**options)) as em:
         assert em.state() == {"servers": []}
+
+
+def test_a_state_file_of_before_scope_categories_keeps_them(tmp_path: Path) -> None:
+    """Such a file marked each scope item with its wire key under "_category"."""
+    marked = [
+        {**FLAT[0], "_category": "permissionsScopes"},
+        {**FLAT[1], "_category": "attributesScopes"},
+        {**FLAT[2], "_category": "connectionsScopes"},
+    ]
+    server = {"id": "MSold", "name": "old", "approvedScopes": marked}
+    state_file = tmp_path / "old.json"
+    state_file.write_text(json.dumps({"version": 1, "servers": [{"fields": server, "clients": []}]}))
+    categorized = {
+        "permissionsScopes": [FLAT[0]],
+        "attributesScopes": [FLAT[1]],
+        "connectionsScopes": [FLAT[2]],
+    }
+    for shape, expected in [("categorized", categorized), ("list", FLAT)]:
+        with (
+            running_emulator(config(state_file=state_file, scopes_format=shape)) as em,
+            httpx.Client(base_url=em.base_url, headers=em.headers) as api,
+        ):
+            assert ok(api, "server/load", {"id": "MSold"})["server"]["approvedScopes"] == expected, shape
 
 
 def test_unreadable_state_file_fails_at_start(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""``mcp-reconciler emulator --state-file demo.json``, run as the README documents it."""
+"""``mcp-reconciler emulator``, run as the README documents it: state across restarts, scope shapes, strict."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -25,10 +26,17 @@ def _free_port() -> int:
         return port
 
 
-def _start(state: Path, port: int) -> subprocess.Popen[str]:
-    env = {**os.environ, "DESCOPE_MANAGEMENT_KEY": KEY, "DESCOPE_PROJECT_ID": "P2CMD"}
+def _start(
+    state: Path | None, port: int, *options: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[str]:
+    env = {
+        **(os.environ if env is None else env),
+        "DESCOPE_MANAGEMENT_KEY": KEY,
+        "DESCOPE_PROJECT_ID": "P2CMD",
+    }
+    stored = [] if state is None else ["--state-file", str(state)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "emulator", "--state-file", str(state), "--port", str(port)],
+        [sys.executable, "-m", "reconciler", "emulator", *stored, "--port", str(port), *options],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -104,3 +112,71 @@ def test_a_missing_key_or_bad_option_is_a_clear_error() -> None:
     )
     assert bad.returncode == 1
     assert bad.stderr == "error: invalid rate limit 'lots': expected REQUESTS/SECONDS, e.g. 400/10\n"
+
+
+CATEGORIZED = {
+    "permissionsScopes": [{"name": "calendar:read"}],
+    "connectionsScopes": [{"name": "google", "values": ["google-calendar"]}],
+}
+FLAT = [{"name": "calendar:read"}, {"name": "google", "values": ["google-calendar"]}]
+
+
+def _post(port: int, endpoint: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"http://127.0.0.1:{port}/v1/mgmt/mcp/{endpoint}",
+        json=body,
+        headers={"Authorization": f"Bearer P2CMD:{KEY}"},
+        timeout=10,
+    )
+
+
+def _server_and_forged_client(port: int, scopes: Any) -> tuple[Any, httpx.Response]:
+    """The scopes a new server is answered with, and the answer to a client create forging a status."""
+    server = _post(port, "server/create", {"name": "calendar", "approvedScopes": scopes})
+    assert server.status_code == 200, server.text
+    server_id = server.json()["server"]["id"]
+    forged = _post(port, "server/client/create", {"mcpServerId": server_id, "name": "a", "status": "x"})
+    return server.json()["server"]["approvedScopes"], forged
+
+
+def test_by_default_it_answers_categorized_scopes_and_is_strict_as_the_environment_says() -> None:
+    port = _free_port()
+    assert (
+        os.environ["MCP_RECONCILER_EMULATOR_STRICT"] == "1"
+    )  # tests/conftest.py; the subprocess inherits it
+    process = _start(None, port)
+    try:
+        scopes, forged = _server_and_forged_client(port, FLAT)
+    finally:
+        output = _stop(process)
+    assert scopes == CATEGORIZED
+    assert forged.status_code == 400
+    assert forged.json()["errorDescription"] == "client.status is read-only: Descope assigns it"
+    assert "Strict: a write that carries a field Descope assigns is refused." in output
+
+
+def test_scopes_format_list_still_answers_the_guide_list_and_no_strict_wins_over_the_environment() -> None:
+    port = _free_port()
+    process = _start(None, port, "--scopes-format", "list", "--no-strict")
+    try:
+        scopes, forged = _server_and_forged_client(port, CATEGORIZED)
+    finally:
+        output = _stop(process)
+    assert scopes == FLAT
+    assert forged.status_code == 200  # the forged status is ignored
+    assert "Strict:" not in output
+
+
+def test_strict_flag_without_the_environment() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MCP_RECONCILER_EMULATOR_STRICT"}
+    lenient_port, strict_port = _free_port(), _free_port()
+    lenient = _start(None, lenient_port, env=env)
+    try:
+        strict = _start(None, strict_port, "--strict", env=env)
+        try:
+            answers = [_server_and_forged_client(port, FLAT)[1] for port in (lenient_port, strict_port)]
+        finally:
+            _stop(strict)
+    finally:
+        _stop(lenient)
+    assert [answer.status_code for answer in answers] == [200, 400]

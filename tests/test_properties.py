@@ -46,9 +46,10 @@ from reconciler.manifest import load_manifest
 from reconciler.models import DEFAULT_OWNERSHIP_TAG, Manifest, ProjectSpec, ServerSpec
 from reconciler.plan import Action, ApplyResult, Change, Kind, Plan
 from reconciler.planner import PlanOptions, build_plan
+from reconciler.scopes import ScopesFormat
 from reconciler.tags import PROTECT_TAG, ROTATION_PREFIX, user_tags
 from reconciler.throttle import ThrottleSettings
-from reconciler.wire import LiveClient, LiveServer, LiveState
+from reconciler.wire import LiveClient, LiveServer, LiveState, server_to_wire
 from reconciler.workflow import ApplySettings, Connection, apply_fresh, plan_project
 
 OWNER = DEFAULT_OWNERSHIP_TAG
@@ -348,16 +349,21 @@ class World:
 
     servers: dict[str, dict[str, Any]]
     clients: dict[str, dict[str, dict[str, Any]]]
+    shape: ScopesFormat = "categorized"  # the approvedScopes shape the simulated API answers in
 
     @classmethod
-    def of(cls, live: LiveState) -> World:
+    def of(cls, live: LiveState, shape: ScopesFormat) -> World:
         return cls(
             {s.id: dict(s.fields) for s in live.servers},
             {s.id: {c.id: dict(c.fields) for c in live.clients_of(s.id)} for s in live.servers},
+            shape,
         )
 
     def live_state(self) -> LiveState:
-        servers = tuple(LiveServer.from_wire(fields) for fields in self.servers.values())
+        """The world as the API answers: servers' scopes in the world's shape, read back as a load does."""
+        servers = tuple(
+            LiveServer.from_wire(server_to_wire(fields, self.shape)) for fields in self.servers.values()
+        )
         clients = {
             sid: tuple(LiveClient.from_wire(c, sid) for c in self.clients[sid].values())
             for sid in self.servers
@@ -368,7 +374,7 @@ class World:
 def simulate(live: LiveState, plan: Plan) -> World:
     """Carry out ``plan`` in its order: create → desired with fresh ids; update/adopt → overlay;
     delete → remove (servers with their clients); rotate → record the marker as record_rotation does."""
-    world = World.of(live)
+    world = World.of(live, plan.scopes_format)
     created: dict[str, str] = {}
     fresh = itertools.count()
     for change in plan.changes:
@@ -630,7 +636,7 @@ def test_the_plan_carried_out_by_overlay_converges_and_keeps_unmentioned_fields(
     again = build_plan(manifest, world.live_state(), options)
     assert again.changes == (), [(c.action.value, c.address, c.fields) for c in again.changes]
     assert_fields_preserved(
-        manifest, snapshot_of_world(World.of(live)), snapshot_of_world(world), loose=False
+        manifest, snapshot_of_world(World.of(live, plan.scopes_format)), snapshot_of_world(world), loose=False
     )
 
 

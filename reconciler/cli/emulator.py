@@ -57,7 +57,19 @@ if TYPE_CHECKING:
 @click.option("--slow-ms", default=0.0, type=click.FloatRange(min=0), help="How late a late answer comes.")
 @click.option("--seed", type=int, help="Seed for repeatable faults.")
 @click.option(
-    "--scopes-format", type=click.Choice(["list", "categorized"]), default="list", show_default=True
+    "--scopes-format",
+    type=click.Choice(["categorized", "list"]),
+    default="categorized",
+    show_default=True,
+    help="Shape of approvedScopes in answers: the categorized object of Descope's API reference and Go SDK, "
+    "or the guide's flat list. Both shapes are accepted in requests.",
+)
+@click.option(
+    "--strict/--no-strict",
+    default=None,
+    help="Refuse (400) a write that carries a field Descope assigns, as Descope's Go SDK never sends one: "
+    "a client's clientId, registrationType, status or cleartext, a new server's id. --no-strict ignores "
+    "them. [default: strict when MCP_RECONCILER_EMULATOR_STRICT=1]",
 )
 def emulator(**options: Any) -> int:
     """Run the local Descope emulator (MCP server management API) until interrupted.
@@ -69,6 +81,7 @@ def emulator(**options: Any) -> int:
     import uvicorn  # noqa: PLC0415
 
     from reconciler.emulator import EmulatorConfig  # noqa: PLC0415
+    from reconciler.emulator.app import strict_by_default  # noqa: PLC0415
     from reconciler.emulator.server import uvicorn_config  # noqa: PLC0415
 
     if not options["management_key"]:
@@ -87,6 +100,7 @@ def emulator(**options: Any) -> int:
             slow_ms=options["slow_ms"],
             seed=options["seed"],
             scopes_format=options["scopes_format"],
+            strict=strict_by_default() if options["strict"] is None else options["strict"],
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -99,6 +113,8 @@ def emulator(**options: Any) -> int:
         + (f", state in {config.state_file}" if config.state_file else ", state in memory only"),
         err=True,
     )
+    if config.strict:
+        click.echo("Strict: a write that carries a field Descope assigns is refused.", err=True)
     click.echo(f"Use it with: export DESCOPE_BASE_URL=http://{host}:{port}", err=True)
     try:
         uvicorn.Server(uvicorn_config(app, host=host, port=port, quiet=False)).run(sockets=[listener])

@@ -1,14 +1,19 @@
 """The emulator's Starlette app: the /v1/mgmt/mcp endpoints, bearer auth, error bodies, admin surface.
 
 A /v1 request goes through, in order: counting, the rate limit (a 429 before anything else), latency,
-auth, the endpoint lookup, a fault before handling, the handling itself, the state file write, and a
-fault after the commit. The admin surface (/emulator/*) needs the same bearer but skips the rest.
+auth, the endpoint lookup, a fault before handling, the strict check of the body (when on), the
+handling itself, the state file write, and a fault after the commit. The admin surface (/emulator/*)
+needs the same bearer but skips the rest, strict mode included: a test stages any state through it.
+
+Answers carry ``approvedScopes`` as the categorized object by default, the only shape Descope's Go SDK
+can decode (tests/data/go_sdk_mcp_types.md); the guide's flat list is a start-up option.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,11 +46,32 @@ V1_PREFIX = "mgmt/mcp/"
 V1_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Not published: the error code of an injected 5xx, so that a log shows it was the emulator's doing.
 FAULT_CODE = "E000500"
+# "1" turns strict mode on for every emulator that is not told otherwise, in process or a subprocess.
+STRICT_VARIABLE = "MCP_RECONCILER_EMULATOR_STRICT"
+# What strict mode refuses in a write, by endpoint: the name its messages give the body, and the fields
+# Descope assigns. Descope's Go SDK sends none of them: a client's request type has no clientId,
+# registrationType or status (a secret is never a field), and a new server's id is Descope's to give.
+# A server update needs its id (the key), and its other fields are all writable.
+CLIENT_ASSIGNED = ("clientId", "registrationType", "status", "cleartext")
+STRICT_READ_ONLY: dict[str, tuple[str, tuple[str, ...]]] = {
+    "server/create": ("server", ("id",)),
+    "server/client/create": ("client", CLIENT_ASSIGNED),
+    "server/client/update": ("client", CLIENT_ASSIGNED),
+}
+
+
+def strict_by_default() -> bool:
+    """Whether an emulator not told otherwise is strict: ``MCP_RECONCILER_EMULATOR_STRICT=1``."""
+    return os.environ.get(STRICT_VARIABLE) == "1"
 
 
 @dataclass(frozen=True, kw_only=True)
 class EmulatorConfig:
-    """How an emulator behaves; ``rate_limit`` is (N requests, per SECONDS)."""
+    """How an emulator behaves; ``rate_limit`` is (N requests, per SECONDS).
+
+    ``strict`` refuses (400) a write that carries a field Descope assigns (``STRICT_READ_ONLY``), even
+    an empty one, where a lenient emulator ignores it; its default comes from ``STRICT_VARIABLE``.
+    """
 
     project_id: str = "P2MCPRECONCILERDEMO"
     management_key: str = field(repr=False)  # never in a repr, so never in a log line
@@ -57,7 +83,8 @@ class EmulatorConfig:
     slow_ms: float = 0
     fault_after_commit_rate: float = 0
     seed: int | None = None
-    scopes_format: ScopesFormat = "list"
+    scopes_format: ScopesFormat = "categorized"
+    strict: bool = field(default_factory=strict_by_default)
     max_page_size: int = assumptions.MAX_PAGE_SIZE
 
     def __post_init__(self) -> None:
@@ -150,6 +177,16 @@ def on_wire(value: dict[str, Any]) -> dict[str, Any]:
         return value
     cleaned: dict[str, Any] = omit_zero(value)
     return cleaned
+
+
+def refuse_read_only(endpoint: str, body: dict[str, Any]) -> None:
+    """A 400 naming every field of ``body`` that strict mode refuses on ``endpoint``."""
+    what, keys = STRICT_READ_ONLY.get(endpoint, ("", ()))
+    carried = [f"{what}.{key}" for key in keys if key in body]
+    if len(carried) == 1:
+        raise invalid(f"{carried[0]} is read-only: Descope assigns it")
+    if carried:
+        raise invalid(f"{', '.join(carried)} are read-only: Descope assigns them")
 
 
 def with_scopes(fields: dict[str, Any], shape: ScopesFormat) -> dict[str, Any]:
@@ -335,7 +372,10 @@ class Emulator:
                 return error_response(
                     status, FAULT_CODE, description="injected fault before handling the request"
                 )
-            result = handler(self, await read_body(request))
+            body = await read_body(request)
+            if self.config.strict:
+                refuse_read_only(endpoint, body)
+            result = handler(self, body)
         except ApiFailure as failure:
             return failure_response(failure)
         if endpoint in MUTATIONS:

@@ -19,7 +19,7 @@ from typing import Any
 
 from reconciler import assumptions
 from reconciler.files import write_atomically
-from reconciler.scopes import CATEGORIES, read_scopes
+from reconciler.scopes import CATEGORY_KEY, read_scopes
 
 STATE_FILE_VERSION = 1
 ALPHANUMERIC = string.ascii_letters + string.digits
@@ -53,6 +53,8 @@ CLIENT_SPEC: dict[str, Any] = {
     **{key: [str] for key in ("approvedCallbackUrls", "scopes", "tags", "allowedTenants")},
     "forceAddAllAuthorizationInfo": bool,
 }
+# The keys of the categorized approvedScopes object on the wire (reconciler.scopes converts the shapes).
+SCOPE_CATEGORIES = ("permissionsScopes", "attributesScopes", "connectionsScopes")
 JSON_KINDS = {bool: "a boolean", int: "an integer", str: "a string", list: "an array", dict: "an object"}
 
 
@@ -120,8 +122,9 @@ def check_scopes(value: Any, path: str) -> None:
     if not isinstance(value, dict):
         raise invalid(f"{path}: expected an array or an object, got {json_kind(value)}")
     for category, items in value.items():
-        if category not in CATEGORIES:
-            raise invalid(f"{path}.{category}: unknown category (expected one of {', '.join(CATEGORIES)})")
+        if category not in SCOPE_CATEGORIES:
+            expected = ", ".join(SCOPE_CATEGORIES)
+            raise invalid(f"{path}.{category}: unknown category (expected one of {expected})")
         check(items or [], [SCOPE_ITEM], f"{path}.{category}")
 
 
@@ -156,7 +159,10 @@ def server_fields(payload: dict[str, Any], path: str) -> dict[str, Any]:
     required_str(payload, "name", f"{path}.name")
     fields = {k: v for k, v in payload.items() if k not in SERVER_READ_ONLY}
     if fields.get("approvedScopes") is not None:
-        fields["approvedScopes"] = read_scopes(fields["approvedScopes"])[0]
+        items, shape = read_scopes(fields["approvedScopes"])
+        # A list has no categories: a key in an item that looks like one must not pick it.
+        keep = shape != "list"
+        fields["approvedScopes"] = [{k: v for k, v in i.items() if keep or k != CATEGORY_KEY} for i in items]
     return fields
 
 
@@ -416,4 +422,24 @@ def load_state(path: Path) -> dict[str, Server]:
 
 def restored_server(entry: dict[str, Any]) -> Server:
     clients = [Client(dict(c["fields"]), str(c["secret"])) for c in entry["clients"]]
-    return Server(dict(entry["fields"]), {client.id: client for client in clients})
+    fields = dict(entry["fields"])
+    if isinstance(fields.get("approvedScopes"), list):
+        fields["approvedScopes"] = restored_scopes(fields["approvedScopes"])
+    return Server(fields, {client.id: client for client in clients})
+
+
+# How state files written before scope categories were kept marked an item: with its wire key.
+LEGACY_CATEGORY_KEY = "_category"
+
+
+def restored_scopes(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored scope items; those of an older state file, marked with their wire key, are read again
+    (through the categorized shape) so that they keep their category and answers never carry the mark."""
+    if not any(LEGACY_CATEGORY_KEY in item for item in items):
+        return items
+    marked: dict[str, list[dict[str, Any]]] = {}
+    for item in items:
+        if LEGACY_CATEGORY_KEY in item:
+            plain = {key: value for key, value in item.items() if key != LEGACY_CATEGORY_KEY}
+            marked.setdefault(str(item[LEGACY_CATEGORY_KEY]), []).append(plain)
+    return read_scopes(marked)[0] + [item for item in items if LEGACY_CATEGORY_KEY not in item]
