@@ -46,6 +46,7 @@ from reconciler.errors import (
     UsageError,
 )
 from reconciler.kinds import Endpoint, LiveObject
+from reconciler.resource_wire import one_resource_from_wire, resource_to_wire, resources_from_wire
 from reconciler.scopes import ScopesFormat
 from reconciler.secret import Secret
 from reconciler.textsafe import visible
@@ -83,6 +84,9 @@ def _present(endpoint: Endpoint | None, what: str) -> Endpoint:
 
 SERVERS = kinds.SERVER.endpoints
 CLIENTS = kinds.CLIENT.endpoints
+RESOURCES = kinds.RESOURCE_ENDPOINTS
+DELETE_SERVERS = _present(SERVERS.delete_many, "delete_many")
+DELETE_CLIENTS = _present(CLIENTS.delete_many, "delete_many")
 SEARCH = CLIENTS.list
 READ_SECRET = _present(CLIENTS.read_secret, "read_secret")
 ROTATE_SECRET = _present(CLIENTS.rotate_secret, "rotate_secret")
@@ -393,6 +397,60 @@ class DescopeClient:
             self.scopes_format = seen  # write scopes in the shape this project's API uses
         return servers
 
+    # ---- MCP servers on the Resources surface ----------------------------------------------------
+
+    async def load_all_resources(self) -> list[LiveServer]:
+        """The MCP servers made as Resources (``GET resources/load``; API Resources are left out)."""
+        endpoint = RESOURCES.list
+        data = await self._call(endpoint, None, idempotent=True)
+        listed = data.get("resources")
+        if isinstance(listed, list) and len(listed) > MAX_SERVERS:
+            raise _unusable(
+                endpoint,
+                f"the answer lists {len(listed):,} resources, more than the {MAX_SERVERS:,} this tool reads "
+                "in one project",
+            )
+        return _read(endpoint, resources_from_wire, data)
+
+    async def load_resource(self, resource_id: str) -> LiveServer:
+        return await self._ask(RESOURCES.load, None, one_resource_from_wire, query={"id": resource_id})
+
+    async def create_resource(
+        self, fields: Mapping[str, Any], *, exclude_ids: Collection[str] = ()
+    ) -> LiveServer:
+        """Create an MCP server as a Resource; an unknown outcome is settled as for create_server."""
+        endpoint = RESOURCES.create
+        body = _wire_or_refuse(endpoint, {k: v for k, v in fields.items() if k != "id"})
+        name = str(fields.get("name", ""))
+
+        async def named() -> list[LiveServer]:
+            found = await self.load_all_resources()
+            return [s for s in found if s.name == name and s.id not in exclude_ids]
+
+        async def lookup() -> LiveServer | None:
+            return _the_one(endpoint, f"resources named {name!r}", await named())
+
+        async def sweep(created: LiveServer) -> LiveServer:
+            await self._delete_late(endpoint, name, await named(), created.id, self.delete_resources)
+            return created
+
+        send = partial(self._ask, endpoint, body, one_resource_from_wire, idempotent=False)
+        return await self._at_most_once(endpoint, send, lookup, sweep)
+
+    async def update_resource(self, fields: Mapping[str, Any]) -> LiveServer:
+        """Replace a Resource with ``fields`` (the FULL server, with ``id``; what it was read with is
+        written back, ``version`` included)."""
+        body = {"resource": _wire_or_refuse(RESOURCES.update, fields)}
+        return await self._ask(RESOURCES.update, body, one_resource_from_wire)
+
+    async def delete_resources(self, resource_ids: Collection[str]) -> None:
+        """Delete Resources one by one (there is no bulk delete); one already gone counts as deleted."""
+        for resource_id in resource_ids:
+            try:
+                await self._call(RESOURCES.delete, {"id": resource_id}, idempotent=True)
+            except NotFound:
+                log.debug("%s: %s was already gone", RESOURCES.delete, resource_id)
+
     async def load_server(self, server_id: str) -> LiveServer:
         return await self._ask(SERVERS.load, {"id": server_id}, server_from_wire)
 
@@ -424,7 +482,7 @@ class DescopeClient:
         return await self._ask(SERVERS.update, body, server_from_wire)
 
     async def delete_servers(self, server_ids: Collection[str]) -> None:
-        await self._call(SERVERS.delete_many, {"ids": list(server_ids)}, idempotent=True)
+        await self._call(DELETE_SERVERS, {"ids": list(server_ids)}, idempotent=True)
 
     # ---- clients -------------------------------------------------------------------------------
 
@@ -540,7 +598,7 @@ class DescopeClient:
 
     async def delete_clients(self, server_id: str, client_ids: Collection[str]) -> None:
         body = {"ids": list(client_ids), "mcpServerId": server_id}
-        await self._call(CLIENTS.delete_many, body, idempotent=True)
+        await self._call(DELETE_CLIENTS, body, idempotent=True)
 
     async def get_client_secret(self, server_id: str, client_id: str) -> Secret:
         data = await self._call(READ_SECRET, {"id": client_id, "mcpServerId": server_id}, idempotent=True)
@@ -820,6 +878,14 @@ def _unique(clients: list[LiveClient], total: int) -> tuple[list[LiveClient], st
     if len(clients) != total:
         return [], f"{len(clients)} clients were listed of a total of {total}"
     return clients, ""
+
+
+def _wire_or_refuse(endpoint: Endpoint, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A server's fields as a Resource body, or a clean error when it cannot be one."""
+    try:
+        return resource_to_wire(fields)
+    except WireError as exc:
+        raise BadRequest(f"not sent: {exc}", endpoint=endpoint) from None
 
 
 def _check_credentials(project_id: str, management_key: str) -> None:

@@ -22,7 +22,7 @@ from reconciler.delivery import Courier, new_salt
 from reconciler.errors import ReconcilerError
 from reconciler.journal import digest
 from reconciler.kinds import KINDS, LiveObject, depends_on, level
-from reconciler.operations import OPERATIONS, SECRET_OPERATIONS, SecretOperations
+from reconciler.operations import SECRET_OPERATIONS, SecretOperations, operations_for
 from reconciler.plan import Action, ApplyResult, Change, Plan
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
@@ -145,7 +145,7 @@ class Applier:
         elif change.action is Action.ROTATE_SECRET:
             await self._rotate(change)
         else:  # update or adopt: both lay the desired fields over the live object
-            await OPERATIONS[change.kind].update(
+            await operations_for(change.kind, change.surface).update(
                 self.api, change.server_id, self._live(change), change.desired
             )
             if change.action is Action.ADOPT and change.issues_secret and change.secret is not None:
@@ -159,7 +159,9 @@ class Applier:
         known = [o.id for o in descriptor.live_under(self.live, parent_id) if o.name == change.name]
         if change.issues_secret:
             self.journal.write("create-started", **_secret_where(change), serverId=parent_id)
-        created = await OPERATIONS[change.kind].create(self.api, parent_id, change.desired, exclude_ids=known)
+        created = await operations_for(change.kind, change.surface).create(
+            self.api, parent_id, change.desired, exclude_ids=known
+        )
         self.created_ids[change.path] = created.id
         if created.secret is not None:
             await self._hand_off(change, created.client_id, created.secret)
@@ -219,10 +221,11 @@ class Applier:
     # ---- deletes -------------------------------------------------------------------------------
 
     async def _delete(self, changes: list[Change]) -> None:
-        """One bulk call per kind and parent (the clients of one server, or the servers)."""
-        groups: dict[tuple[str, str | None], list[Change]] = defaultdict(list)
+        """One bulk call per kind, surface and parent (the clients of one server, the servers of a
+        surface)."""
+        groups: dict[tuple[str, str | None, str | None], list[Change]] = defaultdict(list)
         for change in changes:
-            groups[(change.kind.value, change.server_id)].append(change)
+            groups[(change.kind.value, change.surface, change.server_id)].append(change)
         await asyncio.gather(*(self._bulk(group) for group in groups.values()))
 
     async def _bulk(self, changes: list[Change]) -> None:
@@ -231,7 +234,7 @@ class Applier:
             self.journal.write("started", **_where(change))
         try:
             ids = [change.id or "" for change in changes]
-            await OPERATIONS[first.kind].delete_many(self.api, first.server_id, ids)
+            await operations_for(first.kind, first.surface).delete_many(self.api, first.server_id, ids)
         except ReconcilerError as exc:
             for change in changes:
                 self._fail(change, str(exc))

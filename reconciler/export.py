@@ -27,7 +27,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.emitter import RoundTripEmitter
 
 from reconciler.kinds import CLIENT, SERVER, registered_elsewhere
-from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ServerSpec
+from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ProjectSpec, ServerSpec
 from reconciler.scopes import CATEGORY_KEY, CATEGORY_WIRE_KEYS
 from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags
 from reconciler.textsafe import visible
@@ -37,6 +37,7 @@ SERVER_FIELDS = [f.alias or n for n, f in ServerSpec.model_fields.items() if n n
 CLIENT_FIELDS = [f.alias or n for n, f in ClientSpec.model_fields.items() if n not in CLIENT.manifest_only]
 SCOPE_FIELDS = ("name", "description", "optional", "category", "values")
 DEFAULT_SINK = "local"
+DEFAULT_SURFACE = ProjectSpec.model_fields["surface"].default
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,8 @@ def _server_document(
     server: LiveServer, clients: Iterable[LiveClient], options: ExportOptions, result: Export
 ) -> dict[str, Any]:
     document: dict[str, Any] = {"kind": "MCPServer", **_fields(server.fields, SERVER_FIELDS, options)}
+    if server.surface != DEFAULT_SURFACE:  # a Resource made in the console: it stays one
+        document["surface"] = server.surface
     if PROTECT_TAG in server.tags:
         document["protect"] = True
     if options.ownership_tag not in server.tags:

@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol, TypeAlias
 from reconciler import assumptions
 from reconciler.models import ClientSpec, Manifest, SecretRef, ServerSpec, Spec
 from reconciler.scopes import ScopesFormat, settle_categories
-from reconciler.wire import LiveState
+from reconciler.wire import LiveState, Surface
 
 API_PREFIX = "/v1/mgmt/mcp/"
 
@@ -59,6 +59,9 @@ def _post(path: str) -> Endpoint:
     return Endpoint("POST", API_PREFIX + path)
 
 
+RESOURCES_PREFIX = "/v1/mgmt/"
+
+
 @dataclass(frozen=True)
 class Endpoints:
     """The calls that read and write one kind (the secret calls only for a kind that holds one)."""
@@ -68,7 +71,7 @@ class Endpoints:
     load: Endpoint
     list: Endpoint  # every object of the kind (under one parent, for a child kind)
     delete: Endpoint
-    delete_many: Endpoint
+    delete_many: Endpoint | None  # None: only one at a time (a Resource)
     read_secret: Endpoint | None = None
     rotate_secret: Endpoint | None = None
 
@@ -108,6 +111,8 @@ class LiveObject(Protocol):
     def fields(self) -> Mapping[str, Any]: ...
     @property
     def tags(self) -> tuple[str, ...]: ...
+    @property
+    def surface(self) -> Surface | None: ...  # for a kind with surfaces: the one it lives on
 
 
 @dataclass(frozen=True)
@@ -122,6 +127,7 @@ class Desired:
     adopt: bool
     secret: SecretRef | None
     children: tuple[Desired, ...] = ()
+    surface: Surface | None = None  # stated by the manifest, for a kind with surfaces
 
     @property
     def name(self) -> str:
@@ -145,6 +151,10 @@ class KindDescriptor:
     settle: Callable[
         [Mapping[str, JsonValue], Mapping[str, Any] | None, ScopesFormat], dict[str, JsonValue]
     ] = lambda fields, _live, _shape: dict(fields)
+    # The management surfaces its objects may live on, each with its endpoints; none: one surface.
+    surfaces: Mapping[Surface, Endpoints] = field(default_factory=lambda: MappingProxyType({}))
+    # Surfaces whose scopes have one shape whatever the project's (a Resource's are categorized).
+    surface_scopes: Mapping[Surface, ScopesFormat] = field(default_factory=lambda: MappingProxyType({}))
     holds_secret: bool = False  # creating, adopting or rotating it puts a secret in our hands
     # Deleting it deletes the objects below it; else the plan deletes them first, one by one.
     delete_cascades: bool = False
@@ -157,6 +167,26 @@ class KindDescriptor:
 # ---- the kinds ---------------------------------------------------------------------------------
 
 SCOPE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"description": "", "optional": False, "values": []})
+
+
+# The Resources surface of MCP servers (shared/reference/descope-resources-api.md §3): loads are GETs
+# with query parameters, there is no bulk delete, and the clients of a Resource use CLIENT's endpoints.
+RESOURCE_ENDPOINTS = Endpoints(
+    create=Endpoint("POST", RESOURCES_PREFIX + "resource/create"),
+    update=Endpoint("POST", RESOURCES_PREFIX + "resource/update"),
+    load=Endpoint("GET", RESOURCES_PREFIX + "resource/load"),
+    list=Endpoint("GET", RESOURCES_PREFIX + "resources/load"),
+    delete=Endpoint("POST", RESOURCES_PREFIX + "resource/delete"),
+    delete_many=None,
+)
+MCP_SERVER_ENDPOINTS = Endpoints(
+    create=_post("server/create"),
+    update=_post("server/update"),
+    load=_post("server/load"),
+    list=_post("servers/all"),
+    delete=_post("server/delete"),
+    delete_many=_post("servers/delete"),
+)
 
 
 def _settle_server(
@@ -187,18 +217,13 @@ SERVER = KindDescriptor(
             }
         ),
     ),
-    manifest_only=frozenset({"kind", "protect", "adopt", "clients"}),
+    manifest_only=frozenset({"kind", "protect", "adopt", "clients", "surface"}),
     read_only=frozenset({"id"}),
-    endpoints=Endpoints(
-        create=_post("server/create"),
-        update=_post("server/update"),
-        load=_post("server/load"),
-        list=_post("servers/all"),
-        delete=_post("server/delete"),
-        delete_many=_post("servers/delete"),
-    ),
+    endpoints=MCP_SERVER_ENDPOINTS,
     live_under=lambda live, _parent: live.servers,
     settle=_settle_server,
+    surfaces=MappingProxyType({"mcp-servers": MCP_SERVER_ENDPOINTS, "resources": RESOURCE_ENDPOINTS}),
+    surface_scopes=MappingProxyType({"resources": "categorized"}),
     delete_cascades=assumptions.SERVER_DELETE_CASCADES,
 )
 
@@ -298,6 +323,7 @@ def _desired_server(spec: ServerSpec) -> Desired:
         adopt=spec.adopt,
         secret=None,
         children=tuple(_desired_client(spec.name, client) for client in spec.clients),
+        surface=spec.surface,
     )
 
 

@@ -1,8 +1,9 @@
 """How a LiveState is fetched from the API.
 
-A fetch is one ``servers/all`` call and then the clients of every server, searched concurrently
-(bounded by the run's throttle) and paged: 1 + (pages of clients per server) calls in all, never
-one call per object. The first failure cancels the searches still running: one bad answer ends the
+A fetch is one ``servers/all`` call and one ``resources/load`` call (MCP servers made as Resources,
+as Descope's console makes them), then the clients of every server on either surface, searched
+concurrently (bounded by the run's throttle) and paged: 2 + (pages of clients per server) calls in
+all, never one call per object. The first failure cancels the searches still running: one bad answer ends the
 fetch at once.
 """
 
@@ -24,7 +25,8 @@ async def fetch_live_state(
     progress: FetchProgress | None = None,
 ) -> LiveState:
     """Fetch every server, and the clients of those in ``server_names`` (all when None)."""
-    servers = tuple(await api.load_all_servers())
+    # One surface after the other, so that a failing project reports the same call every time.
+    servers = (*await api.load_all_servers(), *await api.load_all_resources())
     wanted = [s for s in servers if server_names is None or s.name in server_names]
     read = 0
 
@@ -38,5 +40,6 @@ async def fetch_live_state(
 
     found = await gather_or_cancel(clients_of(server) for server in wanted)
     clients = {server.id: tuple(items) for server, items in zip(wanted, found, strict=True)}
-    scopes = next((s.scopes_format for s in servers if s.scopes_format), None)
+    # The shape of the MCP Server API's answers (a Resource's scopes are always categorized).
+    scopes = next((s.scopes_format for s in servers if s.scopes_format and s.surface == "mcp-servers"), None)
     return LiveState(servers, MappingProxyType(clients), scopes, complete=server_names is None)

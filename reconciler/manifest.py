@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from pydantic import TypeAdapter
 from pydantic import ValidationError as ModelError
 
+from reconciler import assumptions
 from reconciler.errors import ManifestError, Problem, UsageError
 from reconciler.models import (
     DEFAULT_OWNERSHIP_TAG,
@@ -29,12 +30,14 @@ from reconciler.models import (
     GithubSinkSpec,
     Location,
     Manifest,
+    ProjectSpec,
     ServerSpec,
     SinkSpec,
     StandaloneClientSpec,
     VaultSinkSpec,
     secret_key,
 )
+from reconciler.resource_wire import UNSUPPORTED
 from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_issues, usable_part
 from reconciler.sinks.base import aws_name_problem, env_name, leaves_prefix, secret_name, vault_path
 from reconciler.tags import reserved_tag_problem
@@ -186,6 +189,8 @@ class _Loader:
         if project_doc is not None:
             self._check_sinks(project_doc, servers)
             self._check_reserved_tags(project_doc, servers)
+        if self.projects:
+            self._check_surfaces(self.projects[0].spec, servers)
         if self.problems or not self.projects:
             raise ManifestError(self.problems)
         return Manifest(
@@ -239,6 +244,34 @@ class _Loader:
             specs = tuple(client.spec for client in source.clients)
             merged[name] = (server.model_copy(update={"clients": specs}), source)
         return merged
+
+    def _check_surfaces(
+        self, project: ProjectSpec, servers: dict[str, tuple[ServerSpec, _ServerSource]]
+    ) -> None:
+        """A server on the Resources surface states nothing a Resource cannot hold."""
+        for spec, source in servers.values():
+            surface = spec.surface or project.surface
+            if surface != "resources":
+                continue
+            doc = source.entry.doc
+            for name, reason in UNSUPPORTED.items():
+                if name in spec.model_fields_set:
+                    message = (
+                        f"server '{spec.name}' is on the resources surface, which has no {name}: {reason}"
+                    )
+                    self.problems.append(doc.problem((name,), message))
+            if not spec.audienceWhitelist and assumptions.RESOURCE_URI_REQUIRED:
+                message = (
+                    f"server '{spec.name}' is on the resources surface, where a server needs one audience "
+                    "(the Resource's uri): set audienceWhitelist to the MCP server's URL"
+                )
+                self.problems.append(doc.problem(("name",), message))
+            if len(spec.audienceWhitelist) > 1:
+                message = (
+                    f"server '{spec.name}' is on the resources surface, where a server has one audience "
+                    f"(the Resource's uri), not {len(spec.audienceWhitelist)}"
+                )
+                self.problems.append(doc.problem(("audienceWhitelist", 1), message))
 
     def _check_scopes_unique(self, entry: _Entry) -> None:
         seen: set[str] = set()

@@ -18,6 +18,8 @@ DEFAULT_OWNERSHIP_TAG = "managed-by:mcp-reconciler"
 DEFAULT_MAX_DELETES = 10
 
 TimeUnit = Literal["seconds", "minutes", "hours", "days", "weeks"]
+# The management surface of an MCP server: the MCP Server API, or Resources of type mcp.
+SurfaceName = Literal["mcp-servers", "resources"]
 
 
 class Spec(BaseModel):
@@ -120,6 +122,7 @@ class ServerSpec(Spec):
     sessionSettings: SessionSettings = SessionSettings()
     cimdSettings: CimdSettings = CimdSettings()
     forceAddAllAuthorizationInfo: bool = False
+    surface: SurfaceName | None = None  # None: where it lives; a new server: the Project's surface
     protect: bool = False
     adopt: bool = False
     clients: tuple[ClientSpec, ...] = ()
@@ -178,6 +181,7 @@ class ProjectSpec(Spec):
     prune: bool = False
     maxDeletes: int | str = DEFAULT_MAX_DELETES
     scopesFormat: Literal["categorized", "list"] = "categorized"
+    surface: SurfaceName = "mcp-servers"  # where new MCP servers are created
     defaultSink: str | None = None
     sinks: dict[str, SinkSpec] = Field(default_factory=dict)
 

@@ -1,22 +1,23 @@
 """The API calls that carry out each kind's changes: a registry of per-kind operations, as in decK.
 
-The applier looks a change's kind up in :data:`OPERATIONS` (and, for kinds that hold a secret, in
-:data:`SECRET_OPERATIONS`) instead of branching on it; adding a kind means adding its operations
-here beside its descriptor in ``reconciler.kinds``.
+The applier looks a change's kind and surface up in :data:`OPERATIONS` (and, for kinds that hold
+a secret, the kind in :data:`SECRET_OPERATIONS`) instead of branching on them; adding a kind means
+adding its operations here beside its descriptor in ``reconciler.kinds``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from reconciler.api import DescopeClient
 from reconciler.diff import overlay
-from reconciler.kinds import CLIENT, SERVER, Kind, KindDescriptor, LiveObject
+from reconciler.kinds import CLIENT, KINDS, SERVER, Kind, KindDescriptor, LiveObject
 from reconciler.secret import Secret
 from reconciler.tags import ROTATION_PREFIX
+from reconciler.wire import LiveServer, Surface
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,17 @@ class SecretOperations(Protocol):
 
 
 class _Servers:
+    """MCP servers on one surface: the client's calls for that surface (MCP Server API or Resources)."""
+
+    # Each picks the call from the client when it is made (so a test can stand in for one).
+    def __init__(
+        self,
+        create: Callable[[DescopeClient], Callable[..., Awaitable[LiveServer]]],
+        update: Callable[[DescopeClient], Callable[[Mapping[str, Any]], Awaitable[LiveServer]]],
+        delete: Callable[[DescopeClient], Callable[[Collection[str]], Awaitable[None]]],
+    ) -> None:
+        self._create, self._update, self._delete = create, update, delete
+
     async def create(
         self,
         api: DescopeClient,
@@ -76,7 +88,7 @@ class _Servers:
         *,
         exclude_ids: Collection[str],
     ) -> Created:
-        created = await api.create_server(_writable(SERVER, fields), exclude_ids=exclude_ids)
+        created = await self._create(api)(_writable(SERVER, fields), exclude_ids=exclude_ids)
         return Created(created.id)
 
     async def update(
@@ -86,7 +98,7 @@ class _Servers:
         live: LiveObject,
         desired: Mapping[str, Any],
     ) -> None:
-        await api.update_server(overlay(live.fields, desired))
+        await self._update(api)(overlay(live.fields, desired))
 
     async def delete_many(
         self,
@@ -94,7 +106,7 @@ class _Servers:
         parent_id: str | None,  # noqa: ARG002 - servers have no parent
         ids: list[str],
     ) -> None:
-        await api.delete_servers(ids)
+        await self._delete(api)(ids)
 
 
 class _Clients:
@@ -162,5 +174,23 @@ def _client_update(fields: Mapping[str, Any], *, client_id: str, server_id: str)
 
 
 _CLIENTS = _Clients()
-OPERATIONS: Mapping[Kind, Operations] = MappingProxyType({Kind.SERVER: _Servers(), Kind.CLIENT: _CLIENTS})
+# By kind and, for a kind with surfaces, the surface (an MCP server made as a Resource is written
+# through the Resources endpoints); None for a kind with one set of endpoints.
+OPERATIONS: Mapping[tuple[Kind, Surface | None], Operations] = MappingProxyType(
+    {
+        (Kind.SERVER, "mcp-servers"): _Servers(
+            lambda api: api.create_server, lambda api: api.update_server, lambda api: api.delete_servers
+        ),
+        (Kind.SERVER, "resources"): _Servers(
+            lambda api: api.create_resource, lambda api: api.update_resource, lambda api: api.delete_resources
+        ),
+        (Kind.CLIENT, None): _CLIENTS,
+    }
+)
 SECRET_OPERATIONS: Mapping[Kind, SecretOperations] = MappingProxyType({Kind.CLIENT: _CLIENTS})
+
+
+def operations_for(kind: Kind, surface: Surface | None) -> Operations:
+    """The operations of ``kind`` on ``surface``; a change that names none (a client, or a server in
+    a plan made before surfaces) is made on the kind's first surface."""
+    return OPERATIONS[(kind, surface or next(iter(KINDS[kind].surfaces), None))]

@@ -18,6 +18,7 @@ from typing import Any
 from reconciler.kinds import KINDS, SECRET_ACTIONS, Action, JsonValue, Kind
 from reconciler.scopes import ScopesFormat
 from reconciler.textsafe import visible
+from reconciler.wire import SURFACES, Surface
 
 # Action, Kind and JsonValue are re-exported: they are the vocabulary of plans.
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
     "signature",
 ]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3 added the surface of server changes
 SIGNATURE_PREFIX = "hmac-sha256:"
 
 
@@ -90,6 +91,7 @@ class Change:
     desired: Mapping[str, JsonValue] = field(default_factory=dict)  # the fields the manifest manages
     secret: SecretTarget | None = None
     notes: tuple[str, ...] = ()
+    surface: Surface | None = None  # for a kind with surfaces: the one the change is made on
 
     @property
     def address(self) -> str:
@@ -125,6 +127,8 @@ class Change:
             "desired": dict(self.desired),
             "notes": list(self.notes),
         }
+        if self.surface is not None:
+            data["surface"] = self.surface
         if self.secret is not None:
             data["secret"] = {
                 "sink": self.secret.sink,
@@ -148,6 +152,7 @@ class Change:
             desired=dict(data.get("desired") or {}),
             secret=SecretTarget(secret["sink"], secret["key"], secret.get("rotation")) if secret else None,
             notes=tuple(data.get("notes") or ()),
+            surface=_surface(data.get("surface")),
         )
 
 
@@ -271,6 +276,10 @@ class Plan:
             ),
             made_from=Provenance.from_json(data["madeFrom"]),
         )
+
+
+def _surface(value: Any) -> Surface | None:
+    return next((surface for surface in SURFACES if surface == value), None)
 
 
 def canonical_json(value: Any) -> str:

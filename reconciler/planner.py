@@ -45,7 +45,7 @@ from reconciler.plan import (
     fingerprint,
 )
 from reconciler.tags import PROTECT_TAG, rotation_markers, user_tags, with_system_tags
-from reconciler.wire import LiveState
+from reconciler.wire import LiveState, Surface
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,11 @@ class _Planner:
         by_name = _by_name(kind.live_under(self.live, parent.id) if parent.exists else ())
         for desired in wanted:
             matches = by_name.get(desired.name, [])
+            if kind.surfaces:
+                here = self._on_its_surface(kind, desired, matches)
+                if here is None:
+                    continue
+                matches = here
             if len(matches) > 1:
                 ids = ", ".join(m.id for m in matches)
                 self.problems.append(
@@ -156,12 +161,42 @@ class _Planner:
                 for obj in objects:
                     self._prune(kind, obj, parent)
 
+    def _on_its_surface(
+        self, kind: KindDescriptor, desired: Desired, matches: list[LiveObject]
+    ) -> list[LiveObject] | None:
+        """The live objects of ``desired``'s name on the surface it lives on (None: a problem was
+        reported). A copy on the other surface is what moving it leaves behind: deleted with pruning
+        when it is ours, a conflict naming it when it is not."""
+        surfaces = {obj.surface for obj in matches}
+        address = _address(kind.kind, desired.path)
+        if desired.surface is None:
+            if len(surfaces) > 1:
+                where = ", ".join(f"{obj.id} on {obj.surface}" for obj in matches)
+                self.problems.append(
+                    f"{address} exists on both surfaces ({where}): say which one it lives on with surface:"
+                )
+                return None
+            return matches
+        here = [obj for obj in matches if obj.surface == desired.surface]
+        for copy in (obj for obj in matches if obj.surface != desired.surface):
+            if self.owner not in copy.tags:
+                self.problems.append(
+                    f"{address} is to live on {desired.surface}, but {copy.surface} holds one of its name "
+                    f"({copy.id}) that mcp-reconciler does not manage: adopt it there first (surface: "
+                    f"{copy.surface}, adopt: true), or rename or delete it"
+                )
+                return None
+            self._prune(kind, copy, _Parent(), moved_to=desired.surface)
+        return here
+
     def _plan_children(self, desired: Desired, parent: _Parent) -> None:
         for kind in children(desired.kind):
             self._plan_under(kind, [d for d in desired.children if d.kind is kind.kind], parent)
 
     def _create(self, kind: KindDescriptor, desired: Desired, parent: _Parent) -> None:
-        desired = replace(desired, fields=kind.settle(desired.fields, None, self.scopes_format))
+        surface = (desired.surface or self.manifest.project.surface) if kind.surfaces else None
+        shape = kind.surface_scopes.get(surface, self.scopes_format) if surface else self.scopes_format
+        desired = replace(desired, fields=kind.settle(desired.fields, None, shape))
         target = self._secret_target(kind, desired)
         rotation = target.rotation if target else None
         tags = with_system_tags(
@@ -178,6 +213,7 @@ class _Planner:
                 fields=tuple(fields),
                 desired={**desired.fields, "tags": _json_list(tags)},
                 secret=target,
+                surface=surface,
             )
         )
         self._plan_children(desired, _Parent(desired.path, exists=False))
@@ -186,7 +222,10 @@ class _Planner:
         self, kind: KindDescriptor, desired: Desired, *, live: LiveObject, parent: _Parent
     ) -> None:
         owned = self.owner in live.tags
-        desired = replace(desired, fields=kind.settle(desired.fields, live.fields, self.scopes_format))
+        shape = (
+            kind.surface_scopes.get(live.surface, self.scopes_format) if live.surface else self.scopes_format
+        )
+        desired = replace(desired, fields=kind.settle(desired.fields, live.fields, shape))
         if not owned and not desired.adopt:
             self.problems.append(_conflict(_address(kind.kind, desired.path), live_id=live.id))
             return
@@ -202,7 +241,13 @@ class _Planner:
         change = self._update(kind.kind, desired, live=live, owned=owned, rotation=rotation)
         if change:
             self.changes.append(
-                replace(change, server=_parent_name(parent), server_id=parent.id, secret=target)
+                replace(
+                    change,
+                    server=_parent_name(parent),
+                    server_id=parent.id,
+                    secret=target,
+                    surface=live.surface,
+                )
             )
         if owned and target is not None and target.rotation is not None and target.rotation != marker:
             self.changes.append(
@@ -220,12 +265,20 @@ class _Planner:
             )
         self._plan_children(desired, _Parent(desired.path, live.id))
 
-    def _prune(self, kind: KindDescriptor, obj: LiveObject, parent: _Parent) -> None:
-        if self.owner not in obj.tags or not self.prune:
-            return
+    def _prune(
+        self, kind: KindDescriptor, obj: LiveObject, parent: _Parent, *, moved_to: Surface | None = None
+    ) -> None:
+        """Delete an object we own that no manifest wants (or the copy a move leaves) when pruning."""
         path = (*parent.path, obj.name)
         address = _address(kind.kind, path)
         root = path[0]
+        moved = f"the copy on {obj.surface} that moving it to {moved_to} leaves" if moved_to else ""
+        if self.owner not in obj.tags:
+            return
+        if not self.prune:
+            if moved:
+                self.withheld.append(Withheld(address, root, f"{moved}: pruning is off"))
+            return
         if PROTECT_TAG in obj.tags:
             self.withheld.append(Withheld(address, root, "protected (protect: true when last applied)"))
             return
@@ -262,7 +315,8 @@ class _Planner:
                 id=obj.id,
                 server_id=parent.id,
                 fingerprint=fingerprint(obj.fields),
-                notes=notes,
+                notes=(moved, *notes) if moved else notes,
+                surface=obj.surface,
             )
         )
 

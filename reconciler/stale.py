@@ -28,7 +28,8 @@ def _moved(change: Change, live: LiveState) -> str | None:
 
 def _exists_now(change: Change, live: LiveState) -> str | None:
     around = KINDS[change.kind].live_under(live, change.server_id)
-    found = [obj.id for obj in around if obj.name == change.name]
+    # On its own surface only: the copy a move leaves on the other one is planned for, not in the way.
+    found = [obj.id for obj in around if obj.name == change.name and change.surface in (None, obj.surface)]
     if found:
         return f"{change.address} now exists ({', '.join(found)}); the plan would create another"
     return None

@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from reconciler.scopes import CATEGORIES, ScopesFormat, read_scopes, write_scopes
 
@@ -182,6 +182,29 @@ def _check_server(data: Mapping[str, Any], where: str) -> None:
             )
 
 
+RESOURCE_TEXT = ("id", "name", "description", "uri", "type", "version")
+RESOURCE_SETTINGS_OBJECTS = ("dynamicRegistration", "cimdSettings", "sessionSettings")
+
+
+def check_resource(data: Mapping[str, Any], where: str) -> None:
+    """The fields of a Resource that the reconciler reads have their documented types."""
+    _object(data, where)
+    for name in RESOURCE_TEXT:
+        optional_text(data, name, where=where)
+    if data.get("scopes") is not None:
+        _object(data["scopes"], f"{where}.scopes")
+        _check_scopes(data["scopes"], f"{where}.scopes")
+    if data.get("dynamicRegistrationSettings") is None:
+        return
+    place = f"{where}.dynamicRegistrationSettings"
+    settings = _object(data["dynamicRegistrationSettings"], place)
+    _check_text_lists(settings, ("tags",), place)
+    optional_text(settings, "loginPageURL", where=place)
+    for name in RESOURCE_SETTINGS_OBJECTS:
+        if settings.get(name) is not None:
+            _object(settings[name], f"{place}.{name}")
+
+
 def _check_client(data: Mapping[str, Any], where: str) -> None:
     for name in CLIENT_TEXT:
         optional_text(data, name, where=where)
@@ -192,14 +215,22 @@ def _frozen(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(dict(data))
 
 
+# The two management surfaces an MCP server can live on: the MCP Server API (``/v1/mgmt/mcp/server*``,
+# ids ``MS…``) and Resources of type mcp (``/v1/mgmt/resource*``, ids ``RS…``, what the console makes).
+Surface = Literal["mcp-servers", "resources"]
+SURFACES: tuple[Surface, ...] = ("mcp-servers", "resources")
+
+
 @dataclass(frozen=True)
 class LiveServer:
-    """An MCP Server as loaded: its id and name, and every field exactly as read."""
+    """An MCP server as loaded: its id and name, every field exactly as read (a Resource's in the
+    shape of an MCP server, see ``reconciler.resource_wire``), and the surface it lives on."""
 
     id: str
     name: str
     fields: Mapping[str, Any] = field(repr=False)
     scopes_format: ScopesFormat | None = None
+    surface: Surface = "mcp-servers"
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any], where: str = "server") -> LiveServer:
@@ -240,6 +271,7 @@ class LiveClient:
     server_id: str
     name: str
     fields: Mapping[str, Any] = field(repr=False)
+    surface: None = None  # clients use one set of endpoints, whatever their server's surface
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any], server_id: str = "", *, where: str = "client") -> LiveClient:
@@ -278,7 +310,9 @@ class LiveState:
     @property
     def scopes_shape(self) -> ScopesFormat | None:
         """The approvedScopes shape the project's API answers in, as fetched or as its servers show."""
-        return self.scopes_format or next((s.scopes_format for s in self.servers if s.scopes_format), None)
+        return self.scopes_format or next(
+            (s.scopes_format for s in self.servers if s.scopes_format and s.surface == "mcp-servers"), None
+        )
 
 
 # ---- whole answers -----------------------------------------------------------------------------

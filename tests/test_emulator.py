@@ -914,7 +914,7 @@ def test_fault_rate_one_fails_every_request_before_handling() -> None:
     assert len({r.status_code for r in responses}) > 1  # the statuses vary
     assert {r.json()["errorCode"] for r in responses} == {"E000500"}
     assert wrong_key.status_code == 401  # auth is checked before a fault is drawn
-    assert state == {"servers": []}
+    assert state == {"servers": [], "resources": []}
     assert stats["faultsBefore"] == 8
     assert stats["faultsAfterCommit"] == 0
 
@@ -999,7 +999,7 @@ def test_state_file_survives_a_restart(tmp_path: Path) -> None:
         assert ok(api, "server/client/secret", ref) == {"cleartext": client["cleartext"]}
         ok(api, "server/delete", {"id": server["id"]})
     with running_emulator(config(**options)) as em:
-        assert em.state() == {"servers": []}
+        assert em.state() == {"servers": [], "resources": []}
 
 
 def test_a_state_file_of_before_scope_categories_keeps_them(tmp_path: Path) -> None:
@@ -1073,7 +1073,7 @@ def test_reset_counters_only_keeps_objects(api: httpx.Client, em: RunningEmulato
     assert em.requests() == []
     assert len(em.state()["servers"]) == 1
     em.reset()
-    assert em.state() == {"servers": []}
+    assert em.state() == {"servers": [], "resources": []}
 
 
 def test_seed_stores_objects_as_given(api: httpx.Client, em: RunningEmulator) -> None:
@@ -1114,7 +1114,8 @@ def test_seed_stores_objects_as_given(api: httpx.Client, em: RunningEmulator) ->
                 ],
             },
             {"id": seeded["servers"][1]["id"], "name": "empty", "clients": []},
-        ]
+        ],
+        "resources": [],
     }
     assert ok(api, "server/load", {"id": "MSunmanaged"})["server"] == {
         "id": "MSunmanaged",

@@ -411,7 +411,13 @@ def test_no_manifest_only_or_read_only_setting_is_ever_sent() -> None:
         secret=SecretRef(sink="vault", key="k", rotation=1),
     )
     server = ServerSpec(
-        kind="MCPServer", name="calendar", description="d", protect=True, adopt=True, clients=(client,)
+        kind="MCPServer",
+        name="calendar",
+        description="d",
+        protect=True,
+        adopt=True,
+        surface="resources",
+        clients=(client,),
     )
     # The manifest states every manifest-only setting, so that leaving one in would be seen.
     assert set(server.mentioned()) >= SERVER.manifest_only

@@ -147,7 +147,7 @@ def test_a_realistic_project_plans_exactly_then_converges(
     ]
 
 
-def test_plan_makes_one_call_plus_one_per_server(
+def test_plan_makes_two_calls_plus_one_per_server(
     emulator: RunningEmulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
     servers = [
@@ -163,7 +163,12 @@ def test_plan_makes_one_call_plus_one_per_server(
     code, plan = _plan_json(capsys, "--no-prune")
     assert code == 0
     assert plan["summary"]["create"] == 9
-    assert emulator.stats()["requests"] == {"servers/all": 1, "server/clients/search": 25}
+    # 2 + S: the servers of both surfaces (MCP Server API, Resources), then the clients of each server.
+    assert emulator.stats()["requests"] == {
+        "servers/all": 1,
+        "resources/load": 1,
+        "server/clients/search": 25,
+    }
 
 
 def test_drift_exit_codes_and_a_saved_plan(

@@ -81,7 +81,7 @@ def test_a_saved_plan_and_one_merely_resaved_load_as_made(tmp_path: Path) -> Non
 # ---- the format version --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [1, 3])
+@pytest.mark.parametrize("version", [FORMAT_VERSION - 1, FORMAT_VERSION + 1])
 def test_a_plan_of_another_format_version_is_refused_by_its_version(tmp_path: Path, version: int) -> None:
     path = tmp_path / "plan.json"
     resave(path, {**PLAN.to_json(), "format_version": version})  # otherwise intact
@@ -94,15 +94,27 @@ def test_a_plan_of_another_format_version_is_refused_by_its_version(tmp_path: Pa
 def test_the_version_is_checked_before_the_checksum(tmp_path: Path) -> None:
     """A plan of a later version may be summed differently: it is refused for its version, not as damaged."""
     path = tmp_path / "plan.json"
-    document = {**PLAN.to_json(), "format_version": 3, "checksum": "blake3:" + "1" * 64}
+    later = FORMAT_VERSION + 1
+    document = {**PLAN.to_json(), "format_version": later, "checksum": "blake3:" + "1" * 64}
     path.write_text(json.dumps(document))
     assert refusal(path) == (
-        f"{path}: plan format version 3; this mcp-reconciler reads 2: run plan --out again with this version"
+        f"{path}: plan format version {later}; this mcp-reconciler reads {FORMAT_VERSION}: "
+        "run plan --out again with this version"
     )
 
 
-@pytest.mark.parametrize(("version", "shown"), [("2", '"2"'), (2.5, "2.5"), (None, "null"), (True, "true")])
-def test_a_version_that_is_not_the_number_2_is_refused(tmp_path: Path, version: object, shown: str) -> None:
+@pytest.mark.parametrize(
+    ("version", "shown"),
+    [
+        (str(FORMAT_VERSION), f'"{FORMAT_VERSION}"'),
+        (FORMAT_VERSION + 0.5, f"{FORMAT_VERSION}.5"),
+        (None, "null"),
+        (True, "true"),
+    ],
+)
+def test_a_version_that_is_not_the_current_number_is_refused(
+    tmp_path: Path, version: object, shown: str
+) -> None:
     path = tmp_path / "plan.json"
     document = PLAN.to_json()
     if version is None:
@@ -112,7 +124,8 @@ def test_a_version_that_is_not_the_number_2_is_refused(tmp_path: Path, version: 
     resave(path, document)
     message = refusal(path)
     assert message == (
-        f"{path}: plan format version {shown}; this mcp-reconciler reads 2: run plan --out again with this version"
+        f"{path}: plan format version {shown}; this mcp-reconciler reads {FORMAT_VERSION}: "
+        "run plan --out again with this version"
     )
 
 

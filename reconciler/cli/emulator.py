@@ -71,8 +71,17 @@ if TYPE_CHECKING:
     "a client's clientId, registrationType, status or cleartext, a new server's id. --no-strict ignores "
     "them. [default: strict when MCP_RECONCILER_EMULATOR_STRICT=1]",
 )
+@click.option(
+    "--resource-surface",
+    type=click.Choice(["isolated", "projected"]),
+    default="isolated",
+    show_default=True,
+    help="Whether the MCP server endpoints see Resources (/v1/mgmt/resource*): isolated, neither surface "
+    "sees the other's objects; projected, servers/all and server/load also answer each Resource of type "
+    "mcp as an MCP server. Clients of a Resource work through the client endpoints either way.",
+)
 def emulator(**options: Any) -> int:
-    """Run the local Descope emulator (MCP server management API) until interrupted.
+    """Run the local Descope emulator (MCP server and Resource management API) until interrupted.
 
     Point mcp-reconciler at it with DESCOPE_BASE_URL=http://HOST:PORT and the same
     DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY.
@@ -101,6 +110,7 @@ def emulator(**options: Any) -> int:
             seed=options["seed"],
             scopes_format=options["scopes_format"],
             strict=strict_by_default() if options["strict"] is None else options["strict"],
+            resource_surface=options["resource_surface"],
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -115,6 +125,8 @@ def emulator(**options: Any) -> int:
     )
     if config.strict:
         click.echo("Strict: a write that carries a field Descope assigns is refused.", err=True)
+    if config.resource_surface == "projected":
+        click.echo("Projected: MCP server endpoints also answer Resources of type mcp.", err=True)
     click.echo(f"Use it with: export DESCOPE_BASE_URL=http://{host}:{port}", err=True)
     try:
         uvicorn.Server(uvicorn_config(app, host=host, port=port, quiet=False)).run(sockets=[listener])

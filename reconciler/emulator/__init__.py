@@ -1,4 +1,4 @@
-"""A local emulator of Descope's MCP management API, for tests, demos and offline development."""
+"""A local emulator of Descope's MCP server and Resource management APIs, for tests and demos."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The emulator's Starlette app: the /v1/mgmt/mcp endpoints, bearer auth, error bodies, admin surface.
+"""The emulator's Starlette app: the /v1/mgmt/mcp and /v1/mgmt/resource* endpoints, bearer auth, error
+bodies, admin surface.
 
 A /v1 request goes through, in order: counting, the rate limit (a 429 before anything else), latency,
 auth, the endpoint lookup, a fault before handling, the strict check of the body (when on), the
@@ -7,6 +8,12 @@ needs the same bearer but skips the rest, strict mode included: a test stages an
 
 Answers carry ``approvedScopes`` as the categorized object by default, the only shape Descope's Go SDK
 can decode (tests/data/go_sdk_mcp_types.md); the guide's flat list is a start-up option.
+
+The Resources surface (``reconciler.emulator.resources``) goes through the same pipeline. Its loads are
+GET with query arguments, its writes POST; a Resource of type mcp has clients through the unchanged
+/v1/mgmt/mcp/server/client* endpoints. Whether the MCP server endpoints also see Resources is the
+``resource_surface`` setting: ``isolated`` (neither surface sees the other's objects) or ``projected``
+(servers/all and server/load also answer each Resource of type mcp as an MCP server object).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, get_args
 
 import httpx
 from starlette.applications import Starlette
@@ -28,21 +35,37 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from reconciler import assumptions
+from reconciler.emulator import resources
 from reconciler.emulator.faults import STATUS_DROPPED, FaultInjector, RateLimiter, Traffic, apply_latency
 from reconciler.emulator.store import (
     ApiFailure,
     Client,
+    Owner,
+    Resource,
     Server,
     Store,
     check,
     invalid,
     json_kind,
+    not_found,
     optional_str,
     required_str,
 )
 from reconciler.scopes import ScopesFormat, write_scopes
 
 V1_PREFIX = "mgmt/mcp/"
+# The Resources surface, under /v1/mgmt/ (its endpoints keep that part of the path as their name), and
+# the method of each; every endpoint of V1_PREFIX takes POST.
+RESOURCES_PREFIX = "mgmt/"
+RESOURCE_METHODS = {
+    "resource/create": "POST",
+    "resource/update": "POST",
+    "resource/delete": "POST",
+    "resource/load": "GET",
+    "resource/load/uri": "GET",
+    "resources/load": "GET",
+}
+ResourceSurface = Literal["isolated", "projected"]
 V1_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 # Not published: the error code of an injected 5xx, so that a log shows it was the emulator's doing.
 FAULT_CODE = "E000500"
@@ -57,6 +80,8 @@ STRICT_READ_ONLY: dict[str, tuple[str, tuple[str, ...]]] = {
     "server/create": ("server", ("id",)),
     "server/client/create": ("client", CLIENT_ASSIGNED),
     "server/client/update": ("client", CLIENT_ASSIGNED),
+    # A Resource's update is keyed by its id and may send back the version and times it loaded.
+    "resource/create": ("resource", ("id", "version", "createdTime", "modifiedTime")),
 }
 
 
@@ -71,6 +96,7 @@ class EmulatorConfig:
 
     ``strict`` refuses (400) a write that carries a field Descope assigns (``STRICT_READ_ONLY``), even
     an empty one, where a lenient emulator ignores it; its default comes from ``STRICT_VARIABLE``.
+    ``resource_surface`` says whether the MCP server endpoints see Resources (module docstring).
     """
 
     project_id: str = "P2MCPRECONCILERDEMO"
@@ -86,6 +112,7 @@ class EmulatorConfig:
     scopes_format: ScopesFormat = "categorized"
     strict: bool = field(default_factory=strict_by_default)
     max_page_size: int = assumptions.MAX_PAGE_SIZE
+    resource_surface: ResourceSurface = "isolated"
 
     def __post_init__(self) -> None:
         if not self.project_id or not self.management_key:
@@ -99,6 +126,10 @@ class EmulatorConfig:
             raise ValueError(f"scopes_format must be 'list' or 'categorized', not {self.scopes_format!r}")
         if self.rate_limit is not None and (self.rate_limit[0] < 1 or self.rate_limit[1] <= 0):
             raise ValueError("rate_limit must be (N >= 1 requests, per SECONDS > 0)")
+        if self.resource_surface not in get_args(ResourceSurface):
+            raise ValueError(
+                f"resource_surface must be 'isolated' or 'projected', not {self.resource_surface!r}"
+            )
 
 
 class DroppedConnection(httpx.RemoteProtocolError):
@@ -253,6 +284,27 @@ def client_view(client: Client) -> dict[str, Any]:
     return on_wire(dict(client.fields))
 
 
+def resource_view(resource: Resource) -> dict[str, Any]:
+    return on_wire(dict(resource.fields))
+
+
+def endpoint_name(path: str) -> str:
+    """The name of the endpoint at /v1/PATH: ``server/create`` for /v1/mgmt/mcp/server/create,
+    ``resource/create`` for /v1/mgmt/resource/create, else the whole path (no such endpoint)."""
+    if path.startswith(V1_PREFIX) and path.removeprefix(V1_PREFIX) not in RESOURCE_METHODS:
+        return path.removeprefix(V1_PREFIX)
+    if path.startswith(RESOURCES_PREFIX) and path.removeprefix(RESOURCES_PREFIX) in RESOURCE_METHODS:
+        return path.removeprefix(RESOURCES_PREFIX)
+    return f"/v1/{path}"
+
+
+def allowed_methods(endpoint: str) -> tuple[str, ...]:
+    method = RESOURCE_METHODS.get(endpoint, "POST")
+    if method == "GET" and assumptions.RESOURCE_LOADS_ACCEPT_POST:
+        return ("GET", "POST")
+    return (method,)
+
+
 Handler = Callable[["Emulator", dict[str, Any]], dict[str, Any]]
 
 
@@ -266,11 +318,16 @@ def deleting(operation: Callable[[Store, dict[str, Any]], None]) -> Handler:
 
 # Endpoints that only read: a fault after commit never applies to them.
 READS: dict[str, Handler] = {
-    "server/load": lambda em, body: {"server": em.server_view(em.store.server(body))},
+    "server/load": lambda em, body: {"server": em.load_server(body)},
     "servers/all": lambda em, _: em.all_servers(),
     "server/client/load": lambda em, body: {"client": client_view(em.store.client(body)[1])},
     "server/clients/search": lambda em, body: em.search(body),
     "server/client/secret": lambda em, body: {"cleartext": em.store.client(body)[1].secret},
+    "resource/load": lambda em, args: {"resource": resource_view(resources.resource_by_id(em.store, args))},
+    "resource/load/uri": lambda em, args: {
+        "resource": resource_view(resources.resource_by_uri(em.store, args))
+    },
+    "resources/load": lambda em, _: em.all_resources(),
 }
 MUTATIONS: dict[str, Handler] = {
     "server/create": lambda em, body: {"server": em.server_view(em.store.create_server(body))},
@@ -282,6 +339,13 @@ MUTATIONS: dict[str, Handler] = {
     "server/client/delete": deleting(Store.delete_client),
     "server/clients/delete": deleting(Store.delete_clients),
     "server/client/secret/rotate": lambda em, body: {"cleartext": em.store.rotate_secret(body)},
+    "resource/create": lambda em, body: {
+        "resource": resource_view(resources.create_resource(em.store, body))
+    },
+    "resource/update": lambda em, body: {
+        "resource": resource_view(resources.update_resource(em.store, body))
+    },
+    "resource/delete": deleting(resources.delete_resource),
 }
 
 
@@ -302,13 +366,40 @@ class Emulator:
     def server_view(self, server: Server) -> dict[str, Any]:
         return on_wire(with_scopes(server.fields, self.config.scopes_format))
 
+    def projected(self) -> list[Resource]:
+        """The Resources the MCP server endpoints see: those of type mcp when projected, else none."""
+        if self.config.resource_surface != "projected":
+            return []
+        return [resource for resource in self.store.resources.values() if resources.is_mcp(resource)]
+
+    def projected_view(self, resource: Resource) -> dict[str, Any]:
+        return on_wire(resources.projected_server(resource, self.config.scopes_format))
+
+    def load_server(self, body: dict[str, Any]) -> dict[str, Any]:
+        server_id = required_str(body, "id")
+        if server_id in self.store.servers:
+            return self.server_view(self.store.servers[server_id])
+        resource = self.store.resources.get(server_id)
+        if (
+            resource is not None
+            and self.config.resource_surface == "projected"
+            and resources.is_mcp(resource)
+        ):
+            return self.projected_view(resource)
+        raise not_found(f"no MCP server with id {server_id!r}")
+
     def all_servers(self) -> dict[str, Any]:
         servers = [self.server_view(server) for server in self.store.servers.values()]
+        servers += [self.projected_view(resource) for resource in self.projected()]
         return {"servers": servers, "total": len(servers)}
 
+    def all_resources(self) -> dict[str, Any]:
+        views = [resource_view(resource) for resource in self.store.resources.values()]
+        return {"resources": views, "total": len(views)}
+
     def search(self, body: dict[str, Any]) -> dict[str, Any]:
-        """One page of the server's clients that match, and how many match in all."""
-        server = self.store.server(body, "mcpServerId")
+        """One page of the owner's clients that match, and how many match in all."""
+        server = self.store.owner(body)
         page, limit = paging(body, self.config.max_page_size)
         matches = sorted_clients(list(filter(client_filter(body), server.clients.values())), body.get("sort"))
         page_of = matches[page * limit : (page + 1) * limit]
@@ -341,9 +432,8 @@ class Emulator:
         )
 
     async def v1(self, request: Request) -> Response:
-        path = request.path_params["path"]
-        endpoint = path.removeprefix(V1_PREFIX) if path.startswith(V1_PREFIX) else f"/v1/{path}"
-        entry = self.traffic.arrive(endpoint)
+        endpoint = endpoint_name(request.path_params["path"])
+        entry = self.traffic.arrive(endpoint, method=request.method, path=request.url.path)
         try:
             response = await self.answer(request, endpoint)
         finally:
@@ -372,7 +462,7 @@ class Emulator:
                 return error_response(
                     status, FAULT_CODE, description="injected fault before handling the request"
                 )
-            body = await read_body(request)
+            body = await arguments(request)
             if self.config.strict:
                 refuse_read_only(endpoint, body)
             result = handler(self, body)
@@ -388,9 +478,12 @@ class Emulator:
             raise ApiFailure(
                 404, assumptions.MALFORMED_REQUEST_CODE, description=f"no such endpoint: {endpoint}"
             )
-        if request.method != "POST":
+        methods = allowed_methods(endpoint)
+        if request.method not in methods:
             raise ApiFailure(
-                405, assumptions.MALFORMED_REQUEST_CODE, description=f"{endpoint} takes POST only"
+                405,
+                assumptions.MALFORMED_REQUEST_CODE,
+                description=f"{endpoint} takes {' or '.join(methods)} only",
             )
         return handler
 
@@ -421,17 +514,21 @@ class Emulator:
         return {}
 
     def seed(self, body: dict[str, Any]) -> dict[str, Any]:
-        servers = self.store.seed(body)
+        servers, seeded = self.store.seed(body)
         self.store.save()
-        return {"servers": [seed_summary(server) for server in servers]}
+        return {
+            "servers": [seed_summary(server) for server in servers],
+            "resources": [seed_summary(resource) for resource in seeded],
+        }
 
     def state(self) -> dict[str, Any]:
         """Every object as stored (not zero-omitted), clients with their secrets: seed() takes it back."""
-        servers = []
-        for server in self.store.servers.values():
-            clients = [{**c.fields, "secret": c.secret} for c in server.clients.values()]
-            servers.append({**with_scopes(server.fields, self.config.scopes_format), "clients": clients})
-        return {"servers": servers}
+        servers = [
+            with_clients(with_scopes(server.fields, self.config.scopes_format), server)
+            for server in self.store.servers.values()
+        ]
+        found = [with_clients(dict(resource.fields), resource) for resource in self.store.resources.values()]
+        return {"servers": servers, "resources": found}
 
     def admin(self, action: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
@@ -444,7 +541,22 @@ class Emulator:
         return endpoint
 
 
-def seed_summary(server: Server) -> dict[str, Any]:
+def with_clients(fields: dict[str, Any], owner: Owner) -> dict[str, Any]:
+    return {**fields, "clients": [{**c.fields, "secret": c.secret} for c in owner.clients.values()]}
+
+
+async def arguments(request: Request) -> dict[str, Any]:
+    """A call's arguments: the query of a GET (which has no body), else the JSON body, over the query
+    for a load that also answers POST."""
+    query = dict(request.query_params)
+    if request.method == "GET":
+        return query
+    body = await read_body(request)
+    loads = RESOURCE_METHODS.get(endpoint_name(request.path_params["path"])) == "GET"
+    return {**query, **body} if loads else body
+
+
+def seed_summary(server: Owner) -> dict[str, Any]:
     clients = [
         {"id": c.id, "clientId": c.fields["clientId"], "name": c.fields.get("name")}
         for c in server.clients.values()

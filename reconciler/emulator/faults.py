@@ -109,12 +109,19 @@ class Traffic:
         self.max_in_flight = 0
         self.log: deque[dict[str, Any]] = deque(maxlen=REQUEST_LOG_LIMIT)
 
-    def arrive(self, endpoint: str) -> dict[str, Any]:
-        """Count a request as it arrives; the returned log entry gets its status when answered."""
+    def arrive(self, endpoint: str, *, method: str, path: str) -> dict[str, Any]:
+        """Count a request as it arrives; the returned log entry (its time, endpoint, HTTP method and
+        path without the query) gets its status when answered."""
         self.by_endpoint[endpoint] += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        entry: dict[str, Any] = {"t": self._clock(), "endpoint": endpoint, "status": None}
+        entry: dict[str, Any] = {
+            "t": self._clock(),
+            "endpoint": endpoint,
+            "method": method,
+            "path": path,
+            "status": None,
+        }
         self.log.append(entry)
         return entry
 

@@ -92,7 +92,8 @@ class RunningEmulator:
         self._admin("POST", path="reset", body={"countersOnly": counters_only})
 
     def seed(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Store ``{"servers": [{..., "clients": [...]}]}`` as given; answers their ids and names."""
+        """Store ``{"servers": [{..., "clients": [...]}], "resources": [...]}`` (either list may be left
+        out) as given; answers ``{"servers": [...], "resources": [...]}`` with their ids and names."""
         return self._admin("POST", path="seed", body=body)
 
     def state(self) -> dict[str, Any]:

@@ -1,9 +1,14 @@
-"""The emulator's MCP servers and clients: validation, operations, search, wire views and the state file.
+"""The emulator's objects: MCP servers, Resources and their clients; validation, operations, state file.
 
 Objects keep every field the caller sent, unknown ones included, so that a client of the API can prove
 it round-trips them. ``approvedScopes`` is kept as the flat list of ``reconciler.scopes`` (remembering
-categories) and written in the configured shape on the way out. Secrets live beside a client's fields,
-never among them, so that no view of a client can carry one by accident.
+categories) and written in the configured shape on the way out; a Resource's ``scopes`` is kept as the
+categorized object it always is. Secrets live beside a client's fields, never among them, so that no
+view of a client can carry one by accident.
+
+A client belongs to an owner: an MCP server (``MS…``) or a Resource of type mcp (``RS…``), both named
+by ``mcpServerId`` on the client endpoints. The Resource operations themselves are in
+``reconciler.emulator.resources``.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ import json
 import secrets
 import stat
 import string
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,25 @@ SERVER_SPEC: dict[str, Any] = {
     "dynamicRegistration": {"enabled": bool, "disableApprovedScopesAsDefault": bool, "flowId": str},
     "cimdSettings": {"enabled": bool, "domainPolicies": {"policies": [DOMAIN_POLICY]}},
     "sessionSettings": SESSION_SETTINGS,
+}
+# A Resource: the fields of Descope's API reference. `scopes` is the categorized object only and is
+# checked on its own. `id`, `version`, `createdTime` and `modifiedTime` are the server's.
+RESOURCE_SERVER_FIELDS = ("id", "version", "createdTime", "modifiedTime")
+RESOURCE_TYPE_MCP = "mcp"  # documented: "Only meaningful when the parent Resource has type=mcp"
+RESOURCE_SPEC: dict[str, Any] = {
+    **dict.fromkeys(RESOURCE_SERVER_FIELDS, str),
+    **dict.fromkeys(("name", "description", "uri", "type", "userAccess", "clientAccess"), str),
+    "dynamicRegistrationSettings": {
+        "dynamicRegistration": SERVER_SPEC["dynamicRegistration"],
+        "cimdSettings": SERVER_SPEC["cimdSettings"],
+        "dynamicRegistrationTemplateId": str,
+        "useTemplate": bool,
+        "loginPageURL": str,
+        "skipConsentScreen": bool,
+        "forceAddAllAuthorizationInfo": bool,
+        "tags": [str],
+        "sessionSettings": SESSION_SETTINGS,
+    },
 }
 CLIENT_SPEC: dict[str, Any] = {
     **dict.fromkeys(("id", "clientId", "mcpServerId", "registrationType", "status"), str),
@@ -166,6 +192,29 @@ def server_fields(payload: dict[str, Any], path: str) -> dict[str, Any]:
     return fields
 
 
+def resource_fields(payload: dict[str, Any], path: str) -> dict[str, Any]:
+    """The client-settable fields of a Resource payload, unknown ones included: their shapes checked
+    (the rules of a create or update are ``reconciler.emulator.resources``'), the server's fields left out."""
+    check(payload, RESOURCE_SPEC, path)
+    scopes = payload.get("scopes")
+    if scopes is not None and not isinstance(scopes, dict):
+        raise invalid(f"{path}.scopes: expected an object, got {json_kind(scopes)}")
+    check_scopes(scopes, f"{path}.scopes")
+    return {k: v for k, v in payload.items() if k not in RESOURCE_SERVER_FIELDS}
+
+
+def scope_names(scopes: Any) -> set[str]:
+    """The names in a Resource's categorized ``scopes``."""
+    return {str(item.get("name")) for item in read_scopes(scopes)[0]}
+
+
+def timestamp() -> str:
+    """Now, as ``createdTime`` and ``modifiedTime`` carry it (``RESOURCE_TIME_FORMAT``)."""
+    if assumptions.RESOURCE_TIME_FORMAT == "epoch":
+        return str(int(time.time()))
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def client_fields(payload: dict[str, Any], path: str) -> dict[str, Any]:
     """The stored mutable fields of a client payload: validated, without read-only fields or secrets."""
     check(payload, CLIENT_SPEC, path)
@@ -219,26 +268,47 @@ class Client(Record):
 
 
 @dataclass
-class Server(Record):
+class Owner(Record):
+    """What clients belong to: an MCP server or a Resource."""
+
     clients: dict[str, Client] = field(default_factory=dict)
 
 
+class Server(Owner):
+    """An MCP server of the legacy surface (``/v1/mgmt/mcp/server*``)."""
+
+
+class Resource(Owner):
+    """A Resource (``/v1/mgmt/resource*``); one of type mcp has clients as a server has."""
+
+    @property
+    def type(self) -> str | None:
+        value = self.fields.get("type")
+        return value if isinstance(value, str) else None
+
+    def owns_clients(self) -> bool:
+        return self.type == RESOURCE_TYPE_MCP or not assumptions.RESOURCE_CLIENTS_ONLY_FOR_MCP
+
+
 class Store:
-    """Every server and client, in creation order, with the operations of the API on them."""
+    """Every server, Resource and client, in creation order, with the operations of the API on them."""
 
     def __init__(self, state_file: Path | None = None) -> None:
         self.servers: dict[str, Server] = {}
+        self.resources: dict[str, Resource] = {}
         self._state_file = state_file
         if state_file is not None and state_file.exists():
-            self.servers = load_state(state_file)
+            self.servers, self.resources = load_state(state_file)
 
     def save(self) -> None:
         """Write the state file (and its folder), when there is one; called after every mutation."""
         if self._state_file is not None:
-            write_atomically(self._state_file, json.dumps(dump_state(self.servers), indent=1), mode=0o600)
+            state = dump_state(self.servers, self.resources)
+            write_atomically(self._state_file, json.dumps(state, indent=1), mode=0o600)
 
     def clear(self) -> None:
         self.servers.clear()
+        self.resources.clear()
 
     def server(self, body: dict[str, Any], key: str = "id") -> Server:
         server_id = required_str(body, key)
@@ -247,9 +317,20 @@ class Store:
         except KeyError:
             raise not_found(f"no MCP server with id {server_id!r}") from None
 
-    def client(self, body: dict[str, Any]) -> tuple[Server, Client]:
-        """The client named by ``id`` (or else ``clientId``) under the server ``mcpServerId``."""
-        server = self.server(body, "mcpServerId")
+    def owner(self, body: dict[str, Any]) -> Owner:
+        """What ``mcpServerId`` names: an MCP server, or a Resource that has clients (of type mcp);
+        an unknown id and any other Resource are refused alike."""
+        owner_id = required_str(body, "mcpServerId")
+        if owner_id in self.servers:
+            return self.servers[owner_id]
+        resource = self.resources.get(owner_id)
+        if resource is not None and resource.owns_clients():
+            return resource
+        raise not_found(f"no MCP server with id {owner_id!r}")
+
+    def client(self, body: dict[str, Any]) -> tuple[Owner, Client]:
+        """The client named by ``id`` (or else ``clientId``) under the owner ``mcpServerId``."""
+        server = self.owner(body)
         if optional_str(body, "id") is None and optional_str(body, "clientId") is not None:
             wanted = body["clientId"]
             for client in server.clients.values():
@@ -295,7 +376,7 @@ class Store:
             self.servers.pop(server_id, None)  # an id may be listed twice
 
     def create_client(self, body: dict[str, Any]) -> Client:
-        server = self.server(body, "mcpServerId")
+        server = self.owner(body)
         assigned = {
             "id": new_id("MSC"),
             "clientId": new_client_id(),
@@ -304,6 +385,7 @@ class Store:
             "status": assumptions.CLIENT_STATUS_ACTIVE,
         }
         client = Client({**assigned, **client_fields(body, "client")}, new_secret())
+        refuse_unknown_scopes(client, server)
         refuse_duplicate_name(client, server.clients.values(), f"a client of MCP server {server.id!r}")
         server.clients[client.id] = client
         return client
@@ -313,6 +395,7 @@ class Store:
         server, client = self.client(body)
         kept = {key: client.fields[key] for key in CLIENT_READ_ONLY if key in client.fields}
         updated = Client({**kept, **client_fields(body, "client")}, client.secret)
+        refuse_unknown_scopes(updated, server)
         refuse_duplicate_name(updated, server.clients.values(), f"a client of MCP server {server.id!r}")
         client.fields = updated.fields
         return client
@@ -323,7 +406,7 @@ class Store:
         del server.clients[client.id]
 
     def delete_clients(self, body: dict[str, Any]) -> None:
-        server = self.server(body, "mcpServerId")
+        server = self.owner(body)
         for client_id in present(id_list(body, "ids"), server.clients, f"client of MCP server {server.id!r}"):
             server.clients.pop(client_id, None)  # an id may be listed twice
 
@@ -333,30 +416,75 @@ class Store:
         client.secret = new_secret()
         return client.secret
 
-    def seed(self, body: dict[str, Any]) -> list[Server]:
-        """Add servers and clients exactly as given; all of them, or none when one is refused. Names are
-        never refused here (whatever ``DUPLICATE_NAMES_ACCEPTED``): a test stages any live state."""
-        if body.get("servers") is None:
-            raise missing("servers is required")
-        check(body["servers"], [{"clients": [{}]}], "servers")
-        batch = [seeded_server(item, f"servers[{i}]") for i, item in enumerate(body["servers"])]
-        ids = [server.id for server in batch]
-        clashes = sorted({i for i in ids if ids.count(i) > 1 or i in self.servers})
+    def seed(self, body: dict[str, Any]) -> tuple[list[Server], list[Resource]]:
+        """Add servers, Resources and clients exactly as given; all of them, or none when one is refused.
+        Names and URIs are never refused here (whatever ``DUPLICATE_NAMES_ACCEPTED`` or
+        ``RESOURCE_URI_UNIQUE``), nor a Resource's missing uri: a test stages any live state."""
+        if body.get("servers") is None and body.get("resources") is None:
+            raise missing("servers or resources is required")
+        for key in ("servers", "resources"):
+            check(body.get(key) or [], [{"clients": [{}]}], key)
+        servers = [seeded_server(item, f"servers[{i}]") for i, item in enumerate(body.get("servers") or [])]
+        resources = [
+            seeded_resource(item, f"resources[{i}]") for i, item in enumerate(body.get("resources") or [])
+        ]
+        ids = [owner.id for owner in [*servers, *resources]]
+        taken = self.servers.keys() | self.resources.keys()
+        clashes = sorted({i for i in ids if ids.count(i) > 1 or i in taken})
         if clashes:
-            raise invalid(f"server ids already in use: {', '.join(clashes)}")
-        self.servers.update((server.id, server) for server in batch)
-        return batch
+            raise invalid(f"ids already in use: {', '.join(clashes)}")
+        self.servers.update((server.id, server) for server in servers)
+        self.resources.update((resource.id, resource) for resource in resources)
+        return servers, resources
+
+
+def refuse_unknown_scopes(client: Client, owner: Owner) -> None:
+    """A 400 when ``RESOURCE_CLIENT_SCOPES_CHECKED`` is on and a client of a Resource names a scope
+    the Resource does not have."""
+    if not (assumptions.RESOURCE_CLIENT_SCOPES_CHECKED and isinstance(owner, Resource)):
+        return
+    known = scope_names(owner.fields.get("scopes"))
+    unknown = [name for name in client.fields.get("scopes") or [] if name not in known]
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise invalid(f"client.scopes: {names} not among the scopes of Resource {owner.id!r}")
 
 
 def seeded_server(item: dict[str, Any], path: str) -> Server:
     payload = {key: value for key, value in item.items() if key != "clients"}
     server = Server({"id": payload.get("id") or new_id("MS"), **server_fields(payload, path)})
-    for index, entry in enumerate(item.get("clients") or []):
-        client = seeded_client(entry, server.id, path=f"{path}.clients[{index}]")
-        if client.id in server.clients:
-            raise invalid(f"{path}.clients[{index}].id: {client.id!r} is used twice")
-        server.clients[client.id] = client
+    add_seeded_clients(server, item, path)
     return server
+
+
+def seeded_resource(item: dict[str, Any], path: str) -> Resource:
+    """A Resource as given, made in the console perhaps: its own id, version, times and type, which
+    default to new ones and "mcp"; only the shapes and the name are checked."""
+    payload = {key: value for key, value in item.items() if key != "clients"}
+    fields = resource_fields(payload, path)
+    required_str(payload, "name", f"{path}.name")
+    version = optional_str(payload, "version", f"{path}.version") or "1"
+    if not version.isdecimal():
+        raise invalid(f"{path}.version: expected a decimal string, got {version!r}")
+    now = timestamp()
+    assigned = {
+        "id": payload.get("id") or new_id(assumptions.RESOURCE_ID_PREFIX),
+        "version": version,
+        "createdTime": payload.get("createdTime") or now,
+        "modifiedTime": payload.get("modifiedTime") or now,
+        "type": payload.get("type") or RESOURCE_TYPE_MCP,
+    }
+    resource = Resource({**assigned, **{k: v for k, v in fields.items() if k != "type"}})
+    add_seeded_clients(resource, item, path)
+    return resource
+
+
+def add_seeded_clients(owner: Owner, item: dict[str, Any], path: str) -> None:
+    for index, entry in enumerate(item.get("clients") or []):
+        client = seeded_client(entry, owner.id, path=f"{path}.clients[{index}]")
+        if client.id in owner.clients:
+            raise invalid(f"{path}.clients[{index}].id: {client.id!r} is used twice")
+        owner.clients[client.id] = client
 
 
 def seeded_client(entry: dict[str, Any], server_id: str, *, path: str) -> Client:
@@ -372,23 +500,24 @@ def seeded_client(entry: dict[str, Any], server_id: str, *, path: str) -> Client
     return Client({**assigned, **fields}, entry.get("secret") or new_secret())
 
 
-def dump_state(servers: dict[str, Server]) -> dict[str, Any]:
-    """The state file's content: fields and secrets kept apart, scopes in the internal flat form."""
+def dump_owner(owner: Owner) -> dict[str, Any]:
+    clients = [{"fields": c.fields, "secret": c.secret} for c in owner.clients.values()]
+    return {"fields": owner.fields, "clients": clients}
+
+
+def dump_state(servers: dict[str, Server], resources: dict[str, Resource]) -> dict[str, Any]:
+    """The state file's content: fields and secrets kept apart, server scopes in the internal flat form."""
     return {
         "version": STATE_FILE_VERSION,
-        "servers": [
-            {
-                "fields": server.fields,
-                "clients": [{"fields": c.fields, "secret": c.secret} for c in server.clients.values()],
-            }
-            for server in servers.values()
-        ],
+        "servers": [dump_owner(server) for server in servers.values()],
+        "resources": [dump_owner(resource) for resource in resources.values()],
     }
 
 
-def load_state(path: Path) -> dict[str, Server]:
-    """The servers kept in a state file. ValueError "state file PATH cannot be read: REASON" when it
-    cannot be used; the reason never quotes the file (it holds client secrets)."""
+def load_state(path: Path) -> tuple[dict[str, Server], dict[str, Resource]]:
+    """The servers and Resources kept in a state file (one written before Resources has none).
+    ValueError "state file PATH cannot be read: REASON" when it cannot be used; the reason never quotes
+    the file (it holds client secrets)."""
 
     def unusable(reason: str) -> ValueError:
         return ValueError(f"state file {path} cannot be read: {reason}")
@@ -411,21 +540,28 @@ def load_state(path: Path) -> dict[str, Server]:
         raise unusable(f"it is not an emulator state file of version {STATE_FILE_VERSION}")
     if not isinstance(data.get("servers"), list):
         raise unusable('its "servers" is missing or not a list')
+    if not isinstance(data.get("resources", []), list):
+        raise unusable('its "resources" is not a list')
     try:
         servers = [restored_server(entry) for entry in data["servers"]]
-        return {server.id: server for server in servers}
+        resources = [Resource(dict(e["fields"]), restored_clients(e)) for e in data.get("resources", [])]
+        return {s.id: s for s in servers}, {r.id: r for r in resources}
     except KeyError as exc:
-        raise unusable(f"a server or client has no {exc.args[0]!r}") from None
+        raise unusable(f"a server, Resource or client has no {exc.args[0]!r}") from None
     except (TypeError, ValueError, AttributeError):
-        raise unusable("its servers are not as the emulator writes them") from None
+        raise unusable("its servers or Resources are not as the emulator writes them") from None
+
+
+def restored_clients(entry: dict[str, Any]) -> dict[str, Client]:
+    clients = [Client(dict(c["fields"]), str(c["secret"])) for c in entry["clients"]]
+    return {client.id: client for client in clients}
 
 
 def restored_server(entry: dict[str, Any]) -> Server:
-    clients = [Client(dict(c["fields"]), str(c["secret"])) for c in entry["clients"]]
     fields = dict(entry["fields"])
     if isinstance(fields.get("approvedScopes"), list):
         fields["approvedScopes"] = restored_scopes(fields["approvedScopes"])
-    return Server(fields, {client.id: client for client in clients})
+    return Server(fields, restored_clients(entry))
 
 
 # How state files written before scope categories were kept marked an item: with its wire key.
