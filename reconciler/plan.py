@@ -100,6 +100,11 @@ class Change:
         return f'{self.kind} "{visible(self.path_text)}"'
 
     @property
+    def on_surface(self) -> str:
+        """`` (on resources)`` for a change made off the first surface, for people; else empty."""
+        return f" (on {self.surface})" if self.surface not in (None, SURFACES[0]) else ""
+
+    @property
     def path(self) -> tuple[str, ...]:
         """The object's names from the root: ``("calendar",)``, ``("calendar", "ci-agent")``."""
         return (self.name,) if self.server is None else (self.server, self.name)

@@ -114,6 +114,7 @@ class _Planner:
         self.withheld: list[Withheld] = []
         self.problems: list[str] = []
         self.cascade: dict[str, int] = {}  # id of a deleted object → objects its delete removes with it
+        self.moved_from: dict[tuple[Kind, tuple[str, ...]], LiveObject] = {}  # → its copy on another surface
 
     def plan(self) -> Plan:
         desired = desired_objects(self.manifest)
@@ -186,6 +187,7 @@ class _Planner:
                     f"{copy.surface}, adopt: true), or rename or delete it"
                 )
                 return None
+            self.moved_from[(kind.kind, desired.path)] = copy
             self._prune(kind, copy, _Parent(), moved_to=desired.surface)
         return here
 
@@ -214,9 +216,20 @@ class _Planner:
                 desired={**desired.fields, "tags": _json_list(tags)},
                 secret=target,
                 surface=surface,
+                notes=self._move_notes(kind, desired),
             )
         )
         self._plan_children(desired, _Parent(desired.path, exists=False))
+
+    def _move_notes(self, kind: KindDescriptor, desired: Desired) -> tuple[str, ...]:
+        copy = self.moved_from.get((kind.kind, desired.path))
+        if copy is None:
+            return ()
+        below = " and ".join(k.plural for k in children(kind.kind)) or "objects below it"
+        return (
+            f"moves it from {copy.surface} ({copy.id}): its {below} are created anew here, with new "
+            "secrets delivered to their sinks",
+        )
 
     def _plan_existing(
         self, kind: KindDescriptor, desired: Desired, *, live: LiveObject, parent: _Parent

@@ -70,6 +70,8 @@ async def target(request: pytest.FixtureRequest, shared_emulator: Any) -> AsyncI
             mine = [s.id for s in await client.load_all_servers() if s.name.startswith(prefix)]
             if mine:
                 await client.delete_servers(mine)
+            resources = [r.id for r in await client.load_all_resources() if r.name.startswith(prefix)]
+            await client.delete_resources(resources)
         return
     shared_emulator.reset()
     yield Target(shared_emulator.base_url, PROJECT, KEY, prefix, shared_emulator)
@@ -315,3 +317,53 @@ async def test_zero_values_are_read_as_missing(target: Target) -> None:
         assert not loaded.fields.get("skipConsentScreen")
         assert loaded.tags == ()
         await api.delete_servers([server.id])
+
+
+# ---- the Resources surface --------------------------------------------------------------------------
+
+RESOURCE = {
+    "description": "contract test resource",
+    "tags": ["team:contract"],
+    "approvedScopes": [
+        {"name": "read", "description": "Read", "category": "permissions"},
+        {"name": "email", "description": "Email", "category": "attributes"},
+    ],
+    "dynamicRegistration": {"enabled": True},
+    "loginPageURL": "https://auth.example.com/login",
+}
+
+
+async def test_an_mcp_server_made_as_a_resource_lives_and_dies_with_its_clients(target: Target) -> None:
+    """Resource create (flat body), load-all (GET, type mcp only), load by id (GET ?id=), update
+    ({"resource"}, full replacement with what was read), clients through the MCP client endpoints
+    with the Resource's id as mcpServerId, and delete."""
+    name = target.prefix + "res"
+    uri = f"https://{name}.contract.example.com/mcp"
+    async with target.client() as api:
+        created = await api.create_resource({"name": name, "audienceWhitelist": [uri], **RESOURCE})
+        assert created.surface == "resources"
+        assert created.id
+        listed = [r for r in await api.load_all_resources() if r.name == name]
+        assert [r.id for r in listed] == [created.id]
+        loaded = await api.load_resource(created.id)
+        assert loaded.fields["audienceWhitelist"] == [uri]
+        assert [(s["name"], s["category"]) for s in loaded.fields["approvedScopes"]] == [
+            ("read", "permissions"),
+            ("email", "attributes"),
+        ]
+        assert loaded.tags == ("team:contract",)  # kept in dynamicRegistrationSettings.tags
+
+        updated = await api.update_resource({**loaded.fields, "description": "changed"})
+        assert updated.fields["description"] == "changed"
+        assert updated.fields["loginPageURL"] == "https://auth.example.com/login"  # full object sent back
+
+        client = await api.create_client(created.id, {"name": "agent", "scopes": ["read"]})
+        assert [c.name for c in await api.search_clients(created.id)] == ["agent"]
+        assert await api.get_client_secret(created.id, client.id) == client.secret
+        rotated = await api.rotate_client_secret(created.id, client.id)
+        assert rotated != client.secret
+
+        await api.delete_resources([created.id])
+        assert not [r for r in await api.load_all_resources() if r.name == name]
+        with pytest.raises(NotFound):
+            await api.load_resource(created.id)

@@ -314,7 +314,7 @@ def _partial_note(plan: Plan) -> str:
 
 
 def _plan_block(change: Change) -> str:
-    summary = html_text(f"{SYMBOLS[change.action]} {change.action.value} {change.address}")
+    summary = html_text(f"{SYMBOLS[change.action]} {change.action.value} {change.address}{change.on_surface}")
     return _change_block(change, summary=summary, planned=True)
 
 

@@ -50,7 +50,7 @@ class _Writer:
 
     def change(self, change: Change, *, verb: str | None = None) -> None:
         symbol = SYMBOLS[change.action]
-        headline = f"{symbol} {visible(change.address)} {verb or VERBS[change.action]}"
+        headline = f"{symbol} {visible(change.address)}{change.on_surface} {verb or VERBS[change.action]}"
         self.add("  " + self.paint(symbol, text=headline))
         for item in change.fields:
             self.field(change.action, item)
