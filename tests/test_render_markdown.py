@@ -61,7 +61,12 @@ def client(action: Action, name: str, *, server: str = "calendar", **overrides: 
 def server(action: Action, name: str, **overrides: Any) -> Change:
     live = action is not Action.CREATE
     base = Change(
-        Kind.SERVER, action, name, id=f"S-{name}" if live else None, fingerprint=FP if live else None
+        Kind.SERVER,
+        action,
+        name,
+        id=f"S-{name}" if live else None,
+        fingerprint=FP if live else None,
+        surface="mcp-servers",
     )
     return replace(base, **overrides)
 
@@ -614,8 +619,10 @@ def test_the_schemas_name_exactly_the_keys_that_to_json_writes() -> None:
     data = everything_plan().to_json(signing_key=b"a-plan-signing-key-0123456789")
     assert set(data) == set(plan_schema["properties"]) == {*plan_schema["required"], "signature"}
     assert set(data["madeFrom"]) == set(plan_schema["properties"]["madeFrom"]["properties"])
-    change = next(c for c in data["changes"] if "secret" in c)
-    assert set(change) == set(plan_schema["$defs"]["change"]["properties"])
+    client = next(c for c in data["changes"] if "secret" in c)
+    server = next(c for c in data["changes"] if c["kind"] == "server")
+    assert set(client) | set(server) == set(plan_schema["$defs"]["change"]["properties"])
+    assert set(server) - set(client) == {"surface"}  # a server's change names its surface, a client's none
     assert set(load_schema("drift.schema.json")["properties"]) == set(drift_report().to_json())
 
 
