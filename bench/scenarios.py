@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from reconciler.api import DescopeClient
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.models import Manifest, ProjectSpec, ServerSpec
 from reconciler.planner import PlanOptions, build_plan
 from reconciler.throttle import Throttle, ThrottleSettings
-from reconciler.wire import LiveClient, LiveServer, LiveState
 from reconciler.workflow import ApplySettings, Connection, apply_fresh, plan_project
 
 PROJECT = "P2BENCH"

@@ -17,8 +17,9 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Protocol
 
-from reconciler.api import DescopeClient
 from reconciler.delivery import Courier, new_salt
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.wire import LiveState
 from reconciler.errors import ReconcilerError
 from reconciler.journal import digest
 from reconciler.kinds import KINDS, LiveObject, depends_on, level
@@ -26,7 +27,6 @@ from reconciler.operations import SECRET_OPERATIONS, SecretOperations, operation
 from reconciler.plan import Action, ApplyResult, Change, Plan
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
-from reconciler.wire import LiveState
 
 
 class Progress(Protocol):

@@ -14,7 +14,7 @@ import secrets as random_source
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from reconciler.api import DescopeClient
+from reconciler.descope.client import DescopeClient
 from reconciler.errors import NotFound
 from reconciler.journal import Journal, OpenDelivery, digest
 from reconciler.kinds import Kind

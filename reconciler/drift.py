@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from reconciler.descope.wire import LiveState
 from reconciler.kinds import (
     KINDS,
     Desired,
@@ -27,7 +28,6 @@ from reconciler.kinds import (
 from reconciler.models import Manifest
 from reconciler.plan import Action, Change, Kind
 from reconciler.planner import PlanOptions, build_plan
-from reconciler.wire import LiveState
 
 FORMAT_VERSION = 2  # of the JSON form; 2 added duplicated, to the report and to its summary
 

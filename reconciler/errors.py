@@ -35,7 +35,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from reconciler.kinds import Endpoint
+    from reconciler.descope.endpoints import Endpoint
 
 
 class ExitCode(IntEnum):

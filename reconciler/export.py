@@ -26,12 +26,12 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.emitter import RoundTripEmitter
 
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.kinds import CLIENT, SERVER, registered_elsewhere
 from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ProjectSpec, ServerSpec
 from reconciler.scopes import CATEGORY_KEY, CATEGORY_WIRE_KEYS
 from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags
 from reconciler.textsafe import visible
-from reconciler.wire import LiveClient, LiveServer, LiveState
 
 SERVER_FIELDS = [f.alias or n for n, f in ServerSpec.model_fields.items() if n not in SERVER.manifest_only]
 CLIENT_FIELDS = [f.alias or n for n, f in ClientSpec.model_fields.items() if n not in CLIENT.manifest_only]

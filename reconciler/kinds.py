@@ -2,10 +2,11 @@
 
 Every module that handles objects reads the kind's descriptor instead of branching on the kind: the
 planner walks the desired tree and the live one through :func:`desired_objects` and
-:attr:`KindDescriptor.live_under`, the differ normalizes by the kind's :class:`FieldShapes`, the
-applier and the planner order changes by :func:`level`, and the API client takes each call's method
-and path from :attr:`KindDescriptor.endpoints`. Adding a kind means adding a descriptor here (and its
-wire mapping); ``tests/test_kinds.py`` says what a descriptor is missing.
+:attr:`KindDescriptor.live_under`, the differ normalizes by the kind's :class:`FieldShapes`, and the
+applier and the planner order changes by :func:`level`. A descriptor's :attr:`KindDescriptor.endpoints`
+are tables of ``reconciler.descope.endpoints``, where the API client takes each call's method and path.
+Adding a kind means adding a descriptor here (and its endpoints and wire mapping in
+``reconciler.descope``); ``tests/test_kinds.py`` says what a descriptor is missing.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
+from reconciler.descope.endpoints import CLIENT_ENDPOINTS, MCP_SERVER_ENDPOINTS, RESOURCE_ENDPOINTS, Endpoints
+from reconciler.descope.wire import LiveState, Surface
 from reconciler.models import ClientSpec, Manifest, SecretRef, ServerSpec, Spec
 from reconciler.scopes import ScopesFormat, settle_categories
-from reconciler.wire import LiveState, Surface
-
-API_PREFIX = "/v1/mgmt/mcp/"
 
 # A value as JSON holds it: what the API sends and takes, and what a change's desired fields are.
 JsonValue: TypeAlias = "bool | int | float | str | list[JsonValue] | dict[str, JsonValue] | None"
@@ -42,38 +42,6 @@ class Action(StrEnum):
 
 # The actions that put a client secret in our hands, for a kind that holds one.
 SECRET_ACTIONS = frozenset({Action.CREATE, Action.ROTATE_SECRET, Action.ADOPT})
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One call of the Management API: its method and path (query parameters are given per call)."""
-
-    method: Literal["GET", "POST"]
-    path: str
-
-    def __str__(self) -> str:
-        return f"{self.method} {self.path}"
-
-
-def _post(path: str) -> Endpoint:
-    return Endpoint("POST", API_PREFIX + path)
-
-
-RESOURCES_PREFIX = "/v1/mgmt/"
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """The calls that read and write one kind (the secret calls only for a kind that holds one)."""
-
-    create: Endpoint
-    update: Endpoint
-    load: Endpoint
-    list: Endpoint  # every object of the kind (under one parent, for a child kind)
-    delete: Endpoint
-    delete_many: Endpoint | None  # None: only one at a time (a Resource)
-    read_secret: Endpoint | None = None
-    rotate_secret: Endpoint | None = None
 
 
 @dataclass(frozen=True)
@@ -169,26 +137,6 @@ class KindDescriptor:
 SCOPE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"description": "", "optional": False, "values": []})
 
 
-# The Resources surface of MCP servers (shared/reference/descope-resources-api.md §3): loads are GETs
-# with query parameters, there is no bulk delete, and the clients of a Resource use CLIENT's endpoints.
-RESOURCE_ENDPOINTS = Endpoints(
-    create=Endpoint("POST", RESOURCES_PREFIX + "resource/create"),
-    update=Endpoint("POST", RESOURCES_PREFIX + "resource/update"),
-    load=Endpoint("GET", RESOURCES_PREFIX + "resource/load"),
-    list=Endpoint("GET", RESOURCES_PREFIX + "resources/load"),
-    delete=Endpoint("POST", RESOURCES_PREFIX + "resource/delete"),
-    delete_many=None,
-)
-MCP_SERVER_ENDPOINTS = Endpoints(
-    create=_post("server/create"),
-    update=_post("server/update"),
-    load=_post("server/load"),
-    list=_post("servers/all"),
-    delete=_post("server/delete"),
-    delete_many=_post("servers/delete"),
-)
-
-
 def _settle_server(
     fields: Mapping[str, JsonValue], live: Mapping[str, Any] | None, shape: ScopesFormat
 ) -> dict[str, JsonValue]:
@@ -236,16 +184,7 @@ CLIENT = KindDescriptor(
     ),
     manifest_only=frozenset({"kind", "server", "protect", "adopt", "secret"}),
     read_only=frozenset({"id", "clientId", "mcpServerId", "registrationType", "status"}),
-    endpoints=Endpoints(
-        create=_post("server/client/create"),
-        update=_post("server/client/update"),
-        load=_post("server/client/load"),
-        list=_post("server/clients/search"),
-        delete=_post("server/client/delete"),
-        delete_many=_post("server/clients/delete"),
-        read_secret=_post("server/client/secret"),
-        rotate_secret=_post("server/client/secret/rotate"),
-    ),
+    endpoints=CLIENT_ENDPOINTS,
     live_under=lambda live, parent: live.clients_of(parent or ""),
     holds_secret=True,
 )

@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from types import MappingProxyType
 
-from reconciler.api import DescopeClient, gather_or_cancel
-from reconciler.wire import LiveClient, LiveServer, LiveState
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.transport import gather_or_cancel
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 
 FetchProgress = Callable[[int, int], None]  # (servers whose clients are read, servers to read)
 

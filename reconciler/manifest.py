@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 from pydantic import TypeAdapter
 from pydantic import ValidationError as ModelError
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
+from reconciler.descope.resource_wire import UNSUPPORTED
 from reconciler.errors import ManifestError, Problem, UsageError
 from reconciler.models import (
     DEFAULT_OWNERSHIP_TAG,
@@ -37,7 +38,6 @@ from reconciler.models import (
     VaultSinkSpec,
     secret_key,
 )
-from reconciler.resource_wire import UNSUPPORTED
 from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_issues, usable_part
 from reconciler.sinks.base import aws_name_problem, env_name, leaves_prefix, secret_name, vault_path
 from reconciler.tags import reserved_tag_problem

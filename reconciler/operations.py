@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Protocol
 
-from reconciler.api import DescopeClient
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.wire import LiveServer, Surface
 from reconciler.diff import overlay
 from reconciler.kinds import CLIENT, KINDS, SERVER, Kind, KindDescriptor, LiveObject
 from reconciler.secret import Secret
 from reconciler.tags import ROTATION_PREFIX
-from reconciler.wire import LiveServer, Surface
 
 
 @dataclass(frozen=True)

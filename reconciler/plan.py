@@ -15,10 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconciler.descope.wire import SURFACES, Surface
 from reconciler.kinds import KINDS, SECRET_ACTIONS, Action, JsonValue, Kind
 from reconciler.scopes import ScopesFormat
 from reconciler.textsafe import visible
-from reconciler.wire import SURFACES, Surface
 
 # Action, Kind and JsonValue are re-exported: they are the vocabulary of plans.
 __all__ = [

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from reconciler.descope.wire import LiveState, Surface
 from reconciler.diff import field_changes
 from reconciler.errors import PlanError, UsageError
 from reconciler.kinds import (
@@ -45,7 +46,6 @@ from reconciler.plan import (
     fingerprint,
 )
 from reconciler.tags import PROTECT_TAG, rotation_markers, user_tags, with_system_tags
-from reconciler.wire import LiveState, Surface
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
 
 ScopesFormat = Literal["list", "categorized"]
 

@@ -3,9 +3,9 @@ the whole plan against the one planning gives now (pure)."""
 
 from __future__ import annotations
 
+from reconciler.descope.wire import LiveState
 from reconciler.kinds import KINDS
 from reconciler.plan import Action, Change, Plan, fingerprint
-from reconciler.wire import LiveState
 
 
 def moved_since(plan: Plan, live: LiveState) -> list[str]:

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reconciler.api import DescopeClient, resolve_base_url
 from reconciler.applier import Applier, Progress
 from reconciler.delivery import Courier, Masker, resume
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.transport import resolve_base_url
+from reconciler.descope.wire import LiveState
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.files import write_atomically
@@ -33,7 +35,6 @@ from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
 from reconciler.stale import moved_since, plan_differences
 from reconciler.textsafe import json_visible
 from reconciler.throttle import Throttle, ThrottleSettings
-from reconciler.wire import LiveState
 
 DEFAULT_TIMEOUT = 30.0  # seconds per API call; MCP_RECONCILER_TIMEOUT overrides it
 PLAN_KEY_VARIABLE = "MCP_RECONCILER_PLAN_KEY"

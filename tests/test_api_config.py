@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.api import DescopeClient, resolve_base_url
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.transport import resolve_base_url
 from reconciler.errors import UsageError
 from reconciler.workflow import Connection
 

@@ -2,8 +2,8 @@
 
 With ``--live`` (and DESCOPE_PROJECT_ID / DESCOPE_MANAGEMENT_KEY set) the tests marked ``both`` run
 against the real project, creating objects under a unique name prefix and deleting them afterwards;
-what they assert there checks the assumptions in ``reconciler/assumptions.py``. Tests that need the
-emulator's admin surface or fault injection run only against the emulator.
+what they assert there checks the assumptions in ``reconciler/descope/assumptions.py``. Tests that need
+the emulator's admin surface or fault injection run only against the emulator.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from reconciler import assumptions
-from reconciler.api import DescopeClient, RetryPolicy, resolve_base_url
+from reconciler.descope import assumptions
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.transport import RetryPolicy, resolve_base_url
 from reconciler.emulator import EmulatorConfig, running_emulator
 from reconciler.errors import BadRequest, NotFound, Unauthorized
 

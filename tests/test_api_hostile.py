@@ -27,9 +27,11 @@ from typing import Any
 
 import pytest
 
-from reconciler import api
-from reconciler.api import DescopeClient, RetryPolicy
 from reconciler.cli import run
+from reconciler.descope import mcp_servers, transport
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.endpoints import API_PREFIX
+from reconciler.descope.transport import RetryPolicy
 from reconciler.errors import (
     ApiError,
     ApiUnavailable,
@@ -39,7 +41,6 @@ from reconciler.errors import (
     Unauthorized,
     UsageError,
 )
-from reconciler.kinds import API_PREFIX
 from reconciler.throttle import Throttle, ThrottleSettings
 from tests.conftest import project_yaml
 
@@ -250,8 +251,8 @@ async def test_a_short_page_before_the_last_is_an_error_after_a_few_reads() -> N
                 await api_client.search_clients("S1")
     message = clean(caught.value)
     assert "page 2 of 3 held 40 clients, not 100" in message
-    assert f"in {api.SEARCH_READS} reads" in message
-    assert server.count("server/clients/search") == 3 * api.SEARCH_READS
+    assert f"in {mcp_servers.SEARCH_READS} reads" in message
+    assert server.count("server/clients/search") == 3 * mcp_servers.SEARCH_READS
     assert time.monotonic() - started < MARGIN_S
 
 
@@ -272,7 +273,7 @@ async def test_a_total_that_keeps_changing_is_an_error_not_an_endless_loop() -> 
             with pytest.raises(ApiError) as caught:
                 await api_client.search_clients("S1")
     assert "the total went from" in clean(caught.value)
-    assert server.count("server/clients/search") == 2 * api.SEARCH_READS
+    assert server.count("server/clients/search") == 2 * mcp_servers.SEARCH_READS
 
 
 async def test_a_client_on_two_pages_is_an_error() -> None:
@@ -288,7 +289,7 @@ async def test_an_empty_first_page_of_a_nonzero_total_is_an_error() -> None:
         async with client(server.base_url) as api_client:
             with pytest.raises(ApiError, match="0 clients were listed of a total of 5"):
                 await api_client.search_clients("S1")
-        assert server.count("server/clients/search") == api.SEARCH_READS
+        assert server.count("server/clients/search") == mcp_servers.SEARCH_READS
 
 
 async def test_pages_much_smaller_than_asked_for_cannot_fan_out_past_the_page_cap() -> None:
@@ -301,7 +302,7 @@ async def test_pages_much_smaller_than_asked_for_cannot_fan_out_past_the_page_ca
 
 
 async def test_the_pages_of_one_search_share_a_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "MAX_SEARCH_BYTES", 256 * 1024)
+    monkeypatch.setattr(mcp_servers, "MAX_SEARCH_BYTES", 256 * 1024)
     fat = "x" * 1_000  # 100 clients of ~1 KB: ~100 KB a page, 10 pages
     respond = paged(lambda _: 1_000, lambda page: clients(page * 100, 100, description=fat))
     with hostile(respond) as server:
@@ -311,7 +312,7 @@ async def test_the_pages_of_one_search_share_a_byte_budget(monkeypatch: pytest.M
 
 
 async def test_more_servers_than_the_cap_are_refused() -> None:
-    body = {"servers": [{"id": f"S{n}", "name": f"s{n}"} for n in range(api.MAX_SERVERS + 1)]}
+    body = {"servers": [{"id": f"S{n}", "name": f"s{n}"} for n in range(transport.MAX_SERVERS + 1)]}
     with hostile(always(http(body=body))) as server:
         async with client(server.base_url) as api_client:
             with pytest.raises(ApiError, match="10,001 servers, more than the 10,000"):
@@ -440,7 +441,7 @@ async def test_an_endless_body_is_cut_off_at_the_cap_in_bounded_memory() -> None
             elapsed = time.monotonic() - started
         assert server.count("servers/all") == 1  # too large is not retried
     assert "the response is larger than 32 MiB; stopped reading it" in clean(caught.value)
-    assert peak < api.MAX_RESPONSE_BYTES + 16 * MIB
+    assert peak < transport.MAX_RESPONSE_BYTES + 16 * MIB
     assert elapsed < 30
 
 

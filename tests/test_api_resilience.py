@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.api import DescopeClient, RetryPolicy
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.transport import RetryPolicy
 from reconciler.emulator import EmulatorConfig, running_emulator
 from reconciler.errors import ApiUnavailable, RateLimited, ServerError
 from reconciler.throttle import Throttle, ThrottleSettings

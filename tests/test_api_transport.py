@@ -17,9 +17,11 @@ import httpx
 import pytest
 
 from reconciler import kinds
-from reconciler.api import READ_SECRET, DescopeClient, RetryPolicy
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.endpoints import API_PREFIX, Endpoint
+from reconciler.descope.mcp_servers import READ_SECRET
+from reconciler.descope.transport import RetryPolicy
 from reconciler.errors import AmbiguousObject, ApiUnavailable, BadRequest, NotFound, UsageError
-from reconciler.kinds import API_PREFIX, Endpoint
 from reconciler.secret import Secret
 
 KEY = "K2-transport-management-key-3f8a"

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from starlette.responses import Response
 
-import reconciler.api
-from reconciler.api import RetryPolicy
+import reconciler.descope.transport
 from reconciler.cli import run
+from reconciler.descope.transport import RetryPolicy
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from reconciler.emulator.app import FAULT_CODE, DroppedResponse, Emulator
 from reconciler.emulator.store import ApiFailure, Store
@@ -217,7 +217,7 @@ def harness(
 ) -> Iterator[Harness]:
     """An emulator with seeded faults (``request.param``: a Variant), and the retry policy to face it."""
     variant: Variant = request.param
-    monkeypatch.setattr(reconciler.api, "RetryPolicy", variant.policy)
+    monkeypatch.setattr(reconciler.descope.transport, "RetryPolicy", variant.policy)
     config = EmulatorConfig(
         project_id=PROJECT,
         management_key=KEY,
@@ -231,7 +231,7 @@ def harness(
 @pytest.fixture
 def calm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Harness]:
     """An emulator without random faults, for faults a test places itself."""
-    monkeypatch.setattr(reconciler.api, "RetryPolicy", FastRetry)
+    monkeypatch.setattr(reconciler.descope.transport, "RetryPolicy", FastRetry)
     yield from start(monkeypatch, tmp_path, EmulatorConfig(project_id=PROJECT, management_key=KEY))
 
 
@@ -239,7 +239,7 @@ def calm(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Harness]:
 def steady() -> Iterator[None]:
     """The full retry policy for the commands that check the outcome: what is under test is apply."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(reconciler.api, "RetryPolicy", FastRetry)
+        patch.setattr(reconciler.descope.transport, "RetryPolicy", FastRetry)
         yield
 
 

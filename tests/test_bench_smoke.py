@@ -23,7 +23,8 @@ def test_the_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
     ours, single, baseline = results["plan"]
-    assert (ours["calls"], single["calls"], baseline["calls"]) == (1 + 3, 1 + 3, 1 + 3 + 3 * 2)
+    # This tool: servers/all and resources/load (both surfaces), then one search per server.
+    assert (ours["calls"], single["calls"], baseline["calls"]) == (2 + 3, 2 + 3, 1 + 3 + 3 * 2)
     assert results["apply"]["done"] == 12  # the server is seeded and in sync; its 12 clients are created
     assert results["apply"]["failed"] == 0
     assert results["diff"]["changes"] == 20 + 20 * 5

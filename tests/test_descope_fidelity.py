@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from reconciler.cli import run
+from reconciler.descope.wire import LiveServer
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from reconciler.tags import ROTATION_PREFIX
-from reconciler.wire import LiveServer
 from tests.conftest import serving
 
 KEY = "K2-categories-key-3b7d"

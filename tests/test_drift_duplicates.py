@@ -10,6 +10,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from reconciler.cli import run
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.drift import DriftReport, Duplicated, detect_drift
 from reconciler.emulator import RunningEmulator
 from reconciler.manifest import load_manifest
@@ -17,7 +18,6 @@ from reconciler.plan import Kind
 from reconciler.render.markdown import render_drift_markdown
 from reconciler.render.text import render_drift_text
 from reconciler.schemas import format_checker, load_schema, schema_registry
-from reconciler.wire import LiveClient, LiveServer, LiveState
 from tests.conftest import EXAMPLES, serving
 
 KEY = "K2-drift-duplicates-key-5e1"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
 from reconciler.emulator import (
     EmulatorConfig,
     RunningEmulator,
@@ -213,7 +213,7 @@ def test_server_delete_cascades_and_bulk_delete_ignores_absent_ids(api: httpx.Cl
     assert [s["id"] for s in ok(api, "servers/all")["servers"]] == [three]
 
 
-# ---- the unpublished behaviours follow reconciler/assumptions.py ----------------------------------
+# ---- the unpublished behaviours follow reconciler/descope/assumptions.py --------------------------
 
 
 def server_ids(client: httpx.Client) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from reconciler.api import DescopeClient
+from reconciler.descope.client import DescopeClient
 
 KEY = "K2-command-test-key-77aa"
 

@@ -1,7 +1,7 @@
 """The emulator's Resources surface over real HTTP (shared/reference/descope-resources-api.md): the six
 routes and their errors, clients of a Resource through the MCP client endpoints, the two settings of
 cross-surface visibility, the admin surface and the state file, strict mode, and every constant of the
-"Resources surface" section of reconciler/assumptions.py flipped."""
+"Resources surface" section of reconciler/descope/assumptions.py flipped."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 
 PROJECT = "P2RESOURCETEST"
@@ -913,7 +913,7 @@ def test_a_state_file_from_before_resources_still_loads(tmp_path: Path) -> None:
         pass
 
 
-# ---- the unpublished behaviours follow the "Resources surface" section of reconciler/assumptions.py -
+# ---- the unpublished behaviours follow the "Resources surface" section of reconciler/descope/assumptions.py
 
 
 def test_resource_id_prefix(api: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from tests.conftest import DATA
 

@@ -16,14 +16,14 @@ from typing import Any, get_args, get_origin
 import pytest
 from pydantic import BaseModel
 
+from reconciler.descope.endpoints import Endpoint, Endpoints
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState, WireError
 from reconciler.kinds import (
     CLIENT,
     KINDS,
     SERVER,
     Action,
     Desired,
-    Endpoint,
-    Endpoints,
     Kind,
     KindDescriptor,
     LiveObject,
@@ -47,7 +47,6 @@ from reconciler.models import (
     Spec,
     StandaloneClientSpec,
 )
-from reconciler.wire import LiveClient, LiveServer, LiveState, WireError
 
 # The manifest model each kind is written in, and how its wire objects are read.
 MANIFEST_MODELS: Mapping[Kind, type[Spec]] = {Kind.SERVER: ServerSpec, Kind.CLIENT: StandaloneClientSpec}

@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 
 from reconciler import kinds
-from reconciler.api import DescopeClient
 from reconciler.cli import run
+from reconciler.descope.client import DescopeClient
+from reconciler.descope.wire import LiveServer
 from reconciler.emulator import RunningEmulator
 from reconciler.errors import BadRequest
 from reconciler.journal import read_events
 from reconciler.secret import Secret
 from reconciler.sinks.base import SecretRecord, SinkError
 from reconciler.sinks.file import FileSink
-from reconciler.wire import LiveServer
 from tests.conftest import serving
 
 KEY = "K2-open-deliveries-key-41c9"

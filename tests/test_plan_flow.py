@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from reconciler.api import DescopeClient
 from reconciler.cli import run
+from reconciler.descope.client import DescopeClient
 from reconciler.diff import overlay
 from reconciler.emulator import RunningEmulator
 from reconciler.ghactions import SUMMARY_LIMIT, append_summary

@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 
 from reconciler import kinds
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.errors import PlanError, UsageError
 from reconciler.manifest import load_manifest
 from reconciler.models import Manifest
 from reconciler.plan import Action, FieldChange, Kind, Plan
 from reconciler.planner import PlanOptions, Target, build_plan
 from reconciler.tags import PROTECT_TAG, ROTATION_PREFIX
-from reconciler.wire import LiveClient, LiveServer, LiveState
 from tests.conftest import Writer
 
 OWNER = "managed-by:mcp-reconciler"

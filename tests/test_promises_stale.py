@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from reconciler.cli import run
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.emulator import RunningEmulator
 from reconciler.plan import Action, Change, Kind, Plan, fingerprint
 from reconciler.stale import moved_since
-from reconciler.wire import LiveClient, LiveServer, LiveState
 from tests.conftest import project_yaml, serving
 
 OWNER = "managed-by:mcp-reconciler"

@@ -37,6 +37,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState, server_to_wire
 from reconciler.diff import overlay
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from reconciler.emulator.app import MUTATIONS, omit_zero
@@ -49,7 +50,6 @@ from reconciler.planner import PlanOptions, build_plan
 from reconciler.scopes import ScopesFormat
 from reconciler.tags import PROTECT_TAG, ROTATION_PREFIX, user_tags
 from reconciler.throttle import ThrottleSettings
-from reconciler.wire import LiveClient, LiveServer, LiveState, server_to_wire
 from reconciler.workflow import ApplySettings, Connection, apply_fresh, plan_project
 
 OWNER = DEFAULT_OWNERSHIP_TAG

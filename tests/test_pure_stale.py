@@ -6,9 +6,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.plan import Action, Change, FieldChange, Kind, Plan, fingerprint
 from reconciler.stale import moved_since, plan_differences
-from reconciler.wire import LiveClient, LiveServer, LiveState
 
 FALLBACK = "the plan's project settings or the order of its changes differ from what is planned now"
 

@@ -11,7 +11,8 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
+from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.drift import DriftReport, Unmanaged, detect_drift
 from reconciler.manifest import load_manifest
 from reconciler.models import Manifest
@@ -33,7 +34,6 @@ from reconciler.render.markdown import (
 from reconciler.schemas import format_checker, load_schema, schema_registry
 from reconciler.tags import PROTECT_TAG, ROTATION_PREFIX
 from reconciler.textsafe import visible
-from reconciler.wire import LiveClient, LiveServer, LiveState
 from tests.conftest import EXAMPLES
 
 OWNER = "managed-by:mcp-reconciler"

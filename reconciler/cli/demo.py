@@ -18,9 +18,9 @@ from pathlib import Path
 
 import click
 
-from reconciler.api import DescopeClient
 from reconciler.cli.common import DEFAULT_PATHS, colour
 from reconciler.cli.main import cli
+from reconciler.descope.client import DescopeClient
 from reconciler.emulator import EmulatorConfig, running_emulator
 from reconciler.errors import ExitCode, UsageError
 from reconciler.manifest import load_manifest

@@ -34,7 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
 from reconciler.emulator import resources
 from reconciler.emulator.faults import STATUS_DROPPED, FaultInjector, RateLimiter, Traffic, apply_latency
 from reconciler.emulator.store import (

@@ -2,7 +2,7 @@
 of a Resource into an MCP server.
 
 Every behaviour the wire reference (``shared/reference/descope-resources-api.md``) marks [assume] reads a
-constant of the "Resources surface" section of ``reconciler.assumptions``. The one documented rule is
+constant of the "Resources surface" section of ``reconciler.descope.assumptions``. The one documented rule is
 that ``dynamicRegistrationSettings.useTemplate`` needs a ``dynamicRegistrationTemplateId``; templates
 themselves are not modelled (inline settings are stored and echoed as given).
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
 from reconciler.emulator.store import (
     RESOURCE_SERVER_FIELDS,
     RESOURCE_TYPE_MCP,

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from reconciler import assumptions
+from reconciler.descope import assumptions
 from reconciler.files import write_atomically
 from reconciler.scopes import CATEGORY_KEY, read_scopes
 

@@ -224,7 +224,7 @@ SURFACES: tuple[Surface, ...] = ("mcp-servers", "resources")
 @dataclass(frozen=True)
 class LiveServer:
     """An MCP server as loaded: its id and name, every field exactly as read (a Resource's in the
-    shape of an MCP server, see ``reconciler.resource_wire``), and the surface it lives on."""
+    shape of an MCP server, see ``reconciler.descope.resource_wire``), and the surface it lives on."""
 
     id: str
     name: str

@@ -64,6 +64,12 @@ CLIENT_STATUS_ACTIVE = "verified"
 DELETE_RESPONSE: dict[str, object] = {}
 
 # ---- Resources surface ----------------------------------------------------------------------------
+
+# A Resource has no tags of its own. Its dynamicRegistrationSettings.tags are documented as defaults
+# for the clients that register themselves; a production client of the live API keeps its server tags
+# there, and so does the reconciler: the ownership and protect tags of an MCP server made as a Resource
+# live in that list (reconciler.descope.resource_wire). Nothing here can switch that: there is no other
+# place a Resource carries tags.
 # Descope's newer /v1/mgmt/resource* surface, on which its console makes MCP servers. Its wire reference
 # (``shared/reference/descope-resources-api.md``) marks these [assume]; the emulator honours each.
 

@@ -11,7 +11,7 @@ replaces the whole Resource.
 A Resource has no tags of its own; ``dynamicRegistrationSettings.tags`` are documented as defaults for
 the clients that register themselves, and a production client of the live API keeps its server tags
 there. The ownership and protect tags live there too: the only place a Resource can carry them
-(``assumptions.RESOURCE_TAGS_IN_REGISTRATION_SETTINGS``).
+(an assumption, written down in ``assumptions``, "Resources surface").
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from reconciler.descope.wire import LiveServer, WireError, check_resource, optional_text
 from reconciler.scopes import read_scopes, write_scopes
-from reconciler.wire import LiveServer, WireError, check_resource, optional_text
 
 EXTRAS_KEY = "_resource"  # where a Resource's own fields wait, untouched, to be written back
 DRS = "dynamicRegistrationSettings"
