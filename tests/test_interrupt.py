@@ -21,10 +21,13 @@ from tests.conftest import EXAMPLES, ROOT
 # From "before the package is imported" to "well into the command": start-up takes a few tenths.
 DELAYS = (0.0001, 0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
 LAUNCH = """\
-import os, runpy, signal, sys
+import atexit, os, runpy, signal, sys
 import reconciler  # the package's first line: from here on a Ctrl+C is the tool's to handle
 signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 signal.setitimer(signal.ITIMER_REAL, float(sys.argv[1]))
+# A Ctrl+C after the command is done is none of its business: once the interpreter starts shutting
+# down, a timer still pending would end the process with SIGALRM's default action instead.
+atexit.register(signal.setitimer, signal.ITIMER_REAL, 0)
 sys.argv = ["mcp-reconciler", "validate", sys.argv[2]]
 runpy.run_module("reconciler", run_name="__main__", alter_sys=True)
 """
