@@ -288,9 +288,11 @@ class _Planner:
         moved = f"the copy on {obj.surface} that moving it to {moved_to} leaves" if moved_to else ""
         if self.owner not in obj.tags:
             return
-        if not self.prune:
-            if moved:
-                self.withheld.append(Withheld(address, root, f"{moved}: pruning is off"))
+        if not self.prune:  # shown, so that an object that left the manifests is never silently kept
+            reason = (
+                f"{moved}: pruning is off" if moved else "in no manifest; not deleted, since pruning is off"
+            )
+            self.withheld.append(Withheld(address, root, reason))
             return
         if PROTECT_TAG in obj.tags:
             self.withheld.append(Withheld(address, root, "protected (protect: true when last applied)"))

@@ -261,3 +261,30 @@ def test_the_step_summary_stays_under_githubs_limit(tmp_path: Path) -> None:
         append_summary({"GITHUB_STEP_SUMMARY": str(summary)}, "x" * 600_000)
     assert SUMMARY_LIMIT - 100 < summary.stat().st_size <= SUMMARY_LIMIT < 1024 * 1024
     assert summary.read_text().endswith("_The rest is cut: GitHub allows 1 MiB of step summary._\n")
+
+
+def test_with_pruning_off_a_removed_server_file_is_listed_as_not_deleted(
+    emulator: RunningEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The exit code counts changes only (0 here), but the plan never says the project matches."""
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "p.yaml").write_text(f"kind: Project\nprojectId: {PROJECT}\nprune: false\n")
+    (folder / "crm.yaml").write_text("kind: MCPServer\nname: crm\n")
+    assert run(["apply", str(folder), "--auto-approve"]) == 0
+    (folder / "crm.yaml").unlink()
+    capsys.readouterr()
+    assert run(["plan", str(folder), "--detailed-exitcode"]) == 0
+    out = capsys.readouterr().out
+    assert "No changes. The project matches the manifests." not in out
+    assert 'server "crm" is kept: in no manifest; not deleted, since pruning is off' in out
+    assert run(["plan", str(folder), "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["changes"] == []
+    assert [w["address"] for w in plan["withheld"]] == ['server "crm"']
+
+
+def test_each_command_names_the_schema_of_its_own_json(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, schema in (("plan", "plan.schema.json"), ("drift", "drift.schema.json")):
+        assert run([command, "--help"]) == 0
+        assert f"schemas/{schema}" in " ".join(capsys.readouterr().out.split())

@@ -292,3 +292,28 @@ def test_pruning_a_server_deletes_its_clients_first_unless_the_api_cascades(
         "the plan deletes 3 objects, more than maxDeletes allows (2: 2); "
         "review the deletes, then re-run with --allow-deletes 3"
     ]
+
+
+def test_with_pruning_off_an_owned_object_that_left_the_manifests_is_listed_as_not_deleted(
+    write: Writer,
+) -> None:
+    live = state(
+        [
+            server(
+                "calendar",
+                "MS1",
+                description="Calendar tools",
+                tags=["team:a"],
+                approvedScopes=[{"name": "read", "description": "Read"}],
+            ),
+            server("crm", "MS2"),
+            server("someone-elses", "MS3", owned=False),
+        ],
+        [client("agent", "C1", "MS1", scopes=["read"]), client("gone", "C2", "MS1")],
+    )
+    plan = build_plan(manifest(write, CALENDAR), live, PlanOptions(prune=False))
+    assert plan.changes == ()  # nothing is deleted ...
+    assert [(w.address, w.reason) for w in plan.withheld] == [  # ... and nothing is hidden
+        ('client "calendar/gone"', "in no manifest; not deleted, since pruning is off"),
+        ('server "crm"', "in no manifest; not deleted, since pruning is off"),
+    ]

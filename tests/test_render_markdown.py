@@ -222,8 +222,10 @@ def test_withheld_changes_are_listed_with_their_reasons() -> None:
 def test_without_changes_the_plan_says_so_and_still_lists_withheld_ones() -> None:
     withheld = (Withheld('server "legacy"', "legacy", "protected"),)
     text = render_plan_markdown(plan_of(withheld=withheld))
-    assert "No changes. The project matches the manifests.\n" in text
+    assert "No changes will be made; the objects below differ from the manifests and are kept.\n" in text
+    assert "No changes. The project matches the manifests." not in text  # it does not: see the list
     assert "| action |" not in text
+    assert "No changes. The project matches the manifests.\n" in render_plan_markdown(plan_of())
     assert '- server "legacy": protected' in text
 
 

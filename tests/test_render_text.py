@@ -60,7 +60,8 @@ def test_an_empty_plan_says_so_and_lists_what_it_keeps() -> None:
     text = render_plan_text(_plan(withheld=(Withheld('server "x"', "x", "protected"),)))
     assert (
         text
-        == 'Project P2\n\nNo changes. The project matches the manifests.\n\nNot changed:\n  server "x" is kept: protected\n'
+        == "Project P2\n\nNo changes will be made; the objects below differ from the manifests and are kept.\n"
+        '\nNot changed (1):\n  server "x" is kept: protected\n'
     )
 
 
@@ -88,7 +89,7 @@ def test_values_from_manifests_and_the_api_are_escaped_and_our_colours_kept() ->
         '      ~ description: "old\\u202eevil" -> "new\\x9bx"\n'
         '      + policies["\\x1b[31m.example.com"]: true\n'
         "      # note\\x07\\nsecond line\n\n"
-        "Not changed:\n"
+        "Not changed (1):\n"
         '  server "w\\x1b[8m" is kept: kept\\r\\u2066\n\n'
         "Plan: 0 to create, 1 to update, 0 to delete, 0 secrets to rotate.\n"
     )

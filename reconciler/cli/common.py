@@ -87,14 +87,19 @@ def fetch_progress() -> Callable[[int, int], None] | None:
     return show
 
 
-FORMAT_OPTION = click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "json", "markdown"]),
-    default="text",
-    show_default=True,
-    help="text for people, json for policy tools (schemas/plan.schema.json), markdown for PR comments.",
-)
+def format_option(schema: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format``, naming the JSON schema of the command's own output."""
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json", "markdown"]),
+        default="text",
+        show_default=True,
+        help=f"text for people, json for policy tools (schemas/{schema}), markdown for PR comments.",
+    )
+
+
+FORMAT_OPTION = format_option("plan.schema.json")
 DETAILED_EXITCODE = click.option(
     "--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes (0: none, 1: error)."
 )

@@ -17,6 +17,7 @@ from reconciler.cli.common import (
     api_options,
     connection,
     emit,
+    format_option,
     group,
     load,
     manifest_options,
@@ -126,7 +127,7 @@ def plan_command(
 @cli.command("drift")
 @manifest_options
 @api_options
-@FORMAT_OPTION
+@format_option("drift.schema.json")
 @DETAILED_EXITCODE
 def drift_command(
     *,

@@ -27,6 +27,7 @@ from typing import Any
 from reconciler.drift import DriftReport, Duplicated, Unmanaged
 from reconciler.kinds import KINDS, children
 from reconciler.plan import ACTION_SYMBOLS, Action, Change, FieldChange, Plan, Withheld
+from reconciler.render.text import NO_CHANGES, NO_CHANGES_BUT_WITHHELD
 from reconciler.textsafe import visible
 
 MARKDOWN_LIMIT = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
@@ -262,7 +263,7 @@ def render_plan_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
         # The apply run shows the digest of the plan it is about to apply: equal digests, equal changes.
         head += f"\nChange set {code(plan.change_set)}\n"
     else:
-        head += "No changes. The project matches the manifests.\n"
+        head += (NO_CHANGES if not plan.withheld else NO_CHANGES_BUT_WITHHELD) + "\n"
     sections = [
         _Section(
             f"### Withheld: changes this plan will not make ({len(plan.withheld):,})",

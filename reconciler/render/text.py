@@ -83,18 +83,22 @@ def summary_line(plan: Plan) -> str:
     return "Plan: " + ", ".join(parts) + "."
 
 
+NO_CHANGES = "No changes. The project matches the manifests."
+NO_CHANGES_BUT_WITHHELD = "No changes will be made; the objects below differ from the manifests and are kept."
+
+
 def render_plan_text(plan: Plan, *, colour: bool = False) -> str:
     out = _Writer(colour=colour)
     scope = f" (partial: {visible(', '.join(plan.targets))})" if plan.partial else ""
     out.add(f"Project {visible(plan.project_id)}{scope}")
     out.add()
     if not plan.changes:
-        out.add("No changes. The project matches the manifests.")
+        out.add(NO_CHANGES if not plan.withheld else NO_CHANGES_BUT_WITHHELD)
     for change in plan.changes:
         out.change(change)
     if plan.withheld:
         out.add()
-        out.add("Not changed:")
+        out.add(f"Not changed ({len(plan.withheld):,}):")
         for item in plan.withheld:
             out.add(f"  {visible(item.address)} is kept: {visible(item.reason)}")
     if plan.changes:
