@@ -21,6 +21,7 @@ from reconciler.kinds import (
     Desired,
     children,
     desired_objects,
+    desired_paths,
     live_objects,
     registered_elsewhere,
     roots,
@@ -150,7 +151,7 @@ def _unmanaged(manifest: Manifest, live: LiveState, *, adopting: set[str]) -> tu
     """Live objects without the ownership tag (not being adopted), and the count of objects end
     users registered (dynamically or through CIMD): those are neither managed nor drift."""
     owner = manifest.project.ownershipTag
-    declared = {(d.kind, d.path) for d in _all(desired_objects(manifest))}
+    declared = set(desired_paths(desired_objects(manifest)))
     found: list[Unmanaged] = []
     dynamic = 0
     for kind, path, obj in live_objects(live):
@@ -161,10 +162,6 @@ def _unmanaged(manifest: Manifest, live: LiveState, *, adopting: set[str]) -> tu
             address = f'{kind} "{"/".join(path)}"'
             found.append(Unmanaged(address, obj.id, _note(address, (kind, path) in declared, adopting)))
     return found, dynamic
-
-
-def _all(objects: tuple[Desired, ...]) -> list[Desired]:
-    return [d for obj in objects for d in (obj, *_all(obj.children))]
 
 
 def _note(address: str, declared: bool, adopting: set[str]) -> str:

@@ -151,11 +151,14 @@ class _Clients:
         """Remember the applied rotation marker in the client's tags, so the next plan does not
         rotate again; nothing to do when exactly this marker, and no other, is recorded already
         (in ``tags`` when the caller knows them, else in the client as loaded now)."""
-        if tags is None:
-            tags = (await api.load_client(parent_id, id=object_id)).tags
-        if [t for t in tags if t.startswith(ROTATION_PREFIX)] == [ROTATION_PREFIX + marker]:
+        # Loaded once when the caller knows no tags; loaded fresh for the update (a full replacement)
+        # when the caller's tags may be old.
+        live = await api.load_client(parent_id, id=object_id) if tags is None else None
+        recorded = live.tags if live is not None else tags or ()
+        if [t for t in recorded if t.startswith(ROTATION_PREFIX)] == [ROTATION_PREFIX + marker]:
             return
-        live = await api.load_client(parent_id, id=object_id)
+        if live is None:
+            live = await api.load_client(parent_id, id=object_id)
         kept = [t for t in live.tags if not t.startswith(ROTATION_PREFIX)]
         fields = {**live.fields, "tags": [*kept, ROTATION_PREFIX + marker]}
         await api.update_client(_client_update(fields, client_id=live.id, server_id=live.server_id))
