@@ -12,6 +12,7 @@ keeps a 21,000-object plan well under its CPU budget (see BENCHMARKS.md).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from deepdiff import DeepDiff
@@ -79,13 +80,43 @@ def field_changes(
         if not isinstance(after[key], Mapping) or not isinstance(before.get(key), Mapping):
             # A scalar or a list differs: reported whole, no need for a structural diff.
             path = render((key,), shapes)
-            changes[path] = FieldChange(path, before.get(key), after[key])
+            changes[path] = _itemized(FieldChange(path, before.get(key), after[key]), (key,), shapes)
             continue
         for parts in _changed_paths(before[key], after[key]):
             path = render((key, *parts), shapes)
             if path not in changes:
-                changes[path] = FieldChange(path, _at(before[key], parts), _at(after[key], parts))
+                change = FieldChange(path, _at(before[key], parts), _at(after[key], parts))
+                changes[path] = _itemized(change, (key, *parts), shapes)
     return tuple(changes[path] for path in sorted(changes))
+
+
+def _itemized(change: FieldChange, parts: tuple[Any, ...], shapes: FieldShapes) -> FieldChange:
+    """``change`` with the items added and removed, when it is of a set-like list both sides hold."""
+    if not (isinstance(change.before, list) and isinstance(change.after, list) and _set_like(parts, shapes)):
+        return change
+    before, after = set(change.before), set(change.after)  # essences: sorted strings, no duplicates
+    added = tuple(item for item in change.after if item not in before)
+    removed = tuple(item for item in change.before if item not in after)
+    return replace(change, added=added, removed=removed)
+
+
+def _set_like(parts: tuple[Any, ...], shapes: FieldShapes) -> bool:
+    """Whether the field at ``parts`` (keys of keyed lists among them) is a set-like list: one of the
+    kind's sets, or a set attribute of a keyed list's item (a scope's ``values``)."""
+    fields: tuple[str, ...] = ()
+    item_of: KeyedList | None = None  # the keyed list whose item ``parts`` is inside, just past its key
+    skip_key = False
+    for index, part in enumerate(parts):
+        if skip_key:
+            skip_key = False
+            continue
+        fields = (*fields, str(part))
+        keyed = shapes.keyed_at(fields)
+        if keyed is not None:
+            item_of, skip_key = keyed, True
+        elif index == len(parts) - 1:
+            return shapes.is_set(fields) or (item_of is not None and str(part) in item_of.sets)
+    return False
 
 
 def _changed_paths(before: Any, after: Any) -> Iterable[tuple[Any, ...]]:

@@ -14,6 +14,7 @@
     │   ├── ApiUnavailable     no usable answer: connection refused, reset, timed out
     │   └── AmbiguousObject    a lookup after an unknown outcome found more than one candidate
     ├── PlanError              the manifests cannot be planned against live state (all reasons)
+    │   └── DeleteBudgetError  the plan deletes more than the budget: carries the plan, to be shown
     ├── StalePlanError         a saved plan no longer matches live state
     ├── SavedPlanError         a saved plan is unreadable, edited, unsigned, or not from these manifests
     ├── ApplyError             which changes failed and why
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from reconciler.descope.endpoints import Endpoint
+    from reconciler.plan import Plan
 
 
 class ExitCode(IntEnum):
@@ -192,3 +194,12 @@ class PlanError(ReconcilerError):
         self.reasons = reasons
         count = len(reasons)
         super().__init__(f"cannot plan: {count} problem{'s' if count != 1 else ''}")
+
+
+class DeleteBudgetError(PlanError):
+    """The plan deletes more objects than maxDeletes (and --allow-deletes) allow. It carries the whole
+    plan, marked refused, so the command shows what it refuses before it says so."""
+
+    def __init__(self, reason: str, *, plan: Plan) -> None:
+        super().__init__([reason])
+        self.plan = plan

@@ -27,6 +27,7 @@ __all__ = [
     "SIGNATURE_PREFIX",
     "Action",
     "ApplyResult",
+    "Cascaded",
     "Change",
     "FieldChange",
     "JsonValue",
@@ -41,7 +42,7 @@ __all__ = [
     "signature",
 ]
 
-FORMAT_VERSION = 3  # 3 added the surface of server changes
+FORMAT_VERSION = 4  # 3 added the surface of server changes; 4 list items, cascades, sink problems
 SIGNATURE_PREFIX = "hmac-sha256:"
 
 
@@ -57,14 +58,50 @@ ACTION_SYMBOLS = {
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One field's value before (live) and after (desired); None means absent."""
+    """One field's value before (live) and after (desired); None means absent.
+
+    For a set-like list that both sides have (URLs, audiences, tags, scope values), ``added`` and
+    ``removed`` name the items that change, so a reviewer sees each one rather than two long lists."""
 
     path: str
     before: Any
     after: Any
+    added: tuple[JsonValue, ...] | None = None
+    removed: tuple[JsonValue, ...] | None = None
+
+    @property
+    def itemized(self) -> bool:
+        return self.added is not None and self.removed is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "before": self.before, "after": self.after}
+        data = {"path": self.path, "before": self.before, "after": self.after}
+        if self.added is not None and self.removed is not None:
+            data["added"] = list(self.added)
+            data["removed"] = list(self.removed)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FieldChange:
+        added, removed = data.get("added"), data.get("removed")
+        return cls(
+            data["path"],
+            data["before"],
+            data["after"],
+            added=tuple(added) if isinstance(added, list) else None,
+            removed=tuple(removed) if isinstance(removed, list) else None,
+        )
+
+
+@dataclass(frozen=True)
+class Cascaded:
+    """An object that a delete removes with its parent (the API deletes a server's clients with it)."""
+
+    kind: Kind
+    name: str
+    id: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind.value, "name": self.name, "id": self.id}
 
 
 @dataclass(frozen=True)
@@ -92,6 +129,16 @@ class Change:
     secret: SecretTarget | None = None
     notes: tuple[str, ...] = ()
     surface: Surface | None = None  # for a kind with surfaces: the one the change is made on
+    cascade: tuple[Cascaded, ...] = ()  # for a delete: the objects below that go with it
+
+    @property
+    def removes(self) -> int:
+        """How many objects carrying it out deletes: the object and its cascade (0 unless a delete)."""
+        return 1 + len(self.cascade) if self.action is Action.DELETE else 0
+
+    def cascade_address(self, item: Cascaded) -> str:
+        """How people name an object deleted with this one, escaped for display like ``address``."""
+        return f'{item.kind} "{visible("/".join((*self.path, item.name)))}"'
 
     @property
     def address(self) -> str:
@@ -134,6 +181,8 @@ class Change:
         }
         if self.surface is not None:
             data["surface"] = self.surface
+        if self.cascade:
+            data["cascade"] = [item.to_json() for item in self.cascade]
         if self.secret is not None:
             data["secret"] = {
                 "sink": self.secret.sink,
@@ -153,11 +202,14 @@ class Change:
             id=data.get("id"),
             server_id=data.get("serverId"),
             fingerprint=data.get("fingerprint"),
-            fields=tuple(FieldChange(f["path"], f["before"], f["after"]) for f in data.get("fields", [])),
+            fields=tuple(FieldChange.from_json(f) for f in data.get("fields", [])),
             desired=dict(data.get("desired") or {}),
             secret=SecretTarget(secret["sink"], secret["key"], secret.get("rotation")) if secret else None,
             notes=tuple(data.get("notes") or ()),
             surface=_surface(data.get("surface")),
+            cascade=tuple(
+                Cascaded(Kind(item["kind"]), item["name"], item["id"]) for item in data.get("cascade") or ()
+            ),
         )
 
 
@@ -215,13 +267,29 @@ class Plan:
     targets: tuple[str, ...] = ()
     withheld: tuple[Withheld, ...] = ()
     made_from: Provenance = field(default_factory=Provenance)
+    # Found by plan, for people: a sink that cannot take the secrets the plan issues (sink → why).
+    sink_problems: Mapping[str, str] = field(default_factory=dict)
+    refused: str | None = None  # why planning refused this plan (a delete budget): shown, never applied
 
     @property
     def summary(self) -> dict[str, int]:
+        """Changes by action; ``delete`` counts objects deleted, those a delete takes with it included,
+        as the delete budget counts them."""
         counts = {action.value: 0 for action in Action}
         for change in self.changes:
-            counts[change.action.value] += 1
+            counts[change.action.value] += change.removes or 1
         return counts
+
+    @property
+    def deletes(self) -> int:
+        """How many objects the plan deletes, cascades included: what the delete budget counts."""
+        return sum(change.removes for change in self.changes)
+
+    def sink_problem(self, change: Change) -> str | None:
+        """Why the secret ``change`` issues cannot be delivered, when plan found its sink unusable."""
+        if change.secret is None or not change.issues_secret:
+            return None
+        return self.sink_problems.get(change.secret.sink)
 
     @property
     def has_changes(self) -> bool:
@@ -254,6 +322,10 @@ class Plan:
         """The saved form; with ``signing_key``, signed (HMAC-SHA256) so apply can tell who made it."""
         change_set = self._change_set()
         changes = change_set.pop("changes")
+        for change, data in zip(self.changes, changes, strict=True):
+            problem = self.sink_problem(change)
+            if problem is not None:  # beside the change, for policy tools; not part of the change set
+                data["secret"]["problem"] = problem
         body = {
             "format_version": FORMAT_VERSION,
             **change_set,
@@ -262,7 +334,10 @@ class Plan:
             "changes": changes,
             "withheld": [w.to_json() for w in self.withheld],
             "madeFrom": self.made_from.to_json(),
+            "sinkProblems": dict(sorted(self.sink_problems.items())),
         }
+        if self.refused is not None:
+            body["refused"] = self.refused
         if signing_key is not None:
             body["signature"] = signature(body, signing_key)
         return {**body, "checksum": checksum(body)}
@@ -280,6 +355,8 @@ class Plan:
                 Withheld(w["address"], w["server"], w["reason"]) for w in data.get("withheld") or ()
             ),
             made_from=Provenance.from_json(data["madeFrom"]),
+            sink_problems=dict(data.get("sinkProblems") or {}),
+            refused=data.get("refused"),
         )
 
 

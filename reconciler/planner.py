@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from reconciler.descope.wire import LiveState, Surface
 from reconciler.diff import field_changes
-from reconciler.errors import PlanError, UsageError
+from reconciler.errors import DeleteBudgetError, PlanError, UsageError
 from reconciler.kinds import (
     KINDS,
     Desired,
@@ -36,6 +36,7 @@ from reconciler.kinds import (
 from reconciler.models import Manifest
 from reconciler.plan import (
     Action,
+    Cascaded,
     Change,
     FieldChange,
     JsonValue,
@@ -113,7 +114,6 @@ class _Planner:
         self.changes: list[Change] = []
         self.withheld: list[Withheld] = []
         self.problems: list[str] = []
-        self.cascade: dict[str, int] = {}  # id of a deleted object → objects its delete removes with it
         self.moved_from: dict[tuple[Kind, tuple[str, ...]], LiveObject] = {}  # → its copy on another surface
 
     def plan(self) -> Plan:
@@ -121,12 +121,10 @@ class _Planner:
         for kind in roots():
             self._plan_under(kind, [d for d in desired if d.kind is kind.kind], _Parent())
         changes = self._targeted(self.changes)
-        if not self.options.lenient:
-            self._check_budget(changes)
-            if self.problems:
-                raise PlanError(self.problems)
+        if self.problems and not self.options.lenient:
+            raise PlanError(self.problems)
         project = self.manifest.project
-        return Plan(
+        plan = Plan(
             project_id=project.projectId,
             ownership_tag=self.owner,
             changes=tuple(sorted(changes, key=_order)),
@@ -135,6 +133,11 @@ class _Planner:
             targets=tuple(str(t) for t in self.options.targets),
             withheld=tuple(w for w in self.withheld if self._in_scope(w.server)),
         )
+        refusal = None if self.options.lenient else self._over_budget(plan)
+        if refusal is not None:
+            # Refused whole, but shown whole first: the plan is what a reviewer needs to decide.
+            raise DeleteBudgetError(refusal, plan=replace(plan, refused=refusal))
+        return plan
 
     def _plan_under(self, kind: KindDescriptor, wanted: Sequence[Desired], parent: _Parent) -> None:
         """Plan the objects of ``kind`` under ``parent``: match by name, then prune the rest."""
@@ -301,7 +304,7 @@ class _Planner:
         if registration is not None:
             self.withheld.append(Withheld(address, root, f"registered dynamically ({registration})"))
             return
-        notes: tuple[str, ...] = ()
+        cascade: tuple[Cascaded, ...] = ()
         if children(kind.kind):
             below = [(k, o) for k in children(kind.kind) for o in k.live_under(self.live, obj.id)]
             foreign = [o for _k, o in below if self.owner not in o.tags or registered_elsewhere(o)]
@@ -315,10 +318,8 @@ class _Planner:
                 )
                 self.withheld.append(Withheld(address, root, reason))
                 return
-            if below and kind.delete_cascades:
-                self.cascade[obj.id] = len(below)
-                noun = below[0][0].plural if len(below) != 1 else below[0][0].kind.value
-                notes = (f"also deletes its {len(below)} {noun}",)
+            if kind.delete_cascades:  # listed under it, and counted by the summary and the budget alike
+                cascade = tuple(Cascaded(k.kind, o.name, o.id) for k, o in sorted(below, key=_by_kind_name))
             for below_kind, below_obj in below if not kind.delete_cascades else ():
                 self._prune(below_kind, below_obj, _Parent(path, obj.id))
         self.changes.append(
@@ -330,8 +331,9 @@ class _Planner:
                 id=obj.id,
                 server_id=parent.id,
                 fingerprint=fingerprint(obj.fields),
-                notes=(moved, *notes) if moved else notes,
+                notes=(moved,) if moved else (),
                 surface=obj.surface,
+                cascade=cascade,
             )
         )
 
@@ -396,18 +398,22 @@ class _Planner:
     def _in_scope(self, root: str) -> bool:
         return not self.options.targets or any(t.root == root for t in self.options.targets)
 
-    def _check_budget(self, changes: Iterable[Change]) -> None:
-        deletes = sum(1 + self.cascade.get(c.id or "", 0) for c in changes if c.action is Action.DELETE)
+    def _over_budget(self, plan: Plan) -> str | None:
+        """Why ``plan`` deletes more than the budget allows, with the option that accepts it; else None."""
+        deletes = plan.deletes
         if not deletes:
-            return
+            return None
         allowed = self._delete_budget()
         override = self.options.allow_deletes
-        if deletes > allowed and (override is None or deletes > override):
-            setting = self.manifest.project.maxDeletes
-            self.problems.append(
-                f"the plan deletes {deletes} objects, more than maxDeletes allows ({setting}: {allowed}); "
-                f"review the deletes, then re-run with --allow-deletes {deletes}"
-            )
+        if deletes <= allowed or (override is not None and deletes <= override):
+            return None
+        setting = self.manifest.project.maxDeletes
+        given = f" and --allow-deletes {override}" if override is not None else ""
+        return (
+            f"the plan deletes {deletes} object{'s' if deletes != 1 else ''} ({_deleted_kinds(plan)}), "
+            f"more than maxDeletes allows ({setting}: {allowed}){given}; review the deletes in the plan, "
+            f"then accept them with --allow-deletes {deletes}"
+        )
 
     def _delete_budget(self) -> int:
         setting = self.manifest.project.maxDeletes
@@ -451,6 +457,22 @@ def _text_list(value: JsonValue | None) -> list[str]:
 
 def _json_list(items: Iterable[str]) -> list[JsonValue]:
     return list(items)
+
+
+def _by_kind_name(item: tuple[KindDescriptor, LiveObject]) -> tuple[str, str]:
+    return (item[0].kind.value, item[1].name)
+
+
+def _deleted_kinds(plan: Plan) -> str:
+    """``1 server and 2 clients``: what a plan's deletes remove, by kind, cascades included."""
+    counts = {kind: 0 for kind in KINDS}
+    for change in plan.changes:
+        if change.action is Action.DELETE:
+            counts[change.kind] += 1
+            for item in change.cascade:
+                counts[item.kind] += 1
+    words = [f"{n} {kind.value if n == 1 else KINDS[kind].plural}" for kind, n in counts.items() if n]
+    return " and ".join(words)
 
 
 def _by_name(objects: Iterable[LiveObject]) -> dict[str, list[LiveObject]]:

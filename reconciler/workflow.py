@@ -161,6 +161,8 @@ def load_saved_plan(path: Path, *, signing_key: bytes | None) -> Plan:
             f"{path}: not a valid saved plan (at {where or 'the top'}: {errors[0].message[:120]})"
         )
     plan = Plan.from_json(document)
+    if plan.refused is not None:
+        raise SavedPlanError(f"{path}: the plan was refused when it was made ({plan.refused}); plan again")
     if plan.change_set != document["changeSet"]:
         raise SavedPlanError(f"{path}: the change-set digest does not match the changes: the plan was edited")
     return plan
@@ -412,25 +414,21 @@ def _current_destination(
     )
 
 
-def check_sinks(plan: Plan, manifest: Manifest, environ: Mapping[str, str]) -> list[str]:
-    """Problems with the sinks the plan's new secrets need: reachability and permission. Only those
-    sinks are made (no journal, no lock: a plan changes nothing), so an unrelated one cannot fail it."""
-    needed = plan.secret_sinks
-    if not needed:
-        return []
-    settings = {n: s for n, s in manifest.project.sink_settings().items() if n in needed}
-    problems = []
-    try:
-        with _built_sinks(settings, environ) as sinks:
-            for name in needed:
-                try:
-                    sinks[name].check()
-                except SinkError as exc:
-                    problems.append(str(exc))
-                except KeyError:
-                    problems.append(f"sink {name!r} is not declared")
-    except SinkError as exc:  # a sink that cannot be made; a failing check is caught above
-        return [str(exc)]
+def check_sinks(plan: Plan, manifest: Manifest, environ: Mapping[str, str]) -> dict[str, str]:
+    """What is wrong with each sink the plan's new secrets need (reachability, permission), by sink.
+    Only those sinks are made, one at a time (no journal, no lock: a plan changes nothing), so an
+    unrelated sink cannot fail it and one broken sink is not blamed on the others."""
+    declared = manifest.project.sink_settings()
+    problems: dict[str, str] = {}
+    for name in plan.secret_sinks:
+        if name not in declared:
+            problems[name] = f"sink {name!r} is not declared"
+            continue
+        try:
+            with _built_sinks({name: declared[name]}, environ) as sinks:
+                sinks[name].check()
+        except SinkError as exc:  # cannot be made, or failed its check
+            problems[name] = str(exc)
     return problems
 
 

@@ -299,10 +299,22 @@ def test_plan_warns_when_a_sink_for_new_secrets_is_unusable(
         "sinks:\n  vault: {type: vault, url: 'http://127.0.0.1:9', tokenEnv: NO_SUCH_TOKEN_VAR}\n"
     )
     assert run(["plan", str(folder)]) == 0
-    err = capsys.readouterr().err
-    assert err.startswith("warning: ")
-    assert "NO_SUCH_TOKEN_VAR" in err
-    assert "apply will not create or rotate clients whose secrets go there" in err
+    out = capsys.readouterr().out  # the text plan says it beside the change it stops
+    create = out[out.index('+ client "s/a" will be created') :]
+    assert '# secret goes to sink "vault", key "s/a"' in create
+    assert "! the sink cannot take it: " in create
+    assert "NO_SUCH_TOKEN_VAR" in create
+    assert "; apply will not create it" in create
+    for output_format in ("json", "markdown"):  # and so does every other format, and stderr
+        assert run(["plan", str(folder), "--format", output_format]) == 0
+        captured = capsys.readouterr()
+        assert captured.err.startswith("warning: sink 'vault': ")
+        assert "apply will not create or rotate clients whose secrets go there" in captured.err
+        assert "NO_SUCH_TOKEN_VAR" in captured.out.replace("\\_", "_")  # markdown escapes the _
+    document = json.loads((run(["plan", str(folder), "--format", "json"]), capsys.readouterr().out)[1])
+    (change,) = [c for c in document["changes"] if c["kind"] == "client"]
+    assert "NO_SUCH_TOKEN_VAR" in change["secret"]["problem"]
+    assert set(document["sinkProblems"]) == {"vault"}
     assert run(["apply", str(folder), "--auto-approve"]) == 1
     err = capsys.readouterr().err
     assert "skipped: create client \"s/a\": sink 'vault' is not usable" in err

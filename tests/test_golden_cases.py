@@ -1,5 +1,8 @@
 """Whole-flow goldens: tests/cases/NNN-name/ holds manifests, a seeded live project and the expected
 plan and drift in every format. ``pytest --regen-goldens`` rewrites the expectations; review the diff.
+
+A case's optional ``outcome.json`` says how a command ends when not with exit 0, by command: its exit
+code and lines its stderr must hold (``{"plan": {"exit": 1, "stderr": ["..."]}}``).
 """
 
 from __future__ import annotations
@@ -58,7 +61,11 @@ def test_case(  # noqa: PLR0917 - pytest passes fixtures and parameters position
         args = []  # drift looks at the whole project
     code = run([command, str(case / "manifests"), "--format", output_format, *args])
     captured = capsys.readouterr()
-    assert code == 0, captured.err
+    outcomes = json.loads((case / "outcome.json").read_text()) if (case / "outcome.json").exists() else {}
+    outcome = outcomes.get(command, {})
+    assert code == outcome.get("exit", 0), captured.err
+    for line in outcome.get("stderr", []):
+        assert line in captured.err
     expected = case / "expected" / filename
     if request.config.getoption("--regen-goldens"):
         expected.parent.mkdir(exist_ok=True)

@@ -11,10 +11,10 @@ import pytest
 
 from reconciler import kinds
 from reconciler.descope.wire import LiveClient, LiveServer, LiveState
-from reconciler.errors import PlanError, UsageError
+from reconciler.errors import DeleteBudgetError, PlanError, UsageError
 from reconciler.manifest import load_manifest
 from reconciler.models import Manifest
-from reconciler.plan import Action, FieldChange, Kind, Plan
+from reconciler.plan import Action, Cascaded, FieldChange, Kind, Plan
 from reconciler.planner import PlanOptions, Target, build_plan
 from reconciler.tags import PROTECT_TAG, ROTATION_PREFIX
 from tests.conftest import Writer
@@ -190,11 +190,17 @@ def test_pruning_deletes_only_owned_unprotected_pre_registered_objects(write: Wr
 def test_the_delete_budget_refuses_the_whole_plan_unless_overridden(write: Writer) -> None:
     live = state([server(f"old{i}", f"MS{i}") for i in range(4)])
     assert reasons(manifest(write, CALENDAR), live) == [
-        "the plan deletes 4 objects, more than maxDeletes allows (3: 3); "
-        "review the deletes, then re-run with --allow-deletes 4"
+        "the plan deletes 4 objects (4 servers), more than maxDeletes allows (3: 3); review the deletes "
+        "in the plan, then accept them with --allow-deletes 4"
     ]
+    with pytest.raises(DeleteBudgetError) as refused:  # the refusal carries the whole plan, to be shown
+        build_plan(manifest(write, CALENDAR), live, PlanOptions(allow_deletes=3))
+    assert refused.value.plan.deletes == 4
+    assert refused.value.plan.refused == refused.value.reasons[0]
+    assert "and --allow-deletes 3;" in refused.value.reasons[0]
     plan = build_plan(manifest(write, CALENDAR), live, PlanOptions(allow_deletes=4))
     assert plan.summary["delete"] == 4
+    assert plan.refused is None
     percent = PROJECT.replace("maxDeletes: 3", "maxDeletes: 50%")
     assert "(50%: 2)" in reasons(manifest(write, CALENDAR, percent), live)[0]
 
@@ -278,19 +284,21 @@ def test_pruning_a_server_deletes_its_clients_first_unless_the_api_cascades(
     monkeypatch.setattr(kinds, "KINDS", MappingProxyType({**kinds.KINDS, Kind.SERVER: server_kind}))
     live = state([server("old", "MS2")], [client("a", "C1", "MS2"), client("b", "C2", "MS2")])
     plan = build_plan(manifest(write, CALENDAR), live)
-    deletes = [(c.action.value, c.address, c.notes) for c in plan.changes if c.action is Action.DELETE]
-    if cascades:
-        assert deletes == [("delete", 'server "old"', ("also deletes its 2 clients",))]
+    deletes = [(c.action.value, c.address, c.cascade) for c in plan.changes if c.action is Action.DELETE]
+    if cascades:  # listed under the server, and counted by the summary like the budget counts them
+        below = (Cascaded(Kind.CLIENT, "a", "C1"), Cascaded(Kind.CLIENT, "b", "C2"))
+        assert deletes == [("delete", 'server "old"', below)]
     else:
         assert deletes == [
             ("delete", 'client "old/a"', ()),
             ("delete", 'client "old/b"', ()),
             ("delete", 'server "old"', ()),
         ]
+    assert plan.summary["delete"] == plan.deletes == 3
     tight = PROJECT.replace("maxDeletes: 3", "maxDeletes: 2")
     assert reasons(manifest(write, CALENDAR, tight), live) == [
-        "the plan deletes 3 objects, more than maxDeletes allows (2: 2); "
-        "review the deletes, then re-run with --allow-deletes 3"
+        "the plan deletes 3 objects (1 server and 2 clients), more than maxDeletes allows (2: 2); review "
+        "the deletes in the plan, then accept them with --allow-deletes 3"
     ]
 
 

@@ -241,16 +241,24 @@ def test_a_missing_scalar_is_reported_as_its_zero_value() -> None:
     )
 
 
-def test_a_list_change_is_reported_whole_and_normalized() -> None:
+def test_a_set_like_list_change_names_each_item_added_and_removed() -> None:
     assert field_changes({"tags": ["b", "a"]}, {"tags": ["c", "a"]}, SERVER_SHAPES) == (
-        FieldChange("tags", ["a", "b"], ["a", "c"]),
+        FieldChange("tags", ["a", "b"], ["a", "c"], added=("c",), removed=("b",)),
     )
+    urls = [f"https://agents.example.com/{i}" for i in range(10)]
+    (change,) = field_changes(
+        {"approvedCallbackUrls": urls},
+        {"approvedCallbackUrls": [*urls, "https://x.example/cb"]},
+        SERVER_SHAPES,
+    )
+    assert (change.added, change.removed) == (("https://x.example/cb",), ())
 
 
 def test_an_order_change_is_a_change_only_for_a_list_that_is_not_a_set() -> None:
     live, desired = {"scopes": ["b", "a"]}, {"scopes": ["a", "b"]}
 
     assert field_changes(live, desired, CLIENT_SHAPES) == ()
+    # Not a set: its order matters, so it is reported whole, without items added or removed.
     assert field_changes(live, desired, SERVER_SHAPES) == (FieldChange("scopes", ["b", "a"], ["a", "b"]),)
 
 
@@ -263,12 +271,12 @@ def test_a_change_inside_a_scope_is_named_by_the_scope() -> None:
     )
 
 
-def test_a_change_of_a_scope_values_reports_the_values_whole() -> None:
-    live = {"approvedScopes": [{"name": "x", "values": ["a"]}]}
+def test_a_change_of_a_scope_values_names_the_scope_and_each_value() -> None:
+    live = {"approvedScopes": [{"name": "x", "values": ["a", "c"]}]}
     desired = {"approvedScopes": [{"name": "x", "values": ["b", "a"]}]}
 
     assert field_changes(live, desired, SERVER_SHAPES) == (
-        FieldChange('approvedScopes["x"].values', ["a"], ["a", "b"]),
+        FieldChange('approvedScopes["x"].values', ["a", "c"], ["a", "b"], added=("b",), removed=("c",)),
     )
 
 

@@ -16,13 +16,21 @@ from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.drift import DriftReport, Unmanaged, detect_drift
 from reconciler.manifest import load_manifest
 from reconciler.models import Manifest
-from reconciler.plan import Action, Change, FieldChange, Kind, Plan, Provenance, SecretTarget, Withheld
+from reconciler.plan import (
+    Action,
+    Cascaded,
+    Change,
+    FieldChange,
+    Kind,
+    Plan,
+    Provenance,
+    SecretTarget,
+    Withheld,
+)
 from reconciler.planner import PlanOptions, Target, build_plan
 from reconciler.render.markdown import (
     MARKDOWN_LIMIT,
-    MAX_FIELDS,
     MIN_LIMIT,
-    VALUE_LIMIT,
     code,
     drift_marker,
     html_text,
@@ -102,7 +110,11 @@ def everything_plan() -> Plan:
             secret=vault,
         ),
         client(Action.DELETE, "old-bot"),
-        server(Action.DELETE, "legacy", notes=("also deletes its 2 clients",)),
+        server(
+            Action.DELETE,
+            "legacy",
+            cascade=(Cascaded(Kind.CLIENT, "a", "C-a"), Cascaded(Kind.CLIENT, "b", "C-b")),
+        ),
     )
     made_from = Provenance(
         paths=("manifests",),
@@ -176,8 +188,8 @@ def test_the_marker_is_the_first_line_and_cannot_be_broken_out_of() -> None:
 def test_the_delete_banner_appears_only_when_something_is_deleted() -> None:
     banner = render_plan_markdown(everything_plan()).split("\n\n")[1]
     assert banner == (
-        "> [!WARNING]\n> This plan **deletes 2 objects** (1 server, 1 client). Deleting a server also "
-        "deletes its clients. Review the deletes below before you apply it."
+        "> [!WARNING]\n> This plan **deletes 4 objects** (1 server, 3 clients, of which 2 go with their "
+        "server). Review the deletes below before you apply it."
     )
     assert "[!WARNING]" not in render_plan_markdown(many_updates(3))
 
@@ -186,7 +198,7 @@ def test_the_summary_counts_every_action_and_a_partial_plan_says_so() -> None:
     text = render_plan_markdown(everything_plan())
     assert (
         "| action | count |\n| --- | ---: |\n| create | 3 |\n| update | 1 |\n| adopt | 1 |\n"
-        "| rotate-secret | 1 |\n| delete | 2 |\n"
+        "| rotate-secret | 1 |\n| delete | 4 |\n"
     ) in text
     assert (
         "> [!NOTE]\n> Partial plan: only the targets `server:calendar`, `server:crm`, `server:legacy` "
@@ -208,7 +220,10 @@ def test_each_change_has_one_details_block_with_its_symbol_and_address() -> None
     ]
     assert text.count("<details>") == text.count("</details>") == 8
     assert "- secret delivered to sink _(none)_, key `crm/copilot`" in text
-    assert "- also deletes its 2 clients" in text
+    assert (
+        '- deletes with it client "legacy/a" (id `C-a`)\n- deletes with it client "legacy/b" (id `C-b`)'
+        in text
+    )
 
 
 def test_withheld_changes_are_listed_with_their_reasons() -> None:
@@ -229,13 +244,37 @@ def test_without_changes_the_plan_says_so_and_still_lists_withheld_ones() -> Non
     assert '- server "legacy": protected' in text
 
 
-def test_long_values_and_many_fields_are_cut() -> None:
-    fields = tuple(FieldChange(f"f{i:02d}", None, "x" * 1000) for i in range(MAX_FIELDS + 5))
+def test_long_values_and_many_fields_are_shown_whole_and_the_cap_leaves_out_whole_objects() -> None:
+    fields = tuple(FieldChange(f"f{i:02d}", None, "x" * 1000) for i in range(55))
     text = render_plan_markdown(plan_of(server(Action.CREATE, "big", fields=fields)))
-    assert f'| `f00` | `"{"x" * (VALUE_LIMIT - 2)}…` |' in text
-    assert "| _… 5 more fields_ | |" in text
-    assert "`f49`" in text
-    assert "`f50`" not in text
+    assert f'| `f00` | `"{"x" * 1000}"` |' in text  # never cut: a cut value can hide the change
+    assert "`f54`" in text  # every field
+    assert "…" not in text
+    huge = tuple(FieldChange(f"g{i:02d}", None, "y" * 1000) for i in range(70))  # over the cap alone
+    capped = render_plan_markdown(
+        plan_of(server(Action.CREATE, "small"), server(Action.CREATE, "huge", fields=huge))
+    )
+    assert len(capped) <= MARKDOWN_LIMIT
+    assert "create server &quot;small&quot;" in capped or 'create server "small"' in capped
+    assert "`g00`" not in capped  # the object that does not fit is left out whole ...
+    assert "1 more changed object is not shown" in capped  # ... and counted
+
+
+def test_a_set_like_list_shows_each_item_added_or_removed_whole() -> None:
+    urls = [f"https://agents.example.com/callback/{i:02d}-" + "a" * 200 for i in range(10)]
+    attacker = "https://zz-attacker.example.net/cb"
+    change = FieldChange("approvedCallbackUrls", urls, [*urls, attacker], added=(attacker,), removed=())
+    text = render_plan_markdown(plan_of(server(Action.UPDATE, "crm", fields=(change,))))
+    assert f'```diff\n+ "{attacker}"\n```' in text
+    assert "`approvedCallbackUrls`: 1 added, 0 removed, 10 unchanged not shown" in text
+    assert urls[0] not in text  # unchanged context is counted, not shown
+
+
+def test_a_fence_inside_an_item_cannot_close_the_diff_block() -> None:
+    item = "```</details><b>x</b>"
+    change = FieldChange("tags", ["a"], ["a", item], added=(item,), removed=())
+    text = render_plan_markdown(plan_of(server(Action.UPDATE, "crm", fields=(change,))))
+    assert '````diff\n+ "```</details><b>x</b>"\n````' in text
 
 
 def test_secrets_are_named_by_destination_only_where_one_is_issued() -> None:
@@ -444,7 +483,7 @@ def test_a_small_limit_and_a_plan_that_fits() -> None:
 
 
 def test_one_object_left_out_is_counted_in_the_singular() -> None:
-    fields = tuple(FieldChange(f"f{i}", "b" * 400, "a" * 400) for i in range(5))
+    fields = tuple(FieldChange(f"f{i}", "b" * 200, "a" * 200) for i in range(5))
     plan = plan_of(*(client(Action.UPDATE, f"big-{i}", fields=fields) for i in range(2)))
     text = render_plan_markdown(plan, limit=MIN_LIMIT)
     assert len(BLOCK.findall(text)) == 1
@@ -619,12 +658,16 @@ def test_detected_drift_matches_its_schema() -> None:
 def test_the_schemas_name_exactly_the_keys_that_to_json_writes() -> None:
     plan_schema = load_schema("plan.schema.json")
     data = everything_plan().to_json(signing_key=b"a-plan-signing-key-0123456789")
-    assert set(data) == set(plan_schema["properties"]) == {*plan_schema["required"], "signature"}
+    assert set(data) == {*plan_schema["required"], "signature"}
+    assert set(plan_schema["properties"]) == {*data, "refused"}  # only a refused plan says it is
+    assert replace(everything_plan(), refused="over budget").to_json()["refused"] == "over budget"
     assert set(data["madeFrom"]) == set(plan_schema["properties"]["madeFrom"]["properties"])
     client = next(c for c in data["changes"] if "secret" in c)
     server = next(c for c in data["changes"] if c["kind"] == "server")
-    assert set(client) | set(server) == set(plan_schema["$defs"]["change"]["properties"])
+    deleted = next(c for c in data["changes"] if "cascade" in c)
+    assert set(client) | set(server) | set(deleted) == set(plan_schema["$defs"]["change"]["properties"])
     assert set(server) - set(client) == {"surface"}  # a server's change names its surface, a client's none
+    assert set(deleted) - set(server) == {"cascade"}  # only a delete that takes objects with it
     assert set(load_schema("drift.schema.json")["properties"]) == set(drift_report().to_json())
 
 

@@ -26,6 +26,7 @@ from reconciler.cli.common import (
 from reconciler.cli.main import cli
 from reconciler.errors import (
     ApplyError,
+    DeleteBudgetError,
     ExitCode,
     SecretDeliveryError,
     UsageError,
@@ -111,7 +112,11 @@ def apply_command(
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
     )
-    plan, result = asyncio.run(apply_fresh(manifest, link, options, settings, _confirmer(auto_approve)))
+    try:
+        plan, result = asyncio.run(apply_fresh(manifest, link, options, settings, _confirmer(auto_approve)))
+    except DeleteBudgetError as refused:  # the whole plan first, then the refusal (nothing was applied)
+        click.echo(render_plan_text(refused.plan, colour=colour()), nl=False)
+        raise
     if not plan.changes:
         click.echo(render_plan_text(plan, colour=colour()), nl=False)
     elif result is None:

@@ -25,7 +25,7 @@ from reconciler.cli.common import (
     publish,
 )
 from reconciler.cli.main import cli
-from reconciler.errors import ExitCode
+from reconciler.errors import DeleteBudgetError, ExitCode
 from reconciler.manifest import control_character_warnings
 from reconciler.planner import PlanOptions, Target
 from reconciler.provenance import made_from
@@ -96,21 +96,30 @@ def plan_command(
     )
     link = connection(concurrency, rate_limit)
     signing_key = plan_key(link.environ)
+    refusal: DeleteBudgetError | None = None
     with group("Reading the live project and planning"):
-        plan = asyncio.run(plan_project(manifest, link, options))
+        try:
+            plan = asyncio.run(plan_project(manifest, link, options))
+        except DeleteBudgetError as refused:  # shown whole first: it is what the reviewer decides on
+            plan, refusal = refused.plan, refused
     sources = made_from(
         manifest, options, paths=recorded_paths(paths or DEFAULT_PATHS), var_files=recorded_paths(var_files)
     )
-    plan = replace(plan, made_from=sources)
+    plan = replace(plan, made_from=sources, sink_problems=check_sinks(plan, manifest, link.environ))
     publish(
         render_plan_markdown(plan),
         {"has-changes": plan.has_changes, **plan.summary, "changeset": plan.change_set},
     )
-    for problem in check_sinks(plan, manifest, link.environ):
-        click.echo(
-            f"warning: {visible(problem)} (apply will not create or rotate clients whose secrets go there)",
-            err=True,
-        )
+    if output_format != "text":  # the text plan shows each beside the changes it stops
+        for sink, problem in plan.sink_problems.items():
+            click.echo(
+                f"warning: sink {visible(repr(sink))}: {visible(problem)} (apply will not create or rotate "
+                "clients whose secrets go there)",
+                err=True,
+            )
+    if refusal is not None:
+        emit(plan, output_format)
+        raise refusal  # after the plan: the refusal and the --allow-deletes that accepts it come last
     if out is not None:
         save_plan(plan, out, signing_key=signing_key)
     emit(plan, output_format)

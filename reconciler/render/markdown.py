@@ -25,20 +25,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.drift import DriftReport, Duplicated, Unmanaged
-from reconciler.kinds import KINDS, children
+from reconciler.kinds import KINDS
 from reconciler.plan import ACTION_SYMBOLS, Action, Change, FieldChange, Plan, Withheld
 from reconciler.render.text import NO_CHANGES, NO_CHANGES_BUT_WITHHELD
 from reconciler.textsafe import visible
 
 MARKDOWN_LIMIT = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
 MIN_LIMIT = 4_000  # the head is bounded (cut names, at most MAX_TARGETS targets) well below this
-VALUE_LIMIT = 300  # characters of one value's JSON in a field table
-TEXT_LIMIT = 300  # characters of one name, note or reason
-MAX_FIELDS = 50  # field rows per object; the rest are counted
+TEXT_LIMIT = 300  # characters of one name, note or reason (values are never cut: they are the change)
 MAX_TARGETS = 10
 
 SYMBOLS = ACTION_SYMBOLS
-_SECRET_ACTIONS = (Action.CREATE, Action.ADOPT, Action.ROTATE_SECRET)  # those that deliver a secret
+_WONT = {Action.CREATE: "create it", Action.ADOPT: "adopt it", Action.ROTATE_SECRET: "rotate its secret"}
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
 _BLOCK_START = re.compile(r"^(?:([#+=-])|(\d+)([.)]))")
@@ -105,8 +103,9 @@ def code(text: str, *, cell: bool = False) -> str:
 
 
 def json_value(value: Any) -> str:
-    """A value as compact JSON, cut to VALUE_LIMIT characters."""
-    return _cut(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str), VALUE_LIMIT)
+    """A value as compact JSON, whole: a value that changes is never cut (two cut values can look
+    alike while they differ); the comment's size cap leaves out whole objects instead."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 def _count(n: int, singular: str, *, plural: str) -> str:
@@ -196,19 +195,35 @@ def _summary_table(header: str, counts: Sequence[tuple[str, int]]) -> str:
 
 def _field_table(fields: Sequence[FieldChange], *, columns: tuple[str, str] | None) -> str:
     """The fields as a table: path, before and after, or path and value when ``columns`` is None."""
-    shown = fields[:MAX_FIELDS]
     if columns is None:
         lines = ["| field | value |", "| --- | --- |"]
-        lines += [f"| {code(f.path, cell=True)} | {_cell_value(f.after)} |" for f in shown]
+        lines += [f"| {code(f.path, cell=True)} | {_cell_value(f.after)} |" for f in fields]
     else:
         lines = [f"| field | {columns[0]} | {columns[1]} |", "| --- | --- | --- |"]
         lines += [
-            f"| {code(f.path, cell=True)} | {_cell_value(f.before)} | {_cell_value(f.after)} |" for f in shown
+            f"| {code(f.path, cell=True)} | {_cell_value(f.before)} | {_cell_value(f.after)} |"
+            for f in fields
         ]
-    if len(fields) > len(shown):
-        more = _count(len(fields) - len(shown), "more field", plural="more fields")
-        lines.append(f"| _… {more}_ |" + " |" * (1 if columns is None else 2))
     return "\n".join(lines)
+
+
+def _item_diff(item: FieldChange) -> str:
+    """A set-like list's change as a ``diff`` block: one ``+``/``-`` line per item added or removed,
+    the unchanged items counted, not shown."""
+    added, removed = item.added or (), item.removed or ()
+    kept = len(item.after or ()) - len(added)
+    counts = [f"{len(added):,} added", f"{len(removed):,} removed"]
+    if kept:
+        counts.append(f"{kept:,} unchanged not shown")
+    lines = [f"+ {visible(json_value(i))}" for i in added] + [f"- {visible(json_value(i))}" for i in removed]
+    return f"{code(item.path)}: {', '.join(counts)}\n\n{_fenced(lines, info='diff')}"
+
+
+def _fenced(lines: Sequence[str], *, info: str) -> str:
+    """``lines`` as a fenced code block whose fence no line can close (longer than any backtick run)."""
+    body = "\n".join(lines)
+    fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", body))])
+    return f"{fence}{info}\n{body}\n{fence}"
 
 
 def _cell_value(value: Any) -> str:
@@ -221,14 +236,25 @@ def _details(summary: str, body: Sequence[str]) -> str:
     return f"<details>\n<summary>{summary}</summary>\n\n{inner}\n\n</details>"
 
 
-def _facts(change: Change, *, planned: bool) -> str:
-    """The id, where a planned secret goes, and the notes, as a list (never a secret: plans hold none)."""
+def _facts(change: Change, *, plan: Plan | None) -> str:
+    """The id, what a delete takes with it, where a planned secret goes (or why it cannot), and the
+    notes, as a list (never a secret: plans hold none)."""
     items = []
     if change.id:
         items.append(f"- id {code(change.id)}")
-    if planned and change.secret is not None and change.action in _SECRET_ACTIONS:
+    for below in change.cascade:
+        items.append(f"- deletes with it {md_text(change.cascade_address(below))} (id {code(below.id)})")
+    if plan is not None and change.secret is not None and change.issues_secret:
         sink = code(change.secret.sink) if change.secret.sink else "_(none)_"
-        items.append(f"- secret delivered to sink {sink}, key {code(change.secret.key)}")
+        problem = plan.sink_problem(change)
+        if problem is None:
+            items.append(f"- secret delivered to sink {sink}, key {code(change.secret.key)}")
+        else:
+            key = code(change.secret.key)
+            items.append(
+                f"- :warning: **the secret cannot be delivered**: sink {sink} (key {key}) failed its "
+                f"check: {md_text(problem)}; apply will not {_WONT[change.action]}"
+            )
     items += [f"- {md_text(note)}" for note in change.notes]
     return "\n".join(items)
 
@@ -240,11 +266,13 @@ def _columns(change: Change, *, planned: bool) -> tuple[str, str] | None:
     return ("before", "after") if planned else ("live", "manifest")
 
 
-def _change_block(change: Change, *, summary: str, planned: bool) -> str:
+def _change_block(change: Change, *, summary: str, plan: Plan | None) -> str:
     body = []
-    if change.fields:
-        body.append(_field_table(change.fields, columns=_columns(change, planned=planned)))
-    facts = _facts(change, planned=planned)
+    table = [f for f in change.fields if not f.itemized]
+    if table:
+        body.append(_field_table(table, columns=_columns(change, planned=plan is not None)))
+    body += [_item_diff(f) for f in change.fields if f.itemized]
+    facts = _facts(change, plan=plan)
     if facts:
         body.append(facts)
     return _details(summary, body)
@@ -257,7 +285,7 @@ def render_plan_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
     """The plan as a pull-request comment of at most ``limit`` characters."""
     marker = f"{plan_marker(plan.project_id)}\n{changeset_marker(plan.change_set)}"
     head = _heading(marker, title="mcp-reconciler plan", project_id=plan.project_id)
-    head += _delete_banner(plan.changes) + _partial_note(plan)
+    head += _refusal(plan) + _delete_banner(plan) + _sink_banner(plan) + _partial_note(plan)
     if plan.has_changes:
         head += _summary_table("action", [(a.value, n) for a, n in _action_counts(plan)])
         # The apply run shows the digest of the plan it is about to apply: equal digests, equal changes.
@@ -272,7 +300,7 @@ def render_plan_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
         ),
         _Section(
             f"### Changes ({len(plan.changes):,})",
-            tuple(_plan_block(c) for c in plan.changes),
+            tuple(_plan_block(c, plan) for c in plan.changes),
             ("changed object", "changed objects"),
             separator="\n\n",
         ),
@@ -286,21 +314,44 @@ def _action_counts(plan: Plan) -> list[tuple[Action, int]]:
     return [(action, summary[action.value]) for action in Action]
 
 
-def _delete_banner(changes: Sequence[Change]) -> str:
-    deletes = [c for c in changes if c.action is Action.DELETE]
+def _refusal(plan: Plan) -> str:
+    if plan.refused is None:
+        return ""
+    return f"> [!CAUTION]\n> **Refused, not applied:** {md_text(plan.refused)}.\n\n"
+
+
+def _delete_banner(plan: Plan) -> str:
+    """How many objects the plan deletes, by kind, counting what each delete takes with it as the
+    summary and the delete budget do."""
+    deletes = [c for c in plan.changes if c.action is Action.DELETE]
     if not deletes:
         return ""
-    counts = [(kind, sum(1 for c in deletes if c.kind is kind.kind)) for kind in KINDS.values()]
-    shown = ", ".join(_count(n, kind.kind.value, plural=kind.plural) for kind, n in counts if n)
-    cascade = "".join(
-        f" Deleting a {kind.kind} also deletes its {' and '.join(c.plural for c in children(kind.kind))}."
-        for kind, n in counts
-        if n and children(kind.kind)
-    )
+    counts = dict.fromkeys(KINDS, 0)
+    for change in deletes:
+        counts[change.kind] += 1
+        for below in change.cascade:
+            counts[below.kind] += 1
+    shown = ", ".join(_count(n, kind.value, plural=KINDS[kind].plural) for kind, n in counts.items() if n)
+    cascaded = sum(len(c.cascade) for c in deletes)
+    parents = " or ".join(sorted({c.kind.value for c in deletes if c.cascade}))
+    goes = "goes with its" if cascaded == 1 else "go with their"
+    with_parent = f", of which {cascaded:,} {goes} {parents}" if cascaded else ""
     return (
         "> [!WARNING]\n"
-        f"> This plan **deletes {_count(len(deletes), 'object', plural='objects')}** ({shown}).{cascade} "
+        f"> This plan **deletes {_count(plan.deletes, 'object', plural='objects')}** ({shown}{with_parent}). "
         "Review the deletes below before you apply it.\n\n"
+    )
+
+
+def _sink_banner(plan: Plan) -> str:
+    affected = [c for c in plan.changes if plan.sink_problem(c) is not None]
+    if not affected:
+        return ""
+    sinks = ", ".join(code(_cut(name, 100)) for name in sorted({c.secret.sink for c in affected if c.secret}))
+    return (
+        "> [!WARNING]\n"
+        f"> {_count(len(affected), 'change', plural='changes')} cannot deliver a secret: sink {sinks} failed "
+        "its check (see each change below); apply will not make them until the sink works.\n\n"
     )
 
 
@@ -314,9 +365,9 @@ def _partial_note(plan: Plan) -> str:
     return f"> [!NOTE]\n> Partial plan: {scope}; other changes may be pending.\n\n"
 
 
-def _plan_block(change: Change) -> str:
+def _plan_block(change: Change, plan: Plan) -> str:
     summary = html_text(f"{SYMBOLS[change.action]} {change.action.value} {change.address}{change.on_surface}")
-    return _change_block(change, summary=summary, planned=True)
+    return _change_block(change, summary=summary, plan=plan)
 
 
 def _withheld_item(withheld: Withheld) -> str:
@@ -388,4 +439,4 @@ def _unmanaged_item(item: Unmanaged) -> str:
 def _drift_block(change: Change) -> str:
     suffix = " (not yet adopted)" if change.action is Action.ADOPT else ""
     summary = html_text(f"~ {change.address}{suffix}")
-    return _change_block(change, summary=summary, planned=False)
+    return _change_block(change, summary=summary, plan=None)

@@ -29,6 +29,12 @@ VERBS = {
     Action.DELETE: "will be deleted",
 }
 COLOURS = {"+": "32", "~": "33", ">": "36", "*": "35", "-": "31", "?": "90", "!": "31"}
+# What apply leaves undone for a change whose secret has nowhere to go.
+WONT = {
+    Action.CREATE: "create it",
+    Action.ADOPT: "adopt it",
+    Action.ROTATE_SECRET: "rotate its secret",
+}
 
 
 def value(data: Any) -> str:
@@ -48,24 +54,52 @@ class _Writer:
     def add(self, line: str = "") -> None:
         self.lines.append(line)
 
-    def change(self, change: Change, *, verb: str | None = None) -> None:
+    def change(self, change: Change, *, verb: str | None = None, plan: Plan | None = None) -> None:
+        """One change: its headline, fields, what it deletes with it and, in a ``plan``, where its
+        secret goes (and why it cannot, when plan found the sink unusable)."""
         symbol = SYMBOLS[change.action]
         headline = f"{symbol} {visible(change.address)}{change.on_surface} {verb or VERBS[change.action]}"
         self.add("  " + self.paint(symbol, text=headline))
         for item in change.fields:
             self.field(change.action, item)
+        for below in change.cascade:
+            line = f"- {change.cascade_address(below)} will be deleted with it ({visible(below.id)})"
+            self.add("      " + self.paint("-", text=line))
+        if plan is not None and change.secret is not None and change.issues_secret:
+            self.secret(change, plan.sink_problem(change))
         for note in change.notes:
             self.add(f"      # {visible(note)}")
 
+    def secret(self, change: Change, problem: str | None) -> None:
+        assert change.secret is not None
+        sink = f"sink {value(change.secret.sink)}" if change.secret.sink else "no sink"
+        self.add(f"      # secret goes to {sink}, key {value(change.secret.key)}")
+        if problem is not None:
+            warning = f"! the sink cannot take it: {visible(problem)}; apply will not {WONT[change.action]}"
+            self.add("      " + self.paint("!", text=warning))
+
     def field(self, action: Action, item: FieldChange) -> None:
         path = visible(item.path)  # paths name live keys too, e.g. a domain policy's pattern
-        if action is Action.CREATE or item.before is None:
+        if item.added is not None and item.removed is not None:
+            counts = f"{len(item.added):,} added, {len(item.removed):,} removed"
+            self.add("      " + self.paint("~", text=f"~ {path}: {counts}"))
+            self.items("+", item.added)
+            self.items("-", item.removed)
+        elif (action is Action.CREATE or item.before is None) and isinstance(item.after, list) and item.after:
+            self.add("      " + self.paint("+", text=f"+ {path}:"))
+            self.items("+", item.after)
+        elif action is Action.CREATE or item.before is None:
             self.add("      " + self.paint("+", text=f"+ {path}: {value(item.after)}"))
         elif item.after is None:
             self.add("      " + self.paint("-", text=f"- {path}: {value(item.before)}"))
         else:
             change = f"~ {path}: {value(item.before)} -> {value(item.after)}"
             self.add("      " + self.paint("~", text=change))
+
+    def items(self, symbol: str, items: Iterable[Any]) -> None:
+        """One line per item of a list, the way a diff shows lines added or removed."""
+        for item in items:
+            self.add("          " + self.paint(symbol, text=f"{symbol} {value(item)}"))
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -95,7 +129,7 @@ def render_plan_text(plan: Plan, *, colour: bool = False) -> str:
     if not plan.changes:
         out.add(NO_CHANGES if not plan.withheld else NO_CHANGES_BUT_WITHHELD)
     for change in plan.changes:
-        out.change(change)
+        out.change(change, plan=plan)
     if plan.withheld:
         out.add()
         out.add(f"Not changed ({len(plan.withheld):,}):")
@@ -170,7 +204,7 @@ def apply_summary(result: ApplyResult) -> str:
         f"{done[Action.CREATE]} created",
         f"{done[Action.UPDATE]} updated",
         f"{done[Action.ADOPT]} adopted",
-        f"{done[Action.DELETE]} deleted",
+        f"{sum(change.removes for change in result.done)} deleted",
         f"{done[Action.ROTATE_SECRET]} secrets rotated",
     ]
     outcome = f"{len(result.failed)} failed, {len(result.skipped)} skipped"
