@@ -3,8 +3,9 @@
 Only fields the manifest format knows are written, zero values left out, and the reconciler's own
 tags turned back into ``protect`` and ``secret.rotation``; everything else stays "not mentioned",
 so a plan on a fresh export is empty. Dynamically registered clients belong to end users and are
-not exported. ``adopt`` marks objects the reconciler does not own yet, so that the next apply takes
-them over and delivers each adopted client's current secret to its sink.
+not exported, nor are objects that carry another reconciler's ownership tag (another team's, in a
+shared project: ``reconciler.ignore``). ``adopt`` marks objects the reconciler does not own yet, so
+that the next apply takes them over and delivers each adopted client's current secret to its sink.
 
 The files are reviewed before they are committed, so live text that holds control, bidi or line
 separator characters is written double-quoted with those characters (and any other non-ASCII in that
@@ -27,6 +28,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.emitter import RoundTripEmitter
 
 from reconciler.descope.wire import LiveClient, LiveServer, LiveState
+from reconciler.ignore import Scope
 from reconciler.kinds import CLIENT, SERVER, registered_elsewhere
 from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ProjectSpec, ServerSpec
 from reconciler.scopes import CATEGORY_KEY, CATEGORY_WIRE_KEYS
@@ -69,6 +71,10 @@ def export_project(live: LiveState, options: ExportOptions) -> Export:
     for server in sorted(live.servers, key=lambda s: s.name):
         if not _selected(server, options):
             continue
+        other = Scope(options.ownership_tag).other_owner(server.tags)
+        if other is not None:  # another team's: adopting it from an export would take it from them
+            result.warnings.append(f'server "{server.name}" ({server.id}) is skipped: {_owned_by(other)}')
+            continue
         if counts[server.name] > 1:
             shared = f"{counts[server.name]} live servers share its name"
             result.warnings.append(f'server "{server.name}" ({server.id}) is skipped: {shared}')
@@ -109,6 +115,11 @@ def _server_document(
     for client in sorted(clients, key=lambda c: c.name):
         if registered_elsewhere(client) is not None:
             continue  # an end user's client: never exported, never managed
+        other = Scope(options.ownership_tag).other_owner(client.tags)
+        if other is not None:
+            owned = f'client "{server.name}/{client.name}" ({client.id}) is skipped: {_owned_by(other)}'
+            result.warnings.append(owned)
+            continue
         if not client.name:  # a manifest names every client: this one cannot be written down
             nameless = f'a client of server "{server.name}" ({client.id}) is skipped: it has no name'
             result.warnings.append(nameless)
@@ -124,6 +135,10 @@ def _server_document(
         document["clients"] = clients_out
         result.clients += len(clients_out)
     return document
+
+
+def _owned_by(tag: str) -> str:
+    return f'another reconciler manages it (ownership tag "{tag}")'
 
 
 def _client_document(client: LiveClient, options: ExportOptions, result: Export) -> dict[str, Any]:

@@ -371,9 +371,19 @@ class _Loader:
     def _check_reserved_tags(
         self, project: Document, servers: dict[str, tuple[ServerSpec, _ServerSource]]
     ) -> None:
-        """Tags the reconciler keeps itself may not be written by hand: a plan could never settle."""
+        """Tags the reconciler keeps itself may not be written by hand: a plan could never settle. Nor
+        may an ignore rule name the ownership tag: it would ignore every object the Project manages."""
         owner = project.data.get("ownershipTag")
         owner = owner if isinstance(owner, str) and owner else DEFAULT_OWNERSHIP_TAG
+        rules = project.data.get("ignore")
+        for i, rule in enumerate(rules if isinstance(rules, list) else []):
+            for key in ("ownershipTag", "tag"):
+                if isinstance(rule, dict) and rule.get(key) == owner:
+                    message = (
+                        f"'{owner}' is this Project's own ownershipTag: an ignore rule naming it would "
+                        "ignore every object the Project manages"
+                    )
+                    self.problems.append(project.problem(("ignore", i, key), message))
         for server, source in servers.values():
             for i, tag in enumerate(server.tags):
                 if problem := reserved_tag_problem(tag, ownership_tag=owner):

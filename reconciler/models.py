@@ -172,6 +172,27 @@ SinkSpec = Annotated[
 ]
 
 
+IGNORE_KEYS = ("ownershipTag", "tag", "name")  # an ignore rule sets exactly one (the schema says so)
+
+
+class IgnoreRule(Spec):
+    """One of the Project's ``ignore`` rules: live objects that are someone else's, by another
+    reconciler's ownership tag, by a tag, or by a name pattern (see ``reconciler.ignore``)."""
+
+    ownershipTag: str | None = None
+    tag: str | None = None
+    name: str | None = None  # an fnmatch pattern of the path: "server", or "server/client"
+
+    @property
+    def key(self) -> str:
+        """Which of ``IGNORE_KEYS`` the rule sets ("" for none: such a rule matches nothing)."""
+        return next((key for key in IGNORE_KEYS if getattr(self, key) is not None), "")
+
+    @property
+    def value(self) -> str:
+        return str(getattr(self, self.key)) if self.key else ""
+
+
 class ProjectSpec(Spec):
     """The ``kind: Project`` document: settings of the reconciled Descope project."""
 
@@ -184,6 +205,7 @@ class ProjectSpec(Spec):
     surface: SurfaceName = "mcp-servers"  # where new MCP servers are created
     defaultSink: str | None = None
     sinks: dict[str, SinkSpec] = Field(default_factory=dict)
+    ignore: tuple[IgnoreRule, ...] = ()  # live objects that are someone else's: never planned or drift
 
     def sink_settings(self) -> dict[str, dict[str, Any]]:
         """Each sink's settings as written (no tokens ever live here), for plans and build_sinks."""

@@ -10,13 +10,13 @@ reconciler does not own), and a plan with more deletes than the budget is refuse
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler.descope.wire import LiveState, Surface
 from reconciler.diff import field_changes
 from reconciler.errors import DeleteBudgetError, PlanError, UsageError
+from reconciler.ignore import Scope
 from reconciler.kinds import (
     KINDS,
     Desired,
@@ -108,6 +108,7 @@ class _Planner:
         self.live = live
         self.options = options
         self.owner = manifest.project.ownershipTag
+        self.scope = Scope.of(manifest.project)  # what is someone else's: never planned, never pruned
         self.prune = manifest.project.prune if options.prune is None else options.prune
         # The shape scopes are written in: the one the project's API answers in, else the setting.
         self.scopes_format = live.scopes_shape or manifest.project.scopesFormat
@@ -140,10 +141,22 @@ class _Planner:
         return plan
 
     def _plan_under(self, kind: KindDescriptor, wanted: Sequence[Desired], parent: _Parent) -> None:
-        """Plan the objects of ``kind`` under ``parent``: match by name, then prune the rest."""
-        by_name = _by_name(kind.live_under(self.live, parent.id) if parent.exists else ())
+        """Plan the objects of ``kind`` under ``parent``: match by name, then prune the rest. Objects
+        an ignore rule names are neither matched nor pruned; another reconciler's are never pruned,
+        and matched only when no other object has the name (see ``reconciler.ignore``)."""
+        live = kind.live_under(self.live, parent.id) if parent.exists else ()
+        candidates = self.scope.candidates(live, under=parent.path)
+        by_name = candidates.ours
         for desired in wanted:
-            matches = by_name.get(desired.name, [])
+            matches = candidates.matches(desired.name)
+            hidden = [] if matches else candidates.ignored.get(desired.name, [])
+            if hidden:  # creating it would make a second object of the name
+                obj, rule = hidden[0]
+                self.problems.append(
+                    f"{_address(kind.kind, desired.path)} exists in Descope ({obj.id}) but the Project "
+                    f"ignores it ({rule}); rename the manifest entry or change the rule"
+                )
+                continue
             if kind.surfaces:
                 here = self._on_its_surface(kind, desired, matches)
                 if here is None:
@@ -157,6 +170,12 @@ class _Planner:
                 )
             elif not matches:
                 self._create(kind, desired, parent)
+            elif (other := self.scope.other_owner(matches[0].tags)) is not None and not desired.adopt:
+                self.problems.append(
+                    f"{_address(kind.kind, desired.path)} exists in Descope ({matches[0].id}) but is not "
+                    f'managed by mcp-reconciler: another reconciler owns it (ownership tag "{other}"); '
+                    "set adopt: true to take it over, or choose another name"
+                )
             else:
                 self._plan_existing(kind, desired, live=matches[0], parent=parent)
         names = {desired.name for desired in wanted}
@@ -473,13 +492,6 @@ def _deleted_kinds(plan: Plan) -> str:
                 counts[item.kind] += 1
     words = [f"{n} {kind.value if n == 1 else KINDS[kind].plural}" for kind, n in counts.items() if n]
     return " and ".join(words)
-
-
-def _by_name(objects: Iterable[LiveObject]) -> dict[str, list[LiveObject]]:
-    grouped: dict[str, list[LiveObject]] = defaultdict(list)
-    for obj in objects:
-        grouped[obj.name].append(obj)
-    return grouped
 
 
 def _conflict(address: str, *, live_id: str) -> str:

@@ -61,7 +61,7 @@ def test_two_live_servers_of_one_managed_name_are_drift_with_both_ids(
     code, out = _drift(capsys, "json")
     assert code == 2
     document = json.loads(out)
-    assert document["format_version"] == 2
+    assert document["format_version"] == 3
     assert document["drift"] is True
     assert document["duplicated"] == [
         {"kind": "server", "address": 'server "calendar"', "ids": [CALENDAR_A, CALENDAR_B]}

@@ -37,7 +37,17 @@ def test_every_command_in_the_readme_has_help_and_the_help_lists_them(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     listed = re.findall(r"`([a-z]+(?: check)?)`", README.split("> Commands:", 1)[1].split("\n", 1)[0])
-    assert listed == ["demo", "validate", "plan", "apply", "drift", "export", "secrets check", "emulator"]
+    assert listed == [
+        "demo",
+        "validate",
+        "plan",
+        "show",
+        "apply",
+        "drift",
+        "export",
+        "secrets check",
+        "emulator",
+    ]
     assert run(["--help"]) == 0
     overview = capsys.readouterr().out
     for command in listed:

@@ -30,6 +30,7 @@ def _fragment(file: str, *pointer: str) -> dict[str, Any]:
 # Each model, and the schema fragment that describes the same object.
 MODEL_SCHEMAS: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (models.ProjectSpec, _fragment("project.schema.json")),
+    (models.IgnoreRule, _fragment("project.schema.json", "$defs", "ignoreRule")),
     (models.ServerSpec, _fragment("server.schema.json")),
     (models.StandaloneClientSpec, _fragment("client.schema.json")),
     (models.ClientSpec, _fragment("common.schema.json", "$defs", "clientFields")),

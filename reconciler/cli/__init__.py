@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from reconciler.cli import apply, demo, emulator, export, plan  # noqa: F401 - importing registers the commands
+from reconciler.cli import apply, demo, emulator, export, plan, show  # noqa: F401 - importing registers the commands
 from reconciler.cli.main import cli, main, run
 
 __all__ = ["cli", "main", "run"]

@@ -20,6 +20,7 @@ from reconciler.cli.common import (
     api_options,
     colour,
     connection,
+    format_option,
     load,
     manifest_options,
 )
@@ -35,6 +36,7 @@ from reconciler.lock import Holder, LockSettings, lock_directory
 from reconciler.plan import ApplyResult, Change, Plan
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.github import in_github_actions
+from reconciler.render.results import apply_document, as_json, secrets_document, secrets_problems
 from reconciler.render.text import apply_summary, render_plan_text
 from reconciler.secret import Secret
 from reconciler.textsafe import visible
@@ -60,6 +62,7 @@ from reconciler.workflow import (
 @TARGET_OPTION
 @JOURNAL_OPTION
 @LOCK_TIMEOUT_OPTION
+@format_option("apply.schema.json", choices=("text", "json"))
 def apply_command(
     *,
     paths: tuple[str, ...],
@@ -72,6 +75,7 @@ def apply_command(
     targets: tuple[str, ...],
     journal: Path,
     lock_timeout: float,
+    output_format: str,
 ) -> int:
     """Make the Descope project match the manifests, or apply a saved plan.
 
@@ -87,10 +91,14 @@ def apply_command(
     New and rotated client secrets go to their sinks and are never printed.
     One apply (or secrets check --fix) at a time per project on this machine:
     another one waits up to --lock-timeout, then exits 1 naming the holder.
+
+    With --format json, stdout carries one document at the end, the result of
+    each change (never a secret); the plan, prompt and progress go to stderr.
     """
+    json_out = output_format == "json"
     link = connection(concurrency, rate_limit)
     lock = _lock_settings(lock_timeout, paths)
-    settings = ApplySettings(journal=journal, mask=_masker(), progress=ProgressLine(), lock=lock)
+    settings = ApplySettings(journal=journal, mask=_masker(err=json_out), progress=ProgressLine(), lock=lock)
     if paths and paths[0].endswith(".json") and Path(paths[0]).is_file():
         if targets or prune is not None or allow_deletes is not None:
             plan_only = "--target, --prune and --allow-deletes"
@@ -105,29 +113,40 @@ def apply_command(
         )
 
         def show(verified: Plan) -> None:
-            click.echo(render_plan_text(verified, colour=colour()), nl=False)
+            _show_plan(verified, err=json_out)
 
-        return _finish(asyncio.run(apply_saved(saved, manifest, link, settings, show)))
+        applied = asyncio.run(apply_saved(saved, manifest, link, settings, show))
+        return _finish(applied, saved, json_out=json_out)
     manifest = load(paths, var_files=var_files)
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
     )
     try:
-        plan, result = asyncio.run(apply_fresh(manifest, link, options, settings, _confirmer(auto_approve)))
+        plan, result = asyncio.run(
+            apply_fresh(manifest, link, options, settings, _confirmer(auto_approve, err=json_out))
+        )
     except DeleteBudgetError as refused:  # the whole plan first, then the refusal (nothing was applied)
-        click.echo(render_plan_text(refused.plan, colour=colour()), nl=False)
+        _show_plan(refused.plan, err=json_out)
         raise
     if not plan.changes:
-        click.echo(render_plan_text(plan, colour=colour()), nl=False)
+        _show_plan(plan, err=json_out)
     elif result is None:
         click.echo("Apply cancelled; nothing was changed.", err=True)
+        if json_out:
+            click.echo(as_json(apply_document(plan, ApplyResult(), cancelled=True)), nl=False)
         return ExitCode.ERROR
-    return _finish(result)
+    return _finish(result, plan, json_out=json_out)
 
 
-def _confirmer(auto_approve: bool) -> Callable[[Plan], bool]:
+def _show_plan(plan: Plan, *, err: bool) -> None:
+    """The plan as text: on stdout, or on stderr when stdout carries JSON (coloured by that stream)."""
+    shade = (sys.stderr.isatty() and "NO_COLOR" not in os.environ) if err else colour()
+    click.echo(render_plan_text(plan, colour=shade), nl=False, err=err)
+
+
+def _confirmer(auto_approve: bool, *, err: bool = False) -> Callable[[Plan], bool]:
     def confirm(plan: Plan) -> bool:
-        click.echo(render_plan_text(plan, colour=colour()), nl=False)
+        _show_plan(plan, err=err)
         if auto_approve:
             return True
         if not sys.stdin.isatty():
@@ -135,7 +154,7 @@ def _confirmer(auto_approve: bool) -> Callable[[Plan], bool]:
                 "apply needs --auto-approve when not run from a terminal (or apply a saved plan)"
             )
         answer: str = click.prompt(
-            "\nApply these changes? Only 'yes' will be accepted", default="", show_default=False
+            "\nApply these changes? Only 'yes' will be accepted", default="", show_default=False, err=err
         )
         return answer == "yes"
 
@@ -158,19 +177,24 @@ def _lock_settings(timeout: float, arguments: tuple[str, ...]) -> LockSettings:
     )
 
 
-def _masker() -> Callable[[Secret], None] | None:
+def _masker(*, err: bool = False) -> Callable[[Secret], None] | None:
     if not in_github_actions(os.environ):
         return None
 
     def mask(secret: Secret) -> None:
-        # The runner hides every later occurrence of a value announced this way.
-        click.echo(f"::add-mask::{secret.reveal()}")
+        # The runner hides every later occurrence of a value announced this way. It reads workflow
+        # commands on stderr too: there (``err``, when stdout carries JSON) the JSON stays whole.
+        click.echo(f"::add-mask::{secret.reveal()}", err=err)
 
     return mask
 
 
-def _finish(result: ApplyResult | None) -> int:
+def _finish(result: ApplyResult | None, plan: Plan, *, json_out: bool = False) -> int:
+    """Report the result: for people (stderr, and the summary on stdout in text mode) and, with
+    ``json_out``, as one JSON document on stdout; then exit as the result says."""
     if result is None:
+        if json_out:  # nothing to do: a document with no changes
+            click.echo(as_json(apply_document(plan, ApplyResult())), nl=False)
         return ExitCode.OK
     for notice in result.notices:
         click.echo(f"note: {visible(notice)}", err=True)
@@ -180,7 +204,9 @@ def _finish(result: ApplyResult | None) -> int:
         click.echo(f"skipped: {change.action.value} {change.address}: {visible(reason)}", err=True)
     for address, reason in result.undelivered:
         click.echo(f"secret not delivered: {visible(address)}: {visible(reason)}", err=True)
-    click.echo(apply_summary(result))
+    click.echo(apply_summary(result), err=json_out)
+    if json_out:  # the last thing on stdout, before the error (if any) goes to stderr
+        click.echo(as_json(apply_document(plan, result)), nl=False)
     # Failed changes win over undelivered secrets (exit 1 over 3): the project is not as planned, and
     # that needs a person first; the message still counts the secrets, and the next run delivers them.
     undelivered = (
@@ -245,6 +271,7 @@ def secrets_group() -> None:
 )
 @JOURNAL_OPTION
 @LOCK_TIMEOUT_OPTION
+@format_option("secrets-check.schema.json", choices=("text", "json"))
 def secrets_check(
     *,
     paths: tuple[str, ...],
@@ -254,20 +281,30 @@ def secrets_check(
     fix: bool,
     journal: Path,
     lock_timeout: float,
+    output_format: str,
 ) -> int:
     """Verify each managed client's current secret against its sink (exit 3 if any is not there).
 
     With --fix it holds the project's lock, as apply does (see --lock-timeout).
+    With --format json, stdout carries one document (the lines go to stderr).
     """
+    json_out = output_format == "json"
     manifest = load(paths, var_files=var_files)
     lock = _lock_settings(lock_timeout, (*paths, "--fix")) if fix else None
     link = connection(concurrency, rate_limit)
-    statuses = asyncio.run(check_secrets(manifest, link, fix=fix, journal=journal, mask=_masker(), lock=lock))
+    mask = _masker(err=json_out)
+    statuses = asyncio.run(check_secrets(manifest, link, fix=fix, journal=journal, mask=mask, lock=lock))
     for status in statuses:
         detail = f": {visible(status.detail)}" if status.detail else ""
-        click.echo(f"{status.state:>10}  {visible(status.address)} -> sink {visible(status.sink)}{detail}")
-    bad = [s for s in statuses if not s.ok and s.state != "absent"]
-    click.echo(f"{len(statuses) - len(bad)} of {len(statuses)} secrets are in their sinks or not issued yet.")
+        line = f"{status.state:>10}  {visible(status.address)} -> sink {visible(status.sink)}{detail}"
+        click.echo(line, err=json_out)
+    bad = secrets_problems(statuses)
+    click.echo(
+        f"{len(statuses) - len(bad)} of {len(statuses)} secrets are in their sinks or not issued yet.",
+        err=json_out,
+    )
+    if json_out:
+        click.echo(as_json(secrets_document(manifest.project.projectId, statuses, fix=fix)), nl=False)
     if bad:
         hint = "" if fix else "; run with --fix to deliver them"
         raise SecretDeliveryError(f"{len(bad)} secret(s) are not in their sinks{hint}")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -87,15 +89,23 @@ def fetch_progress() -> Callable[[int, int], None] | None:
     return show
 
 
-def format_option(schema: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """``--format``, naming the JSON schema of the command's own output."""
+def format_option(
+    schema: str, choices: Sequence[str] = ("text", "json", "markdown")
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format`` with ``choices`` (text first, the default), naming the JSON schema of the command's
+    own output."""
+    uses = {
+        "text": "text for people",
+        "json": f"json for policy tools and CI (schemas/{schema})",
+        "markdown": "markdown for PR comments",
+    }
     return click.option(
         "--format",
         "output_format",
-        type=click.Choice(["text", "json", "markdown"]),
+        type=click.Choice(list(choices)),
         default="text",
         show_default=True,
-        help=f"text for people, json for policy tools (schemas/{schema}), markdown for PR comments.",
+        help=", ".join(uses[choice] for choice in choices) + ".",
     )
 
 
@@ -142,10 +152,47 @@ JOURNAL_OPTION = click.option(
 
 
 def load(paths: Sequence[str], *, var_files: Sequence[str]) -> Manifest:
+    refuse_saved_plans(paths)
     values: dict[str, str] = {}
     for var_file in var_files:
         values.update(read_var_file(var_file))
     return load_manifest(paths or DEFAULT_PATHS, var_values=values)
+
+
+# Bytes read to tell a saved plan (its first key is format_version) from a manifest.
+SAVED_PLAN_PEEK = 64 * 1024
+
+
+def refuse_saved_plans(paths: Sequence[str]) -> None:
+    """Refuse a plan saved by ``plan --out`` given where manifests belong (YAML reads JSON, so it
+    would otherwise be read as a broken manifest)."""
+    for given in paths:
+        if given.lower().endswith(".json") and is_saved_plan(Path(given)):
+            quoted = shlex.quote(given)
+            raise UsageError(
+                f"{given} is a saved plan, not a manifest: view it with mcp-reconciler show {quoted}, "
+                f"or apply it with mcp-reconciler apply {quoted}"
+            )
+
+
+def is_saved_plan(path: Path) -> bool:
+    """Whether ``path`` is a JSON object with ``format_version`` and ``changeSet``, as ``plan --out``
+    writes (a damaged one included). Only a file whose start looks like one is read whole, once."""
+    try:
+        if not path.is_file():
+            return False  # load_manifest says what is wrong with it
+        with path.open("rb") as stream:
+            head = stream.read(SAVED_PLAN_PEEK)
+            if not head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{") or b'"format_version"' not in head:
+                return False
+            text = head + stream.read()
+    except OSError:
+        return False
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):  # truncated or damaged: still a plan, which show explains
+        return b'"changeSet"' in head
+    return isinstance(document, dict) and "format_version" in document and "changeSet" in document
 
 
 def emit(result: Plan | DriftReport, output_format: str) -> None:

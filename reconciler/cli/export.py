@@ -8,13 +8,14 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import api_options, connection, plural
+from reconciler.cli.common import api_options, connection, format_option, plural
 from reconciler.cli.main import cli
 from reconciler.errors import ExitCode, UsageError
 from reconciler.export import DEFAULT_SINK, ExportOptions, export_project
 from reconciler.files import write_atomically
 from reconciler.manifest import load_manifest
-from reconciler.models import DEFAULT_OWNERSHIP_TAG
+from reconciler.models import DEFAULT_OWNERSHIP_TAG, Manifest
+from reconciler.render.results import as_json, export_document
 from reconciler.textsafe import visible
 from reconciler.workflow import fetch_for_export
 
@@ -33,6 +34,7 @@ GITIGNORE = "# Client secrets written by mcp-reconciler's file sink: never commi
 @click.option("--ownership-tag", default=DEFAULT_OWNERSHIP_TAG, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite files that already exist in --out.")
 @api_options
+@format_option("export.schema.json", choices=("text", "json"))
 def export_command(
     *,
     out: Path,
@@ -45,12 +47,16 @@ def export_command(
     force: bool,
     concurrency: int,
     rate_limit: str,
+    output_format: str,
 ) -> int:
     """Write manifests from the live project: one file per server, clients inline.
 
     Each client's secret block names --sink; the Project document declares it as a
     file sink under --out (with a .gitignore keeping it out of Git): change it to your
     Vault, AWS or GitHub sink before the first apply if the secrets belong there.
+
+    With --format json, stdout carries one document naming the files written and
+    the servers and clients in them (never a secret); the rest goes to stderr.
     """
     if not project_id:
         raise UsageError("no project: set DESCOPE_PROJECT_ID or pass --project-id")
@@ -77,7 +83,32 @@ def export_command(
     folder = visible(str(out))
     click.echo(
         f"Exported {result.servers} server{plural(result.servers)} and {result.clients} "
-        f"client{plural(result.clients)} to {folder}; check them with: mcp-reconciler validate {folder}"
+        f"client{plural(result.clients)} to {folder}; check them with: mcp-reconciler validate {folder}",
+        err=output_format == "json",
     )
-    load_manifest([str(out)], environ=dict(os.environ))  # what we wrote must validate
+    written = load_manifest([str(out)], environ=dict(os.environ))  # what we wrote must validate
+    if output_format == "json":
+        document = export_document(
+            written,
+            out=str(out),
+            files=files,
+            server_files=_server_files(written, out),
+            sink=options.sink,
+            sink_path=options.sink_path,
+            adopt=adopt,
+            unowned=result.unowned,
+            warnings=result.warnings,
+        )
+        click.echo(as_json(document), nl=False)
     return ExitCode.OK
+
+
+def _server_files(manifest: Manifest, out: Path) -> dict[str, str]:
+    """Each server's file, relative to ``out``, as the loaded manifests locate it."""
+    found = {}
+    for server in manifest.servers:
+        where = manifest.locations.get(("server", server.name))
+        if where is not None:
+            path = Path(where.file)
+            found[server.name] = (path.relative_to(out) if path.is_relative_to(out) else path).as_posix()
+    return found

@@ -393,6 +393,9 @@ def render_drift_markdown(report: DriftReport, *, limit: int = MARKDOWN_LIMIT) -
     noun = "dynamically registered client"
     dynamic = _count(report.dynamic_clients, noun, plural=noun + "s")
     head += f"{dynamic} (not drift).\n"
+    if report.ignored:
+        ignored = _count(report.ignored, "object", plural="objects")
+        head += f"{ignored} ignored (other owners or the Project's ignore rules).\n"
     sections = [
         _Section(
             f"### Duplicated: one manifest name, several live objects ({len(report.duplicated):,})",

@@ -162,6 +162,9 @@ def render_drift_text(report: DriftReport, *, colour: bool = False) -> str:
     if report.dynamic_clients:
         plural = "s" if report.dynamic_clients != 1 else ""
         out.add(f"{report.dynamic_clients} dynamically registered client{plural} (not drift).")
+    if report.ignored:
+        plural = "s" if report.ignored != 1 else ""
+        out.add(f"{report.ignored} object{plural} ignored (other owners or the Project's ignore rules).")
     counts = report.summary
     if report.has_drift:
         # Duplicates are rare (plan refuses them): counted only when there are some.
