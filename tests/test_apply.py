@@ -308,7 +308,8 @@ def test_plan_warns_when_a_sink_for_new_secrets_is_unusable(
     for output_format in ("json", "markdown"):  # and so does every other format, and stderr
         assert run(["plan", str(folder), "--format", output_format]) == 0
         captured = capsys.readouterr()
-        assert captured.err.startswith("warning: sink 'vault': ")
+        assert captured.err.startswith("warning: ")
+        assert "vault" in captured.err
         assert "apply will not create or rotate clients whose secrets go there" in captured.err
         assert "NO_SUCH_TOKEN_VAR" in captured.out.replace("\\_", "_")  # markdown escapes the _
     document = json.loads((run(["plan", str(folder), "--format", "json"]), capsys.readouterr().out)[1])

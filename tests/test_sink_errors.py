@@ -70,6 +70,9 @@ def test_a_file_sink_on_a_folder_is_warned_about_skipped_and_reported(
     problem = f"sink 'local' (file): {folder} is a folder, not a file: point path at a file inside it"
 
     assert run(["plan", str(manifests)]) == ExitCode.OK
+    out, _ = _clean(capsys)  # the text plan says it beside the change it stops
+    assert f"! the sink cannot take it: {problem}; apply will not create it" in out
+    assert run(["plan", str(manifests), "--format", "json"]) == ExitCode.OK
     _, err = _clean(capsys)
     assert f"warning: {problem} (apply will not create or rotate clients whose secrets go there)" in err
 
@@ -241,6 +244,9 @@ def test_a_missing_library_is_warned_about_by_plan_and_skipped_by_apply(
     manifests = _manifests(tmp_path, missing.sink)
     assert run(["validate", str(manifests)]) == ExitCode.OK  # offline: nothing is imported
     assert run(["plan", str(manifests)]) == ExitCode.OK
+    out, _ = _clean(capsys)  # the text plan says it beside the change it stops
+    assert f"! the sink cannot take it: {missing.problem}; apply will not create it" in out
+    assert run(["plan", str(manifests), "--format", "markdown"]) == ExitCode.OK
     _, err = _clean(capsys)
     assert (
         f"warning: {missing.problem} (apply will not create or rotate clients whose secrets go there)" in err

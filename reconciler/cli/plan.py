@@ -131,12 +131,9 @@ def plan_command(
         {"has-changes": plan.has_changes, **plan.summary, "changeset": plan.change_set},
     )
     if output_format != "text":  # the text plan shows each beside the changes it stops
-        for sink, problem in plan.sink_problems.items():
-            click.echo(
-                f"warning: sink {visible(repr(sink))}: {visible(problem)} (apply will not create or rotate "
-                "clients whose secrets go there)",
-                err=True,
-            )
+        for problem in plan.sink_problems.values():
+            why = "apply will not create or rotate clients whose secrets go there"
+            click.echo(f"warning: {visible(problem)} ({why})", err=True)  # the problem names its sink
     if refusal is not None:
         emit(plan, output_format)
         raise refusal  # after the plan: the refusal and the --allow-deletes that accepts it come last
