@@ -1,5 +1,7 @@
-"""Runs every benchmark and prints the table for BENCHMARKS.md: ``python -m bench [--smoke]``.
+"""Runs every benchmark and prints the tables for BENCHMARKS.md: ``python -m bench [--smoke]``.
 
+First the command as a user runs it (``bench.command``: ``mcp-reconciler`` in a subprocess on
+generated manifest trees, beside floors measured in the same run), then the in-process breakdown.
 Each scenario gets its own emulator process (with the latency and rate limit it asks for) and its
 own measuring process, so neither's CPU time or memory is counted as the other's.
 """
@@ -24,6 +26,7 @@ from typing import Any
 
 import httpx
 
+from bench import command
 from bench.scenarios import PROJECT, seed_body
 from reconciler.throttle import DEFAULT_CONCURRENCY
 
@@ -150,7 +153,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to prove the script runs (CI)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--command-only", action="store_true", help="only the end-to-end scenarios")
     options = parser.parse_args()
+    if options.smoke:
+        e2e = {"sizes": [2], "clients": 2, "apply_sizes": [2], "latency_ms": 1.0, "times": 1}
+    else:
+        e2e = {
+            "sizes": [10, 100, 1000],
+            "clients": 20,
+            "apply_sizes": [10, 100],
+            "latency_ms": 20.0,
+            "times": 5,
+        }
+    started = time.monotonic()
+    end_to_end = command.scenarios(**e2e)  # type: ignore[arg-type]
+    print(command.render(end_to_end), flush=True)
+    if options.command_only:
+        options.out.write_text(json.dumps({"command": end_to_end}, indent=2) + "\n")
+        return
     if options.smoke:
         sizes, latency, creates, rate, diff_size, sample = [(3, 2)], 1.0, 12, (40, 1.0), (20, 5), 50
     else:
@@ -163,8 +183,8 @@ def main() -> None:
             3000,
         )
     concurrency = DEFAULT_CONCURRENCY  # the tool's default, as a user runs it
-    started = time.monotonic()
     results: dict[str, Any] = {
+        "command": end_to_end,
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),

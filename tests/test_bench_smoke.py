@@ -30,3 +30,15 @@ def test_the_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     assert results["diff"]["changes"] == 20 + 20 * 5
     assert "build_plan" in results["profile"]
     assert "| 3x2 | this tool |" in done.stdout
+    # The command as a user runs it, on a generated tree, each figure beside its floor.
+    command = results["command"]
+    assert command["startup"]["help"]["wall_s"] > command["startup"]["floor"]["wall_s"] > 0
+    (validated,) = command["validate"]
+    assert validated["floor_s"] > 0
+    (planned,) = command["plan"]
+    assert planned["calls"] == 2 + 2  # two servers: servers/all, resources/load, a search each
+    (applied,) = command["apply"]
+    assert applied["objects"] == 2 + 2 * 2  # every server and client created ...
+    assert applied["requests"] >= applied["objects"]
+    assert applied["fsyncs"] > 0  # ... with its secrets written through the file sink
+    assert "| validate 2x2 |" in done.stdout
