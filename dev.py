@@ -50,6 +50,12 @@ def demo() -> None:
     run([str(BIN / "mcp-reconciler"), "demo", "manifests"])
 
 
+# The suite runs on every core (pytest-xdist), each worker taking the next test as it finishes one, so
+# a long test does not hold up a queue. Arguments given after ``test`` come later and win: ``-n 0``
+# runs it in one process.
+PARALLEL = ["-n", "auto", "--dist", "worksteal"]
+
+
 def test() -> None:
     """Set up with the development tools, then lint, type-check and run the whole test suite."""
     ensure_environment("dev")
@@ -57,7 +63,7 @@ def test() -> None:
     run([str(BIN / "ruff"), "format", "--check", "."])
     run([str(BIN / "mypy"), "--strict", "reconciler", "tests", "bench", "dev.py"])
     run([str(BIN / "lint-imports")])
-    run([str(BIN / "python"), "-m", "pytest", *sys.argv[2:]])
+    run([str(BIN / "python"), "-m", "pytest", *PARALLEL, *sys.argv[2:]])
 
 
 TASKS = {"demo": demo, "test": test}

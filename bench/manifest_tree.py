@@ -2,11 +2,11 @@
 
 One file per server (``servers/sNNNN.yaml``) with its clients inline, and ``project.yaml``: the shapes
 the examples use (description, tags, audiences, 2 to 4 approved scopes of which one is a connection
-scope, callback URLs, session settings; clients with scopes, tags, a secret key and
-some with callback URLs), varied by index so
-that no two objects are the same. The Project's file sink writes under ``${BENCH_SINK_DIR}``
-(``.secrets`` when unset); like every variable, a manifest reads it from the environment only as
-``MCP_VAR_BENCH_SINK_DIR``. Run as ``python -m bench.manifest_tree FOLDER SERVERS CLIENTS``.
+scope, callback URLs, session settings; clients with scopes, tags, a secret key and, every other one,
+callback URLs), varied by index so that no two objects are the same. The Project's file sink writes
+under ``${BENCH_SINK_DIR}`` (``.secrets`` when unset); like every variable, a manifest reads it from
+the environment only as ``MCP_VAR_BENCH_SINK_DIR``.
+Run as ``python -m bench.manifest_tree FOLDER SERVERS CLIENTS``.
 """
 
 from __future__ import annotations

@@ -5,8 +5,11 @@ rotations, then deletes children first (one bulk call per parent: the clients of
 the servers). Within a level, changes run concurrently under the run's throttle. A failed change
 skips only what depends on it (``kinds.depends_on``: a client of a server that could not be
 created, a rotation of a client whose update failed), and every failure is reported. Each step is
-journaled before it starts and after it ends. The API calls of each kind come from the
-``reconciler.operations`` registry.
+journaled before it starts (``Journal.record``: the concurrent changes of a level share each fsync)
+and after it ends (``Journal.note``, synced once at the level's end). The secrets a level issues
+are delivered together, once every change of the level has issued its secret or ended
+(``delivery.DeliveryRound``): one write per sink, not one per secret. The API calls of each kind
+come from the ``reconciler.operations`` registry.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Protocol
 
-from reconciler.delivery import Courier, new_salt
+from reconciler.delivery import Courier, DeliveryRound, Seat, new_salt
 from reconciler.descope.client import DescopeClient
 from reconciler.descope.wire import LiveState
 from reconciler.errors import ReconcilerError
@@ -89,7 +92,13 @@ class Applier:
             changes = by_level[step]
             deletes = [c for c in changes if c.action is Action.DELETE]
             others = [c for c in changes if c.action is not Action.DELETE]
-            await asyncio.gather(*(self._one(change) for change in others), self._delete(deletes))
+            deliveries = DeliveryRound(self.courier, len(others))
+            await asyncio.gather(
+                *(self._one(change, deliveries.seat()) for change in others),
+                self._delete(deletes),
+                deliveries.run(),
+            )
+            self.journal.sync()  # the level's "finished" lines (Journal.note)
         self.result.seconds = time.monotonic() - started
         self.journal.write(
             "apply-finished",
@@ -114,20 +123,23 @@ class Applier:
 
     # ---- one change ----------------------------------------------------------------------------
 
-    async def _one(self, change: Change) -> None:
-        blocker = self._blocker(change)
-        if blocker:
-            self._skip(change, blocker)
-            return
-        self.journal.write("started", **_where(change))
+    async def _one(self, change: Change, seat: Seat) -> None:
         try:
-            await self._execute(change)
-        except (_Failed, ReconcilerError) as exc:
-            self._fail(change, str(exc))
-            return
-        self.result.done.append(change)
-        self.journal.write("finished", **_where(change))
-        self.progress.done(change, None)
+            blocker = self._blocker(change)
+            if blocker:
+                self._skip(change, blocker)
+                return
+            await self.journal.record("started", **_where(change))
+            try:
+                await self._execute(change, seat)
+            except (_Failed, ReconcilerError) as exc:
+                self._fail(change, str(exc))
+                return
+            self.result.done.append(change)
+            self.journal.note("finished", **_where(change))  # synced at the level's end
+            self.progress.done(change, None)
+        finally:
+            seat.leave()  # no secret from it (or no more): the level's deliveries need not wait for it
 
     def _blocker(self, change: Change) -> str | None:
         for earlier in self.not_applied:
@@ -139,44 +151,44 @@ class Applier:
             return f"sink {change.secret.sink!r} is not usable: {self.bad_sinks[change.secret.sink]}"
         return None
 
-    async def _execute(self, change: Change) -> None:
+    async def _execute(self, change: Change, seat: Seat) -> None:
         if change.action is Action.CREATE:
-            await self._create(change)
+            await self._create(change, seat)
         elif change.action is Action.ROTATE_SECRET:
-            await self._rotate(change)
+            await self._rotate(change, seat)
         else:  # update or adopt: both lay the desired fields over the live object
             await operations_for(change.kind, change.surface).update(
                 self.api, change.server_id, self._live(change), change.desired
             )
             if change.action is Action.ADOPT and change.issues_secret and change.secret is not None:
-                await self._adopt_secret(change)
+                await self._adopt_secret(change, seat)
 
-    async def _create(self, change: Change) -> None:
+    async def _create(self, change: Change, seat: Seat) -> None:
         descriptor = KINDS[change.kind]
         parent_id = change.server_id or self.created_ids.get(change.path[:-1])
         if descriptor.parent is not None and not parent_id:
             raise _Failed(f"its {descriptor.parent}'s id is unknown")
         known = [o.id for o in descriptor.live_under(self.live, parent_id) if o.name == change.name]
         if change.issues_secret:
-            self.journal.write("create-started", **_secret_where(change), serverId=parent_id)
+            await self.journal.record("create-started", **_secret_where(change), serverId=parent_id)
         created = await operations_for(change.kind, change.surface).create(
             self.api, parent_id, change.desired, exclude_ids=known
         )
         self.created_ids[change.path] = created.id
         if created.secret is not None:
-            await self._hand_off(change, created.client_id, created.secret)
+            await self._hand_off(change, created.client_id, created.secret, seat)
         else:
             where = {change.kind.value: change.name, f"{change.kind}Id": created.id}
-            self.journal.write(f"{change.kind}-created", **where)
+            await self.journal.record(f"{change.kind}-created", **where)
 
-    async def _adopt_secret(self, change: Change) -> None:
+    async def _adopt_secret(self, change: Change, seat: Seat) -> None:
         live = self._live(change)
         parent_id = change.server_id or ""
-        self.journal.write("adopt-started", **_secret_where(change), id=live.id, serverId=parent_id)
+        await self.journal.record("adopt-started", **_secret_where(change), id=live.id, serverId=parent_id)
         secret = await self._secrets(change).read_secret(self.api, parent_id=parent_id, object_id=live.id)
-        await self._hand_off(change, _client_id(live), secret)
+        await self._hand_off(change, _client_id(live), secret, seat)
 
-    async def _rotate(self, change: Change) -> None:
+    async def _rotate(self, change: Change, seat: Seat) -> None:
         live = self._live(change)
         parent_id = change.server_id or ""
         if change.secret is None or change.secret.rotation is None:
@@ -184,7 +196,7 @@ class Applier:
         secrets = self._secrets(change)
         before = await secrets.read_secret(self.api, parent_id=parent_id, object_id=live.id)
         salt = new_salt()
-        self.journal.write(
+        await self.journal.record(
             "rotate-started",
             **_secret_where(change),
             id=live.id,
@@ -194,13 +206,13 @@ class Applier:
             salt=salt,
         )
         secret = await secrets.rotate_secret(self.api, parent_id=parent_id, object_id=live.id, before=before)
-        await self._hand_off(change, _client_id(live), secret)
+        await self._hand_off(change, _client_id(live), secret, seat)
         # Recorded even when delivery failed: the rotation happened; the journal redelivers.
         await secrets.record_rotation(
             self.api, parent_id=parent_id, object_id=live.id, marker=change.secret.rotation
         )
         where = {"server": change.server, "client": change.name}
-        self.journal.write("rotation-recorded", **where, rotation=change.secret.rotation)
+        await self.journal.record("rotation-recorded", **where, rotation=change.secret.rotation)
 
     def _secrets(self, change: Change) -> SecretOperations:
         secrets = SECRET_OPERATIONS.get(change.kind)
@@ -208,11 +220,12 @@ class Applier:
             raise _Failed(f"a {change.kind} holds no secret")
         return secrets
 
-    async def _hand_off(self, change: Change, client_id: str, secret: Secret) -> None:
+    async def _hand_off(self, change: Change, client_id: str, secret: Secret, seat: Seat) -> None:
+        """Hand the secret to the level's round: delivered with the level's others (see DeliveryRound)."""
         if change.secret is None:
             raise _Failed("the plan has no sink for its secret")
         record = SecretRecord(change.server or "", change.name, client_id, change.secret.key)
-        outcome = await self.courier.hand_off(record, change.secret.sink, secret)
+        outcome = await seat.hand_off(record, change.secret.sink, secret)
         if outcome.delivered:
             self.result.delivered += 1
         else:
@@ -230,8 +243,7 @@ class Applier:
 
     async def _bulk(self, changes: list[Change]) -> None:
         first = changes[0]
-        for change in changes:
-            self.journal.write("started", **_where(change))
+        self.journal.write_many(("started", _where(change)) for change in changes)  # one fsync
         try:
             ids = [change.id or "" for change in changes]
             await operations_for(first.kind, first.surface).delete_many(self.api, first.server_id, ids)
@@ -241,7 +253,7 @@ class Applier:
             return
         for change in changes:
             self.result.done.append(change)
-            self.journal.write("finished", **_where(change))
+            self.journal.note("finished", **_where(change))  # synced at the level's end
             self.progress.done(change, None)
 
     # ---- bookkeeping ---------------------------------------------------------------------------

@@ -16,7 +16,9 @@ INTERRUPTED = 130  # reconciler.errors.ExitCode.INTERRUPTED, without importing i
 def main() -> None:
     try:
         from reconciler.cli import run  # noqa: PLC0415 - late on purpose: see the module docstring
+        from reconciler.cli.main import preload  # noqa: PLC0415
 
+        preload(sys.argv[1:])  # the command's own modules, which the command group imports on demand
         # The package's start-up handler (reconciler/__init__.py) hands over to the usual one, under
         # which the commands turn KeyboardInterrupt into exit 130 themselves.
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -4,17 +4,48 @@ It lets a person see exactly what a run did, and lets the next run finish what a
 delivery left open: a client created (or a secret rotated) whose secret did not reach its sink. It
 never holds a secret; for a rotation it holds a salted digest of the secret *before* the rotation,
 which is enough to tell afterwards whether the rotation happened, and useless for anything else.
+
+Durability, and what each fsync is for. An event is on disk (fsynced) before the call that writes
+it returns, so before the step it announces is taken. ``write`` syncs one event, ``write_many``
+several with one fsync (a crash during it leaves a prefix of them, the last perhaps torn, which
+``read_events`` skips), and ``record``, for the applier's concurrent changes, returns once an fsync
+covering its line is done, one fsync shared by every ``record`` of the same turn of the event loop
+(group commit). So the N changes of one apply step cost a few fsyncs, not a few per change:
+
+- ``create-started``, ``rotate-started``, ``adopt-started``: needed. They must be durable before the
+  API call that issues (or reads) the secret: after a crash, the open ones are the only trace of a
+  secret that exists in Descope and may not be in its sink; the next run reads the current secret
+  and delivers it (``delivery.resume``).
+- ``delivered``: written only after the sink's write returned, which for the file sink means the data
+  and the rename are durable (``files.write_atomically``), never before: a ``delivered`` on disk with
+  the secret not in the sink would lose it. Its own sync is not needed for safety (a lost
+  ``delivered`` reopens a delivery that the next run repeats, idempotently, with the current
+  secret), but keeps the journal true after a machine crash; the deliveries of one step share one
+  sync (``delivery.Courier.hand_off_many``). The same holds for ``undelivered`` (the delivery is
+  open anyway), ``rotation-recorded``, ``abandoned``, ``create-absent`` and ``rotate-absent``.
+- ``started``, ``failed``, ``skipped``, ``<kind>-created``, ``apply-started``, ``apply-finished``:
+  not read by any recovery (the next plan reads the live project), synced so that a person reading
+  the journal after a crash sees every step the run had begun; with group commit, the changes of a
+  step that announce it together share one fsync.
+- ``finished`` announces nothing: ``note`` writes it without a sync of its own, and the applier
+  syncs once at the end of each level (``sync``), so changes that end at different moments (updates,
+  whose answers come one by one) do not cost one fsync each. A process killed before that sync
+  loses nothing (the line was written to the OS); a machine crash may lose such lines, and the
+  journal then shows a change begun but not ended, which the next plan, read from the live project,
+  settles.
+- A new journal's folder, once: the file's name is durable only then.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import secrets as random_source
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +70,7 @@ def digest(secret: Secret, salt: str) -> str:
 
 
 class Journal:
-    """Appends events to a JSON-lines file (mode 0600), fsynced one by one.
+    """Appends events to a JSON-lines file (mode 0600), each durable before the call writing it returns.
 
     Opening it raises JournalError, before anything changes, when the path is a symbolic link, a
     folder or anything but a regular file, or cannot be created or written; so does a failed write.
@@ -62,6 +93,9 @@ class Journal:
             ) from None
         created = not path.exists()
         self._stream = os.fdopen(_open(path), "a", encoding="utf-8")
+        self._written = 0  # lines written (flushed to the OS)
+        self._synced = 0  # of them, lines known durable
+        self._pending: asyncio.Future[None] | None = None  # the fsync the next ``record`` joins
         if created:
             # Each event is fsynced, but a new file's name is durable only once its folder is.
             with contextlib.suppress(OSError):
@@ -73,15 +107,66 @@ class Journal:
             self._stream.flush()
 
     def write(self, event: str, **fields: Any) -> None:
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        record = {"time": now, "run": self.run_id, "project": self.project, "event": event}
-        record.update({k: v for k, v in fields.items() if v is not None})
+        """Append one event; durable when this returns."""
+        self.write_many([(event, fields)])
+
+    def write_many(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Append several events (name, fields), with one fsync; all durable when this returns."""
+        self._append([self._line(event, fields) for event, fields in events])
+        self.sync()
+
+    def note(self, event: str, **fields: Any) -> None:
+        """Append an event that announces no step (a change's ``finished``): written at once, durable
+        with the next sync (``sync``, or any later event's), which this does not wait for."""
+        self._append([self._line(event, fields)])
+
+    def sync(self) -> None:
+        """Make every event written so far durable (no fsync when they already are)."""
+        if self._synced == self._written:
+            return
+        written = self._written
         try:
-            self._stream.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
-            self._stream.flush()
             os.fsync(self._stream.fileno())
         except OSError as exc:
             raise JournalError(f"cannot write the journal {self.path}: {_reason(exc)}") from None
+        self._synced = written
+
+    async def record(self, event: str, **fields: Any) -> None:
+        """Append one event; durable when this returns. For concurrent tasks: the line is written at
+        once, and the fsync is shared with every other ``record`` made in the same turn of the event
+        loop (it runs once they have all written), so N changes announcing a step cost one fsync."""
+        self._append([self._line(event, fields)])
+        if self._pending is None:
+            loop = asyncio.get_running_loop()
+            self._pending = loop.create_future()
+            loop.call_soon(self._sync_pending)
+        # shield: a waiter cancelled (Ctrl+C) must not cancel the fsync the others wait for
+        await asyncio.shield(self._pending)
+
+    def _line(self, event: str, fields: Mapping[str, Any]) -> str:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        record = {"time": now, "run": self.run_id, "project": self.project, "event": event}
+        record.update({k: v for k, v in fields.items() if v is not None})
+        return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+
+    def _append(self, lines: list[str]) -> None:
+        try:
+            self._stream.write("".join(lines))
+            self._stream.flush()
+        except OSError as exc:
+            raise JournalError(f"cannot write the journal {self.path}: {_reason(exc)}") from None
+        self._written += len(lines)
+
+    def _sync_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is None or pending.done():
+            return
+        try:
+            self.sync()
+        except JournalError as exc:
+            pending.set_exception(exc)
+        else:
+            pending.set_result(None)
 
     def close(self) -> None:
         try:

@@ -41,6 +41,15 @@ def _own_lock_folder(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.T
     monkeypatch.setenv("MCP_RECONCILER_LOCK_DIR", str(tmp_path_factory.mktemp("locks")))
 
 
+@pytest.fixture(autouse=True)
+def _own_working_folder(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test starts in an empty folder of its own (a test may chdir elsewhere): what a command
+    writes relative to the working directory (the default journal, .mcp-reconciler/journal.jsonl, a
+    file sink's relative path, a crash log) is the test's alone, never the repository's, nor another
+    test's when tests run in parallel (python3 dev.py test runs them with pytest-xdist)."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 def project_yaml(project_id: str) -> str:
     """A Project manifest whose secrets go to one file sink, .secrets/clients.json (relative)."""
     return (

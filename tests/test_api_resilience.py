@@ -18,10 +18,17 @@ KEY = "K2-resilience-management-key-51be"
 PROJECT = "P2RESILIENCE"
 FAST_RETRY = RetryPolicy(attempts=8, base_delay=0.005, max_delay=0.05, rate_limited_attempts=50)
 UNLIMITED = ThrottleSettings(concurrency=16, requests=100_000, per_seconds=1.0)
+# The client's deadline per request, which is also how long it waits, after a create or rotation
+# succeeded only on a retry, for a lost attempt to land (then it looks for late duplicates): the
+# default 30 s made each such wait half a minute. The emulator in this process answers in
+# milliseconds, and an attempt of its faults never lands late (refused before handling, or committed
+# before its answer is lost). Tests of the timeout itself pass their own.
+TIMEOUT = 2.0
 
 
 def _client(base_url: str, *, throttle: ThrottleSettings = UNLIMITED, **options: Any) -> DescopeClient:
     options.setdefault("retry", FAST_RETRY)
+    options.setdefault("timeout", TIMEOUT)
     return DescopeClient(
         project_id=PROJECT, management_key=KEY, base_url=base_url, throttle=Throttle(throttle), **options
     )

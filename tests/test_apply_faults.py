@@ -47,6 +47,12 @@ INTERMEDIATE_CODES = {1, 3}  # an apply that met a fault it could not absorb, or
 
 FAULT_RATE = 0.1
 FAULT_AFTER_COMMIT_RATE = 0.2
+# The client's deadline per request (MCP_RECONCILER_TIMEOUT), which is also how long it waits, after a
+# create or rotation succeeded only on a retry, for a lost attempt to land before it looks for one:
+# the default 30 s made each such wait half a minute. The emulator in this process answers in
+# milliseconds, and an attempt of its faults never lands late (refused before handling, or committed
+# before its answer is lost), so 2 s bounds both.
+TIMEOUT = "2"
 
 CLIENTS_PER_SERVER = 5
 
@@ -206,6 +212,7 @@ def start(monkeypatch: pytest.MonkeyPatch, root: Path, config: EmulatorConfig) -
     with running_emulator(config) as handle:
         monkeypatch.setenv("DESCOPE_BASE_URL", handle.base_url)
         monkeypatch.setenv("DESCOPE_MANAGEMENT_KEY", KEY)
+        monkeypatch.setenv("MCP_RECONCILER_TIMEOUT", TIMEOUT)
         monkeypatch.delenv("MCP_RECONCILER_JOURNAL", raising=False)
         monkeypatch.chdir(root)
         yield Harness(handle, probe, root)

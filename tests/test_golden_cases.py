@@ -8,6 +8,7 @@ code and lines its stderr must hold (``{"plan": {"exit": 1, "stderr": ["..."]}}`
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import pytest
 from reconciler.cli import run
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 
-CASES = sorted(p for p in (Path(__file__).parent / "cases").iterdir() if p.is_dir())
+ROOT = Path(__file__).resolve().parent.parent
+CASES = sorted(p for p in (ROOT / "tests" / "cases").iterdir() if p.is_dir())
 KEY = "K2-golden-key-0c3e"
 OUTPUTS = [
     ("plan", "text", "plan.txt"),
@@ -51,15 +53,22 @@ def test_case(  # noqa: PLR0917 - pytest passes fixtures and parameters position
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:
     _seeded(emulator, case)
+    # The outputs name the manifests as a run from the repository's root does (tests/cases/...), and
+    # the case's file sink (.secrets/golden.json) is relative to the working directory: the run is
+    # made in a copy laid out alike under tmp_path, so nothing is read or written in the checkout.
+    manifests = tmp_path / case.relative_to(ROOT) / "manifests"
+    shutil.copytree(case / "manifests", manifests)
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DESCOPE_BASE_URL", emulator.base_url)
     monkeypatch.setenv("DESCOPE_MANAGEMENT_KEY", KEY)
     monkeypatch.delenv("NO_COLOR", raising=False)
     args: list[Any] = json.loads((case / "args.json").read_text()) if (case / "args.json").exists() else []
     if command == "drift":
         args = []  # drift looks at the whole project
-    code = run([command, str(case / "manifests"), "--format", output_format, *args])
+    code = run([command, str(manifests), "--format", output_format, *args])
     captured = capsys.readouterr()
     outcomes = json.loads((case / "outcome.json").read_text()) if (case / "outcome.json").exists() else {}
     outcome = outcomes.get(command, {})

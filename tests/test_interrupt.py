@@ -22,6 +22,9 @@ from tests.conftest import EXAMPLES, ROOT
 DELAYS = (0.0001, 0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5)
 LAUNCH = """\
 import atexit, os, runpy, signal, sys
+# Ctrl+C as a terminal delivers it: a parent that ignores SIGINT (a shell's background job, and so the
+# test run it started) passes that on, and Python keeps an ignored SIGINT ignored.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import reconciler  # the package's first line: from here on a Ctrl+C is the tool's to handle
 signal.signal(signal.SIGALRM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
 signal.setitimer(signal.ITIMER_REAL, float(sys.argv[1]))
@@ -66,7 +69,7 @@ def test_an_internal_error_keeps_its_traceback_in_a_crash_log_without_credential
     def broken(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError(f"a bug that quotes {key}")
 
-    monkeypatch.setattr("reconciler.cli.plan.load", broken)
+    monkeypatch.setattr("reconciler.cli.validate.load", broken)
     assert run(["validate", str(EXAMPLES)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("internal error: RuntimeError: a bug that quotes <DESCOPE_MANAGEMENT_KEY> (")

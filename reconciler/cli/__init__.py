@@ -1,11 +1,11 @@
 """The ``mcp-reconciler`` command line: the only package that prints or exits.
 
-``main`` groups the commands; each module registers its commands on import.
+``main`` groups the commands; the group imports each command's module when that command is run
+(``reconciler.cli.main.COMMANDS`` lists them), so start-up loads only what the command uses.
 """
 
 from __future__ import annotations
 
-from reconciler.cli import apply, demo, emulator, export, plan, show  # noqa: F401 - importing registers the commands
 from reconciler.cli.main import cli, main, run
 
 __all__ = ["cli", "main", "run"]

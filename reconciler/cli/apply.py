@@ -14,17 +14,16 @@ import click
 
 from reconciler.cli.common import (
     DEFAULT_PATHS,
-    JOURNAL_OPTION,
     LOCK_TIMEOUT_OPTION,
     TARGET_OPTION,
     api_options,
     colour,
     connection,
     format_option,
+    journal_option,
     load,
     manifest_options,
 )
-from reconciler.cli.main import cli
 from reconciler.errors import (
     ApplyError,
     DeleteBudgetError,
@@ -51,7 +50,7 @@ from reconciler.workflow import (
 )
 
 
-@cli.command("apply")
+@click.command("apply")
 @manifest_options
 @api_options
 @click.option("--auto-approve", is_flag=True, help="Apply without asking (required when not on a terminal).")
@@ -60,7 +59,7 @@ from reconciler.workflow import (
 )
 @click.option("--allow-deletes", type=click.IntRange(min=0), help="Accept up to N deletes, over maxDeletes.")
 @TARGET_OPTION
-@JOURNAL_OPTION
+@journal_option
 @LOCK_TIMEOUT_OPTION
 @format_option("apply.schema.json", choices=("text", "json"))
 def apply_command(
@@ -258,7 +257,7 @@ class ProgressLine:
             click.echo("::endgroup::", err=True)
 
 
-@cli.group("secrets")
+@click.group("secrets")
 def secrets_group() -> None:
     """Check that every managed client's secret is in its sink."""
 
@@ -269,7 +268,7 @@ def secrets_group() -> None:
 @click.option(
     "--fix", is_flag=True, help="Deliver the current secret (read from Descope) where it is missing."
 )
-@JOURNAL_OPTION
+@journal_option
 @LOCK_TIMEOUT_OPTION
 @format_option("secrets-check.schema.json", choices=("text", "json"))
 def secrets_check(

@@ -1,4 +1,9 @@
-"""Options, loading and output helpers shared by the commands."""
+"""Options, loading and output helpers shared by the commands.
+
+Importing this module stays cheap (``validate`` uses it): what only the commands that reach the API
+need (the workflow, the throttle) is imported where it is used; rendering a plan or a drift report
+is in ``reconciler.cli.output``.
+"""
 
 from __future__ import annotations
 
@@ -10,26 +15,18 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from reconciler.drift import DriftReport
 from reconciler.errors import UsageError
 from reconciler.ghactions import append_summary, write_outputs
-from reconciler.journal import DEFAULT_JOURNAL
 from reconciler.manifest import load_manifest, read_var_file
-from reconciler.models import Manifest
-from reconciler.plan import Plan
 from reconciler.render.github import in_github_actions
-from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
-from reconciler.render.text import render_drift_text, render_plan_text
-from reconciler.throttle import DEFAULT_CONCURRENCY, DEFAULT_RATE, ThrottleSettings, parse_rate
-from reconciler.workflow import (
-    Connection,
-    drift_as_json,
-    plan_as_json,
-)
+
+if TYPE_CHECKING:
+    from reconciler.models import Manifest
+    from reconciler.workflow import Connection
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,6 +47,8 @@ def manifest_options(func: F) -> F:
 
 def api_options(func: F) -> F:
     """Throughput controls shared by every command that calls the API."""
+    from reconciler.throttle import DEFAULT_CONCURRENCY, DEFAULT_RATE  # noqa: PLC0415 - see the docstring
+
     func = click.option(
         "--rate-limit",
         metavar="N/SECONDS",
@@ -69,6 +68,9 @@ def api_options(func: F) -> F:
 
 
 def connection(concurrency: int, rate_limit: str) -> Connection:
+    from reconciler.throttle import ThrottleSettings, parse_rate  # noqa: PLC0415 - see the docstring
+    from reconciler.workflow import Connection  # noqa: PLC0415
+
     try:
         requests, seconds = parse_rate(rate_limit)
     except ValueError as exc:
@@ -141,14 +143,19 @@ def _finite(value: float) -> float:
     return value
 
 
-JOURNAL_OPTION = click.option(
-    "--journal",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=DEFAULT_JOURNAL,
-    show_default=True,
-    envvar="MCP_RECONCILER_JOURNAL",
-    help="JSON-lines record of every step (never secrets); also how a later run finishes open deliveries.",
-)
+def journal_option(func: F) -> F:
+    """``--journal``, for the commands that change the project or the sinks."""
+    from reconciler.journal import DEFAULT_JOURNAL  # noqa: PLC0415 - see the docstring
+
+    return click.option(
+        "--journal",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=DEFAULT_JOURNAL,
+        show_default=True,
+        envvar="MCP_RECONCILER_JOURNAL",
+        help="JSON-lines record of every step (never secrets); also how a later run finishes open "
+        "deliveries.",
+    )(func)
 
 
 def load(paths: Sequence[str], *, var_files: Sequence[str]) -> Manifest:
@@ -193,22 +200,6 @@ def is_saved_plan(path: Path) -> bool:
     except (ValueError, RecursionError):  # truncated or damaged: still a plan, which show explains
         return b'"changeSet"' in head
     return isinstance(document, dict) and "format_version" in document and "changeSet" in document
-
-
-def emit(result: Plan | DriftReport, output_format: str) -> None:
-    """A plan or a drift report on stdout, in the format asked for."""
-    if output_format == "json":
-        text = plan_as_json(result) if isinstance(result, Plan) else drift_as_json(result)
-    elif output_format == "markdown":
-        text = render_plan_markdown(result) if isinstance(result, Plan) else render_drift_markdown(result)
-    else:
-        shade = colour()
-        text = (
-            render_plan_text(result, colour=shade)
-            if isinstance(result, Plan)
-            else render_drift_text(result, colour=shade)
-        )
-    click.echo(text, nl=False)
 
 
 @contextmanager

@@ -19,7 +19,6 @@ from pathlib import Path
 import click
 
 from reconciler.cli.common import DEFAULT_PATHS, colour
-from reconciler.cli.main import cli
 from reconciler.descope.client import DescopeClient
 from reconciler.emulator import EmulatorConfig, running_emulator
 from reconciler.errors import ExitCode, UsageError
@@ -42,7 +41,7 @@ EXISTING = {
 }
 
 
-@cli.command("demo")
+@click.command("demo")
 @click.argument("paths", nargs=-1, type=click.Path())
 @click.option(
     "--keep", type=click.Path(file_okay=False, path_type=Path), help="Keep secrets and journal here."

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from reconciler.cli.main import cli
 from reconciler.errors import (
     ExitCode,
     ReconcilerError,
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
     from reconciler.emulator import EmulatorConfig
 
 
-@cli.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."

@@ -9,7 +9,6 @@ from pathlib import Path
 import click
 
 from reconciler.cli.common import api_options, connection, format_option, plural
-from reconciler.cli.main import cli
 from reconciler.errors import ExitCode, UsageError
 from reconciler.export import DEFAULT_SINK, ExportOptions, export_project
 from reconciler.files import write_atomically
@@ -22,7 +21,7 @@ from reconciler.workflow import fetch_for_export
 GITIGNORE = "# Client secrets written by mcp-reconciler's file sink: never commit them.\n.secrets/\n"
 
 
-@cli.command("export")
+@click.command("export")
 @click.option(
     "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Folder to write."
 )

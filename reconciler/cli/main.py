@@ -2,18 +2,21 @@
 
 Click runs with ``standalone_mode=False`` so that every outcome, click's own usage errors included,
 passes through :func:`run`, which maps it to the exit codes of ``reconciler.errors.ExitCode``
-(click's usage exit 2 becomes 1, since 2 means "changes present")."""
+(click's usage exit 2 becomes 1, since 2 means "changes present").
+
+The group loads each command's module only when that command runs (:class:`LazyGroup`): ``--help``
+and a command that only reads files start without the HTTP client, the emulator's web server or the
+planner. This module imports nothing heavy itself."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +30,106 @@ from reconciler.errors import (
     SavedPlanError,
     StalePlanError,
 )
-from reconciler.journal import DEFAULT_JOURNAL
 from reconciler.render.github import error_annotations, in_github_actions
 from reconciler.textsafe import visible
 from reconciler.variables import MIN_CREDENTIAL_LENGTH, is_credential_name
 
+# Every command: where it is defined ("module:attribute"), and the first paragraph of its help, which
+# the command list of ``--help`` shortens as click would, without importing the command's module.
+# tests/test_startup.py checks that each entry names its command and quotes its help.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "apply": (
+        "reconciler.cli.apply:apply_command",
+        "Make the Descope project match the manifests, or apply a saved plan.",
+    ),
+    "demo": (
+        "reconciler.cli.demo:demo",
+        "Try the whole workflow on your machine: validate, plan, apply, a hand-made change, drift, plan.",
+    ),
+    "drift": (
+        "reconciler.cli.plan:drift_command",
+        "Compare the live project with the manifests: changed, missing, orphaned, unmanaged.",
+    ),
+    "emulator": (
+        "reconciler.cli.emulator:emulator",
+        "Run the local Descope emulator (MCP server and Resource management API) until interrupted.",
+    ),
+    "export": (
+        "reconciler.cli.export:export_command",
+        "Write manifests from the live project: one file per server, clients inline.",
+    ),
+    "plan": (
+        "reconciler.cli.plan:plan_command",
+        "Show what apply would change in the Descope project, field by field.",
+    ),
+    "secrets": (
+        "reconciler.cli.apply:secrets_group",
+        "Check that every managed client's secret is in its sink.",
+    ),
+    "show": (
+        "reconciler.cli.show:show_command",
+        "Show a plan saved by plan --out, offline: it does not contact Descope.",
+    ),
+    "validate": (
+        "reconciler.cli.validate:validate",
+        "Check manifests offline: YAML, schemas, names, scopes and sinks.",
+    ),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands (``COMMANDS``) are imported when one is run or asked for its help.
+
+    Listing them (``--help``) imports none: each one's short help comes from ``COMMANDS``.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attribute = COMMANDS[cmd_name][0].partition(":")
+            # The import statement's own function, so that python -X importtime reports this import.
+            command = getattr(__import__(module, fromlist=[attribute]), attribute)
+            if not isinstance(command, click.Command):
+                raise TypeError(f"{COMMANDS[cmd_name][0]} is not a click command")
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        # click suggests close names from the commands it has loaded, here none: suggest from all.
+        name = args[0] if args else ""
+        known = self.list_commands(ctx)
+        if name and name not in known and not name.startswith("-") and not ctx.resilient_parsing:
+            close = difflib.get_close_matches(name, known)
+            hint = ""
+            if len(close) == 1:
+                hint = f" Did you mean {close[0]!r}?"
+            elif close:
+                hint = f" (Possible commands: {', '.join(sorted(close))})"
+            ctx.fail(f"No such command {name!r}.{hint}")
+        return super().resolve_command(ctx, args)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list, each shortened from ``COMMANDS`` as click shortens a loaded one's help."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            loaded = self.commands.get(name)
+            if loaded is not None and loaded.hidden:
+                continue
+            stand_in = loaded or click.Command(name, help=COMMANDS[name][1])
+            rows.append((name, stand_in.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcp-reconciler", prog_name="mcp-reconciler")
 @click.option(
     "-v", "--verbose", count=True, help="Log steps (-v), API calls (-vv), libraries (-vvv); never secrets."
@@ -119,6 +215,19 @@ def report(error: ReconcilerError) -> None:
     click.echo(f"error: {visible(str(error))}", err=True)
 
 
+def preload(argv: Sequence[str]) -> None:
+    """Import the module of the command ``argv`` names (its first word that is not an option: the
+    group's options take no value), as running it would; nothing for ``--help`` or an unknown word.
+
+    ``reconciler.entry`` calls this while a Ctrl+C still ends start-up at once and quietly: an
+    interrupt that lands inside the import machinery's own callbacks is otherwise printed as an
+    ignored exception, with a traceback, and the import goes on.
+    """
+    name = next((word for word in argv if not word.startswith("-")), None)
+    if name in COMMANDS:
+        cli.get_command(click.Context(cli), name)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script and of ``python -m reconciler``."""
     sys.exit(run(argv))
@@ -163,6 +272,10 @@ def write_crash_log(environ: Mapping[str, str]) -> Path | None:
     Exceptions carry no secret by construction (a ``Secret`` prints as "(sensitive)"), but a crash is
     by definition the unforeseen case: the values of credentials in the environment are blanked too.
     """
+    import tempfile  # noqa: PLC0415 - only a crash needs these
+
+    from reconciler.journal import DEFAULT_JOURNAL  # noqa: PLC0415
+
     journal = environ.get("MCP_RECONCILER_JOURNAL")
     folder = Path(journal).parent if journal else DEFAULT_JOURNAL.parent
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -193,6 +306,8 @@ def blank_credentials(text: str, environ: Mapping[str, str]) -> str:
 
 
 def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415 - slow to import, and only a crash log needs it
+
     try:
         return metadata.version("mcp-reconciler")
     except metadata.PackageNotFoundError:

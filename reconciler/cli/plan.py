@@ -1,4 +1,4 @@
-"""validate, plan and drift: the commands that only read."""
+"""plan and drift: the commands that read the live project (validate, which reads only files, is apart)."""
 
 from __future__ import annotations
 
@@ -16,22 +16,17 @@ from reconciler.cli.common import (
     TARGET_OPTION,
     api_options,
     connection,
-    emit,
     format_option,
     group,
     load,
     manifest_options,
-    plural,
     publish,
 )
-from reconciler.cli.main import cli
-from reconciler.errors import DeleteBudgetError, ExitCode, ManifestError
-from reconciler.manifest import control_character_warnings
+from reconciler.cli.output import emit
+from reconciler.errors import DeleteBudgetError, ExitCode
 from reconciler.planner import PlanOptions, Target
 from reconciler.provenance import made_from
-from reconciler.render.github import error_annotations, in_github_actions
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
-from reconciler.render.results import as_json, validate_invalid, validate_valid
 from reconciler.textsafe import visible
 from reconciler.workflow import (
     check_sinks,
@@ -42,46 +37,7 @@ from reconciler.workflow import (
 )
 
 
-@cli.command()
-@manifest_options
-@format_option("validate.schema.json", choices=("text", "json"))
-def validate(paths: tuple[str, ...], var_files: tuple[str, ...], output_format: str) -> int:
-    """Check manifests offline: YAML, schemas, names, scopes and sinks.
-
-    PATHS are files or folders (searched at any depth for *.yaml and *.yml);
-    the default is ./manifests. Every problem is reported as FILE:LINE:COL.
-    Names, scope names and tags holding control or bidi characters are valid,
-    with a warning each (they are shown escaped). With --format json, stdout
-    carries one document, valid or not (problems on stderr as well; exit 1).
-    """
-    try:
-        manifest = load(paths, var_files=var_files)
-    except ManifestError as error:
-        if output_format != "json":
-            raise
-        click.echo(as_json(validate_invalid(error.problems)), nl=False)
-        for problem in error.problems:  # for people, as in text mode
-            click.echo(visible(str(problem)), err=True)
-        if in_github_actions(os.environ):  # on stderr, which the runner reads too: stdout is the JSON
-            for line in error_annotations(error.problems):
-                click.echo(visible(line), err=True)
-        click.echo(f"error: {visible(str(error))}", err=True)
-        return ExitCode.ERROR
-    warnings = control_character_warnings(manifest)
-    for warning in warnings:
-        click.echo(warning, err=True)
-    if output_format == "json":
-        click.echo(as_json(validate_valid(manifest, warnings)), nl=False)
-        return ExitCode.OK
-    clients = sum(len(server.clients) for server in manifest.servers)
-    click.echo(
-        f"Manifests are valid: {len(manifest.servers)} server{plural(len(manifest.servers))}, "
-        f"{clients} client{plural(clients)}, project {visible(manifest.project.projectId)}."
-    )
-    return ExitCode.OK
-
-
-@cli.command("plan")
+@click.command("plan")
 @manifest_options
 @api_options
 @FORMAT_OPTION
@@ -150,7 +106,7 @@ def plan_command(
     return ExitCode.CHANGES if detailed_exitcode and plan.has_changes else ExitCode.OK
 
 
-@cli.command("drift")
+@click.command("drift")
 @manifest_options
 @api_options
 @format_option("drift.schema.json")

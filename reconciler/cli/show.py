@@ -7,14 +7,14 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import DETAILED_EXITCODE, FORMAT_OPTION, emit, load, manifest_options
-from reconciler.cli.main import cli
+from reconciler.cli.common import DETAILED_EXITCODE, FORMAT_OPTION, load, manifest_options
+from reconciler.cli.output import emit
 from reconciler.errors import ExitCode, UsageError
 from reconciler.textsafe import visible
 from reconciler.workflow import PLAN_KEY_VARIABLE, load_saved_plan, plan_key, verify_made_from
 
 
-@cli.command("show")
+@click.command("show")
 @click.argument("plan_file", metavar="PLAN", type=click.Path(dir_okay=False, path_type=Path))
 @manifest_options
 @FORMAT_OPTION

@@ -3,16 +3,21 @@
 A sink is synchronous (the applier runs it in a worker thread). ``deliver`` must be idempotent: the
 applier may deliver the same secret again after a failure or a crash. A sink never writes a secret
 anywhere but its destination: not in exceptions, logs, argv or the environment.
+
+The applier hands the secrets of one step over together (:func:`deliver_many`, :func:`verify_many`).
+A sink that can store several in one write (the file sink: one rewrite of its file instead of one
+per secret) is a :class:`BatchingSink`; any other gets them one by one, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
@@ -53,6 +58,56 @@ class SecretSink(Protocol):
 
     def close(self) -> None:
         """Release connections or files."""
+
+
+Delivery = tuple[SecretRecord, Secret]
+
+
+@runtime_checkable
+class BatchingSink(SecretSink, Protocol):
+    """A sink that stores several secrets in one write, and reads them back in one read."""
+
+    def batch(self) -> contextlib.AbstractContextManager[None]:
+        """While the block runs, ``deliver`` (in the thread that opened it) only stages a secret; when
+        the block ends, every staged secret is stored in one write, all or none, and durable once the
+        block is left. A failed write raises SinkError from the block's end (nothing staged is then
+        stored); a block left by an exception stores nothing."""
+
+    def verify_many(self, deliveries: Sequence[Delivery]) -> list[Verification]:
+        """``verify`` of each, from one read of the sink."""
+
+
+def deliver_many(sink: SecretSink, deliveries: Sequence[Delivery]) -> list[SinkError | None]:
+    """Deliver each of ``deliveries`` (in one write for a BatchingSink); for each, None once it is
+    stored (durably, for a sink that can say so), else why it is not."""
+    errors: list[SinkError | None] = [None] * len(deliveries)
+    batch = sink.batch() if isinstance(sink, BatchingSink) else contextlib.nullcontext()
+    try:
+        with batch:
+            for index, (record, secret) in enumerate(deliveries):
+                try:
+                    sink.deliver(record, secret)
+                except SinkError as exc:
+                    errors[index] = exc
+    except SinkError as exc:  # the batch's one write failed: none of the staged secrets is stored
+        errors = [error or exc for error in errors]
+    return errors
+
+
+def verify_many(sink: SecretSink, deliveries: Sequence[Delivery]) -> list[Verification | SinkError]:
+    """``verify`` of each of ``deliveries`` (one read for a BatchingSink); a SinkError where it failed."""
+    if isinstance(sink, BatchingSink):
+        try:
+            return list(sink.verify_many(deliveries))
+        except SinkError as exc:
+            return [exc] * len(deliveries)
+    results: list[Verification | SinkError] = []
+    for record, secret in deliveries:
+        try:
+            results.append(sink.verify(record, secret))
+        except SinkError as exc:
+            results.append(exc)
+    return results
 
 
 class SinkFactory(Protocol):
@@ -154,12 +209,15 @@ def invalid_settings(sink: str, exc: ValidationError, *, tagged: bool = False) -
 
 
 __all__ = [
+    "BatchingSink",
+    "Delivery",
     "SecretRecord",
     "SecretSink",
     "SinkError",
     "SinkFactory",
     "Verification",
     "aws_name_problem",
+    "deliver_many",
     "env_name",
     "invalid_settings",
     "leaves_prefix",
@@ -168,4 +226,5 @@ __all__ = [
     "secret_fields",
     "secret_name",
     "vault_path",
+    "verify_many",
 ]

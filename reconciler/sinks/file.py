@@ -1,10 +1,16 @@
 """The file sink: client secrets in a local JSON or dotenv file, replaced atomically, mode 0600.
 
 Every write holds an exclusive ``flock`` on a sibling lock file (``.NAME.lock``, left in place: removing
-it would race with a waiting writer), reads the current file, changes one entry and renames a fully
+it would race with a waiting writer), reads the current file, changes its entries and renames a fully
 written and fsynced temp file over it. ``flock`` locks belong to an open file description, so threads
 of one process exclude each other as firmly as separate processes do. A file that cannot be parsed is
 never overwritten: nothing a person put there is lost.
+
+Inside ``batch()`` (the applier's one hand-off of a step's secrets), ``deliver`` only stages: the
+block's end stores every staged secret in that one read-modify-write, so N secrets cost one rewrite
+of the file, not N (which made a first apply of thousands of secrets quadratic in I/O). The write is
+atomic, so a crash leaves all of the batch stored or none of it; either way the journal still has
+the deliveries open until the block has returned, and the next run delivers them again.
 
 dotenv values are single-quoted when that is literal in every dialect (bash, docker compose,
 python-dotenv, node dotenv); otherwise double-quoted with backslash escapes. Readers that expand
@@ -21,7 +27,8 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -29,7 +36,15 @@ from typing import Any, Literal, Protocol
 from reconciler.files import write_atomically
 from reconciler.models import FileSinkSpec
 from reconciler.secret import Secret
-from reconciler.sinks.base import SecretRecord, SinkError, Verification, env_name, parse_settings, same_secret
+from reconciler.sinks.base import (
+    Delivery,
+    SecretRecord,
+    SinkError,
+    Verification,
+    env_name,
+    parse_settings,
+    same_secret,
+)
 
 log = logging.getLogger("reconciler.sinks.file")
 
@@ -45,8 +60,12 @@ class Corrupt(ValueError):
 class Codec(Protocol):
     label: str
 
-    def get(self, text: str, record: SecretRecord) -> str | None: ...
-    def put(self, text: str, record: SecretRecord, secret: Secret) -> str: ...
+    def get_many(self, text: str, records: Sequence[SecretRecord]) -> list[str | None]:
+        """The stored value of each record (None: absent), from one parse of ``text`` (Corrupt if it
+        cannot be parsed, whatever ``records`` is)."""
+
+    def put_many(self, text: str, deliveries: Sequence[Delivery]) -> str:
+        """``text`` with each secret stored under its record's key (a later one wins), in one pass."""
 
 
 class FileSink:
@@ -59,6 +78,7 @@ class FileSink:
         self._codec: Codec = JsonCodec() if format == "json" else DotenvCodec()
         # A path without a name (the root folder) is refused by check() like any folder.
         self._lock_path = self.path.with_name(f".{self.path.name}.lock") if self.path.name else self.path
+        self._staging = threading.local()  # ``staged``: the open batch of this thread, if any
 
     @classmethod
     def from_settings(
@@ -81,20 +101,41 @@ class FileSink:
 
     def deliver(self, record: SecretRecord, secret: Secret) -> None:
         self._check_path()
-        self._make_folder()
-        with self._locked():
-            text = self._read() or ""
-            self._parse(text)
-            self._replace(self._codec.put(text, record, secret))
-        log.debug("sink %r: stored the secret of %s in %s", self.name, record.key, self.path)
+        staged: list[Delivery] | None = getattr(self._staging, "staged", None)
+        if staged is not None:
+            staged.append((record, secret))  # stored when the batch ends
+            return
+        self._store([(record, secret)])
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Deliveries of this thread inside the block are stored together, in one atomic rewrite of
+        the file, when it ends (see the module docstring). A nested block joins the outer one."""
+        if getattr(self._staging, "staged", None) is not None:
+            yield
+            return
+        staged: list[Delivery] = []
+        self._staging.staged = staged
+        try:
+            yield
+        finally:
+            self._staging.staged = None
+        if staged:
+            self._store(staged)
 
     def verify(self, record: SecretRecord, secret: Secret) -> Verification:
+        return self.verify_many([(record, secret)])[0]
+
+    def verify_many(self, deliveries: Sequence[Delivery]) -> list[Verification]:
         self._check_path()
         text = self._read()  # no lock needed: the file is only ever replaced whole
         if text is None:
-            return Verification.MISSING
-        stored = self._parse(text, record)
-        return Verification.MISSING if stored is None else same_secret(stored, secret)
+            return [Verification.MISSING] * len(deliveries)
+        stored = self._parse(text, [record for record, _ in deliveries])
+        return [
+            Verification.MISSING if value is None else same_secret(value, secret)
+            for value, (_, secret) in zip(stored, deliveries, strict=True)
+        ]
 
     def close(self) -> None:
         """Nothing stays open between calls."""
@@ -129,15 +170,25 @@ class FileSink:
         except UnicodeDecodeError:
             raise self._corrupt(Corrupt("not UTF-8 text")) from None
 
-    def _parse(self, text: str, record: SecretRecord | None = None) -> str | None:
-        """Parse the whole file (raising on a corrupt one); the stored value of ``record`` if given."""
-        probe = record or SecretRecord("", "", "", "")
+    def _parse(self, text: str, records: Sequence[SecretRecord] = ()) -> list[str | None]:
+        """Parse the whole file (raising on a corrupt one); the stored value of each of ``records``."""
         try:
-            return self._codec.get(text, probe)
+            return self._codec.get_many(text, records)
         except Corrupt as exc:
             raise self._corrupt(exc) from None
 
     # ---- writing -------------------------------------------------------------------------------
+
+    def _store(self, deliveries: Sequence[Delivery]) -> None:
+        """One locked read-modify-write of the file with every secret of ``deliveries``."""
+        self._make_folder()
+        with self._locked():
+            text = self._read() or ""
+            self._parse(text)
+            self._replace(self._codec.put_many(text, deliveries))
+        if log.isEnabledFor(logging.DEBUG):
+            keys = ", ".join(record.key for record, _ in deliveries)
+            log.debug("sink %r: stored the secret(s) of %s in %s", self.name, keys, self.path)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -207,21 +258,26 @@ class JsonCodec:
 
     label = "JSON"
 
-    def get(self, text: str, record: SecretRecord) -> str | None:
-        entry = self._load(text).get(record.key)
+    def get_many(self, text: str, records: Sequence[SecretRecord]) -> list[str | None]:
+        document = self._load(text)
+        return [self._secret_of(document.get(record.key)) for record in records]
+
+    @staticmethod
+    def _secret_of(entry: object) -> str | None:
         if entry is None:
             return None
         stored = entry.get("clientSecret") if isinstance(entry, dict) else None
         return stored if isinstance(stored, str) else ""
 
-    def put(self, text: str, record: SecretRecord, secret: Secret) -> str:
+    def put_many(self, text: str, deliveries: Sequence[Delivery]) -> str:
         document = self._load(text)
-        document[record.key] = {
-            "server": record.server,
-            "client": record.client,
-            "clientId": record.client_id,
-            "clientSecret": secret.reveal(),
-        }
+        for record, secret in deliveries:
+            document[record.key] = {
+                "server": record.server,
+                "client": record.client,
+                "clientId": record.client_id,
+                "clientSecret": secret.reveal(),
+            }
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
     @staticmethod
@@ -262,28 +318,31 @@ class DotenvCodec:
 
     label = "dotenv"
 
-    def get(self, text: str, record: SecretRecord) -> str | None:
-        name = env_name(record.key)
-        values = [line.value for line in _lines(text) if line.name == name]
-        return values[-1] if values else None  # the last assignment wins, as in the shell
-
-    def put(self, text: str, record: SecretRecord, secret: Secret) -> str:
-        name = env_name(record.key)
-        new = f"{name}={quote(secret.reveal())}\n"
-        kept: list[str] = []
-        replaced = False
+    def get_many(self, text: str, records: Sequence[SecretRecord]) -> list[str | None]:
+        values: dict[str, str | None] = {}
         for line in _lines(text):
-            if line.name != name:
+            if line.name is not None:
+                values[line.name] = line.value  # the last assignment wins, as in the shell
+        return [values.get(env_name(record.key)) for record in records]
+
+    def put_many(self, text: str, deliveries: Sequence[Delivery]) -> str:
+        new: dict[str, str] = {}  # variable name -> its new line, in the order first delivered
+        for record, secret in deliveries:
+            name = env_name(record.key)
+            new[name] = f"{name}={quote(secret.reveal())}\n"
+        kept: list[str] = []
+        replaced: set[str] = set()
+        for line in _lines(text):
+            if line.name not in new:
                 kept.append(line.text)
-            elif not replaced:  # the first assignment is replaced in place, later ones dropped
+            elif line.name not in replaced:  # the first assignment is replaced in place, later ones dropped
                 exported = line.text.lstrip().startswith("export")
-                kept.append(f"export {new}" if exported else new)
-                replaced = True
-        if not replaced:
-            if kept and not kept[-1].endswith("\n"):
-                kept[-1] += "\n"
-            kept.append(new)
-        return "".join(kept)
+                kept.append(f"export {new[line.name]}" if exported else new[line.name])
+                replaced.add(line.name)
+        added = [assignment for name, assignment in new.items() if name not in replaced]
+        if added and kept and not kept[-1].endswith("\n"):
+            kept[-1] += "\n"
+        return "".join(kept + added)
 
 
 def quote(value: str) -> str:
