@@ -285,6 +285,16 @@ class Plan:
         """How many objects the plan deletes, cascades included: what the delete budget counts."""
         return sum(change.removes for change in self.changes)
 
+    def deletes_by_kind(self) -> dict[Kind, int]:
+        """The objects the plan deletes, by kind (cascades included), for every kind: zero when none."""
+        counts = dict.fromkeys(KINDS, 0)
+        for change in self.changes:
+            if change.action is Action.DELETE:
+                counts[change.kind] += 1
+                for item in change.cascade:
+                    counts[item.kind] += 1
+        return counts
+
     def sink_problem(self, change: Change) -> str | None:
         """Why the secret ``change`` issues cannot be delivered, when plan found its sink unusable."""
         if change.secret is None or not change.issues_secret:

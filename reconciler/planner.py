@@ -484,12 +484,7 @@ def _by_kind_name(item: tuple[KindDescriptor, LiveObject]) -> tuple[str, str]:
 
 def _deleted_kinds(plan: Plan) -> str:
     """``1 server and 2 clients``: what a plan's deletes remove, by kind, cascades included."""
-    counts = {kind: 0 for kind in KINDS}
-    for change in plan.changes:
-        if change.action is Action.DELETE:
-            counts[change.kind] += 1
-            for item in change.cascade:
-                counts[item.kind] += 1
+    counts = plan.deletes_by_kind()
     words = [f"{n} {kind.value if n == 1 else KINDS[kind].plural}" for kind, n in counts.items() if n]
     return " and ".join(words)
 

@@ -27,7 +27,7 @@ from typing import Any
 from reconciler.drift import DriftReport, Duplicated, Unmanaged
 from reconciler.kinds import KINDS
 from reconciler.plan import ACTION_SYMBOLS, Action, Change, FieldChange, Plan, Withheld
-from reconciler.render.text import NO_CHANGES, NO_CHANGES_BUT_WITHHELD
+from reconciler.render.text import NO_CHANGES, NO_CHANGES_BUT_WITHHELD, WONT
 from reconciler.textsafe import visible
 
 MARKDOWN_LIMIT = 60_000  # GitHub rejects comments over 65,536 characters; keep a margin
@@ -36,7 +36,6 @@ TEXT_LIMIT = 300  # characters of one name, note or reason (values are never cut
 MAX_TARGETS = 10
 
 SYMBOLS = ACTION_SYMBOLS
-_WONT = {Action.CREATE: "create it", Action.ADOPT: "adopt it", Action.ROTATE_SECRET: "rotate its secret"}
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]|~])")
 _BLOCK_START = re.compile(r"^(?:([#+=-])|(\d+)([.)]))")
@@ -253,7 +252,7 @@ def _facts(change: Change, *, plan: Plan | None) -> str:
             key = code(change.secret.key)
             items.append(
                 f"- :warning: **the secret cannot be delivered**: sink {sink} (key {key}) failed its "
-                f"check: {md_text(problem)}; apply will not {_WONT[change.action]}"
+                f"check: {md_text(problem)}; apply will not {WONT[change.action]}"
             )
     items += [f"- {md_text(note)}" for note in change.notes]
     return "\n".join(items)
@@ -326,11 +325,7 @@ def _delete_banner(plan: Plan) -> str:
     deletes = [c for c in plan.changes if c.action is Action.DELETE]
     if not deletes:
         return ""
-    counts = dict.fromkeys(KINDS, 0)
-    for change in deletes:
-        counts[change.kind] += 1
-        for below in change.cascade:
-            counts[below.kind] += 1
+    counts = plan.deletes_by_kind()
     shown = ", ".join(_count(n, kind.value, plural=KINDS[kind].plural) for kind, n in counts.items() if n)
     cascaded = sum(len(c.cascade) for c in deletes)
     parents = " or ".join(sorted({c.kind.value for c in deletes if c.cascade}))
