@@ -1,9 +1,10 @@
 """Secret hand-off as one unit: announce (mask) → deliver → verify → record, with retries.
 
 Used by the applier for every issued or rotated secret, by ``secrets check --fix``, and to finish
-deliveries a previous run left open (read from the journal). A secret that cannot be delivered is
-recorded as undelivered and later delivered again by reading the *current* secret
-(``client/secret``), never by rotating.
+deliveries a previous run left open (read from the journal, ``resume_all``). A secret that cannot
+be delivered is recorded as undelivered and later delivered again by reading the *current* secret
+(``client/secret``), never by rotating. All three hand off their secrets together, one batch per
+sink.
 
 The applier hands off the secrets of one step together (:class:`DeliveryRound`): each sink gets
 them in one batch (``sinks.base.deliver_many``: one rewrite of a file sink, not one per secret),
@@ -264,8 +265,36 @@ class Seat:
             self._round._seat_decided()
 
 
-async def resume(api: DescopeClient, courier: Courier, item: OpenDelivery) -> Outcome | None:
-    """Finish a delivery a previous run left open. None when there was nothing to deliver."""
+@dataclass(frozen=True)
+class Resumed:
+    """An open delivery found again: the secret to hand off, and the rotation to record after."""
+
+    item: OpenDelivery
+    handoff: Handoff
+    server_id: str
+    client_ref: str
+    tags: list[str]
+
+
+async def resume_all(
+    api: DescopeClient, courier: Courier, items: Sequence[OpenDelivery]
+) -> list[Outcome | None]:
+    """Finish the deliveries a previous run left open, one outcome per item (None when there was
+    nothing to deliver). Each current secret is read, then all are delivered in one batch per sink
+    (``Courier.hand_off_many``), like the secrets of an apply step; a rotation's marker is recorded
+    after its delivery, as when the rotating run finishes."""
+    found = await asyncio.gather(*(_find_again(api, courier, item) for item in items))
+    resumed = [entry for entry in found if entry is not None]
+    outcomes = iter(await courier.hand_off_many([entry.handoff for entry in resumed]))
+    for entry in resumed:
+        if entry.item.rotation is not None:
+            await _record_rotation(api, courier, entry)
+    return [next(outcomes) if entry is not None else None for entry in found]
+
+
+async def _find_again(api: DescopeClient, courier: Courier, item: OpenDelivery) -> Resumed | None:
+    """The client of an open delivery and its current secret; None (journaled) when there is
+    nothing to deliver: the client was never created, or the rotation never took effect."""
     server_id = item.server_id or await _server_id(api, item.server)
     client = await _find_client(api, server_id, item) if server_id else None
     if client is None:
@@ -283,15 +312,16 @@ async def resume(api: DescopeClient, courier: Courier, item: OpenDelivery) -> Ou
         courier.journal.write("rotate-absent", server=item.server, client=item.client)
         return None
     record = SecretRecord(item.server, item.client, client_id, item.key)
-    outcome = await courier.hand_off(record, item.sink, current)
-    if item.rotation is not None:
-        await SECRET_OPERATIONS[Kind.CLIENT].record_rotation(
-            api, parent_id=server_id or "", object_id=client_ref, marker=item.rotation, tags=tags
-        )
-        courier.journal.write(
-            "rotation-recorded", server=item.server, client=item.client, rotation=item.rotation
-        )
-    return outcome
+    return Resumed(item, Handoff(record, item.sink, current), server_id or "", client_ref, tags)
+
+
+async def _record_rotation(api: DescopeClient, courier: Courier, entry: Resumed) -> None:
+    item = entry.item
+    assert item.rotation is not None
+    await SECRET_OPERATIONS[Kind.CLIENT].record_rotation(
+        api, parent_id=entry.server_id, object_id=entry.client_ref, marker=item.rotation, tags=entry.tags
+    )
+    courier.journal.write("rotation-recorded", server=item.server, client=item.client, rotation=item.rotation)
 
 
 def new_salt() -> str:

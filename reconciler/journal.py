@@ -15,7 +15,7 @@ covering its line is done, one fsync shared by every ``record`` of the same turn
 - ``create-started``, ``rotate-started``, ``adopt-started``: needed. They must be durable before the
   API call that issues (or reads) the secret: after a crash, the open ones are the only trace of a
   secret that exists in Descope and may not be in its sink; the next run reads the current secret
-  and delivers it (``delivery.resume``).
+  and delivers it (``delivery.resume_all``).
 - ``delivered``: written only after the sink's write returned, which for the file sink means the data
   and the rename are durable (``files.write_atomically``), never before: a ``delivered`` on disk with
   the secret not in the sink would lose it. Its own sync is not needed for safety (a lost

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.applier import Applier, Progress
-from reconciler.delivery import Courier, Masker, resume
+from reconciler.delivery import Courier, Handoff, Masker, resume_all
 from reconciler.descope.client import DescopeClient
 from reconciler.descope.transport import resolve_base_url
 from reconciler.descope.wire import LiveState
@@ -370,14 +370,16 @@ async def finish_open_deliveries(api: DescopeClient, courier: Courier, manifest:
     have changed, or been removed, since); one that left the manifests, with a sink that left them
     too, has nowhere to go: it is closed in the journal and reported, never retried for ever."""
     result = ApplyResult()
+    items: list[OpenDelivery] = []
     for opened in open_deliveries(courier.journal.path, courier.journal.project):
         item, notice = _current_destination(opened, manifest, courier)
         if notice:
             result.notices.append(notice)
         if item is None:
             courier.journal.write("abandoned", server=opened.server, client=opened.client, sink=opened.sink)
-            continue
-        outcome = await resume(api, courier, item)
+        else:
+            items.append(item)
+    for item, outcome in zip(items, await resume_all(api, courier, items), strict=True):
         if outcome is None:
             continue
         if outcome.delivered:
@@ -475,10 +477,28 @@ async def _check_secrets(
                 (item.server, item.client) for item in open_deliveries(journal, project.projectId)
             )
             work = [
-                _check_one(api, courier, live, project.ownershipTag, spec, fix=fix, pending=pending)
+                _check_one(api, courier, live, project.ownershipTag, spec, pending=pending)
                 for spec in _clients(manifest)
             ]
-            return list(await asyncio.gather(*work))
+            checked = await asyncio.gather(*work)
+        if not fix:
+            return [status for status, _ in checked]
+        return await _fix(courier, checked)
+
+
+async def _fix(
+    courier: Courier, checked: Sequence[tuple[SecretStatus, Handoff | None]]
+) -> list[SecretStatus]:
+    """Deliver again every checked secret not in its sink, in one batch per sink (like an apply step)."""
+    wrong = [
+        (status, handoff) for status, handoff in checked if handoff is not None and status.state != "match"
+    ]
+    outcomes = iter(await courier.hand_off_many([handoff for _, handoff in wrong]))
+    fixed = {
+        id(status): replace(status, state="fixed" if outcome.delivered else "error", detail=outcome.reason)
+        for (status, _), outcome in zip(wrong, outcomes, strict=True)
+    }
+    return [fixed.get(id(status), status) for status, _ in checked]
 
 
 def _clients(manifest: Manifest) -> list[tuple[str, ClientSpec, str]]:
@@ -497,15 +517,18 @@ async def _check_one(
     owner: str,
     entry: tuple[str, ClientSpec, str],
     *,
-    fix: bool,
     pending: frozenset[tuple[str, str]],
-) -> SecretStatus:
+) -> tuple[SecretStatus, Handoff | None]:
+    """One client's secret against its sink, with the hand-off that would deliver it again (None
+    when its current secret could not be read)."""
     server_name, spec, sink_name = entry
     address = f'client "{server_name}/{spec.name}"'
     server = next((s for s in live.servers if s.name == server_name and owner in s.tags), None)
     client = next((c for c in live.clients_of(server.id) if c.name == spec.name), None) if server else None
     if server is None or client is None or owner not in client.tags:
-        return SecretStatus(address, sink_name, "absent", "not a managed client in the live project yet")
+        return SecretStatus(
+            address, sink_name, "absent", "not a managed client in the live project yet"
+        ), None
     record = SecretRecord(server_name, spec.name, client.client_id, secret_key(server_name, spec))
     try:
         current = await api.get_client_secret(server.id, client.id)
@@ -513,13 +536,10 @@ async def _check_one(
             courier.mask(current)  # before the sink sees it, as for every secret apply handles
         state = (await asyncio.to_thread(courier.sinks[sink_name].verify, record, current)).value
     except (ReconcilerError, SinkError) as exc:
-        return SecretStatus(address, sink_name, "error", str(exc))
+        return SecretStatus(address, sink_name, "error", str(exc)), None
     if state == "unreadable" and (server_name, spec.name) in pending:
         state = "undelivered"  # the journal says the last delivery did not arrive
-    if fix and state != "match":
-        outcome = await courier.hand_off(record, sink_name, current)
-        return SecretStatus(address, sink_name, "fixed" if outcome.delivered else "error", outcome.reason)
-    return SecretStatus(address, sink_name, state)
+    return SecretStatus(address, sink_name, state), Handoff(record, sink_name, current)
 
 
 async def fetch_for_export(connection: Connection, project_id: str) -> LiveState:

@@ -261,6 +261,48 @@ def test_a_sink_failing_for_the_batch_leaves_every_secret_undelivered_and_the_ne
     assert_no_secret_in([out, err, caplog.text, JOURNAL.read_text()], live)
 
 
+def test_open_deliveries_finished_by_the_next_run_reach_the_file_in_one_write(
+    emulator: RunningEmulator, disk: Disk
+) -> None:
+    apply = write_manifests()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("reconciler.sinks.file.write_atomically", _disk_full)
+        assert run(apply) == 3
+    assert len(open_deliveries(JOURNAL, PROJECT)) == CREATES
+
+    disk.clear()
+    assert run(apply) == 0
+    # The 60 secrets the first run could not deliver go in one batch, as an apply step's do.
+    assert disk.writes_of(SINK) == [SINK.stat().st_size]
+    assert disk.fsyncs() <= 10, disk.steps
+    assert held_secrets() == live_secrets(emulator)
+    assert open_deliveries(JOURNAL, PROJECT) == []
+
+
+def test_secrets_check_fix_delivers_every_missing_secret_in_one_write(
+    emulator: RunningEmulator, disk: Disk, capsys: pytest.CaptureFixture[str]
+) -> None:
+    apply = write_manifests()
+    assert run(apply) == 0
+    SINK.unlink()
+    capsys.readouterr()
+
+    disk.clear()
+    assert run(["secrets", "check", apply[1], "--fix"]) == 0
+    assert disk.writes_of(SINK) == [SINK.stat().st_size]
+    assert disk.fsyncs() <= 10, disk.steps
+    assert held_secrets() == live_secrets(emulator)
+    out, _ = capsys.readouterr()
+    assert out.count("     fixed  client ") == CREATES, out
+    assert f"{CREATES} of {CREATES} secrets are in their sinks" in out
+    assert run(["secrets", "check", apply[1]]) == 0  # and a plain check agrees
+    assert emulator.stats()["requests"].get("server/client/secret/rotate", 0) == 0
+
+
+def _disk_full(path: Path, text: str, **options: Any) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 # ---- SIGKILL in the middle of a batched delivery ---------------------------------------------------
 
 # The apply, killed (SIGKILL, by itself) at one point of the batch's delivery:
