@@ -445,6 +445,9 @@ class _Planner:
 def check_targets(manifest: Manifest, live: LiveState, targets: Iterable[Target]) -> None:
     """Each target names an object that exists in the manifests or live: a typo is an error, not a
     silently empty plan."""
+    targets = list(targets)
+    if not targets:
+        return  # nothing to look up: spare a large project the walk of both trees
     known = set(desired_paths(desired_objects(manifest)))
     known.update((kind, path) for kind, path, _obj in live_objects(live))
     for target in targets:

@@ -158,7 +158,22 @@ def _listen(host: str, port: int) -> socket.socket:
     """A socket bound to HOST:PORT and listening, or a clean error (the port in use, an unknown host)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family)
+        return _tcp_listener(family, (host, port))
     except (OSError, ValueError) as exc:
         reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
         raise ReconcilerError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def _tcp_listener(family: socket.AddressFamily, address: tuple[str, int]) -> socket.socket:
+    """A listening TCP socket made with an explicit IPPROTO_TCP: asyncio turns Nagle's algorithm off
+    only on connections accepted from such a socket, and with it on, each answer (headers, then
+    body) waits some 40 ms for the client's delayed ACK (``socket.create_server`` leaves it 0)."""
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen()
+    except BaseException:
+        listener.close()
+        raise
+    return listener
