@@ -17,6 +17,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -152,9 +153,20 @@ def apply_row(creates: int, rate: tuple[int, float], latency_ms: float, concurre
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to prove the script runs (CI)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where the figures go (default: bench/results.json; with --smoke, a file in the temporary "
+        "folder, so that a smoke run never rewrites the tracked figures)",
+    )
     parser.add_argument("--command-only", action="store_true", help="only the end-to-end scenarios")
     options = parser.parse_args()
+    if options.out is None:
+        options.out = (
+            Path(tempfile.gettempdir()) / "mcp-reconciler-bench-smoke.json"
+            if options.smoke
+            else ROOT / "bench" / "results.json"
+        )
     if options.smoke:
         e2e = {"sizes": [2], "clients": 2, "apply_sizes": [2], "latency_ms": 1.0, "times": 1}
     else:
