@@ -2,14 +2,15 @@
 
 Order (``kinds.level``): creates, adoptions and updates parents first (servers, then clients), then
 rotations, then deletes children first (one bulk call per parent: the clients of each server, then
-the servers). Within a level, changes run concurrently under the run's throttle. A failed change
-skips only what depends on it (``kinds.depends_on``: a client of a server that could not be
-created, a rotation of a client whose update failed), and every failure is reported. Each step is
-journaled before it starts (``Journal.record``: the concurrent changes of a level share each fsync)
-and after it ends (``Journal.note``, synced once at the level's end). The secrets a level issues
-are delivered together, once every change of the level has issued its secret or ended
-(``delivery.DeliveryRound``): one write per sink, not one per secret. The API calls of each kind
-come from the ``reconciler.operations`` registry.
+the servers), each followed by removing the deleted clients' secrets from their sinks when the plan
+says so (Project ``pruneSecrets``). Within a level, changes run concurrently under the run's
+throttle. A failed change skips only what depends on it (``kinds.depends_on``: a client of a
+server that could not be created, a rotation of a client whose update failed), and every failure is
+reported. Each step is journaled before it starts (``Journal.record``: the concurrent changes of a
+level share each fsync) and after it ends (``Journal.note``, synced once at the level's end). The
+secrets a level issues are delivered together, once every change of the level has issued its secret
+or ended (``delivery.DeliveryRound``): one write per sink, not one per secret. The API calls of each
+kind come from the ``reconciler.operations`` registry.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from reconciler.errors import ReconcilerError
 from reconciler.journal import digest
 from reconciler.kinds import KINDS, LiveObject, depends_on, level
 from reconciler.operations import SECRET_OPERATIONS, SecretOperations, operations_for
-from reconciler.plan import Action, ApplyResult, Change, Plan
+from reconciler.plan import Action, ApplyResult, Change, Plan, SecretRemoval
 from reconciler.secret import Secret
-from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
+from reconciler.sinks.base import Removal, RemovingSink, SecretRecord, SecretSink, SinkError
 
 
 class Progress(Protocol):
@@ -255,6 +256,42 @@ class Applier:
             self.result.done.append(change)
             self.journal.note("finished", **_where(change))  # synced at the level's end
             self.progress.done(change, None)
+        removals = [(change, item) for change in changes for item in change.removes_secrets]
+        if removals:
+            await self._remove_secrets(removals)
+
+    async def _remove_secrets(self, removals: list[tuple[Change, SecretRemoval]]) -> None:
+        """Remove deleted clients' secrets from their sinks (Project ``pruneSecrets``), once their
+        delete is done. A removal that fails leaves the delete done: it is journaled and reported as
+        a notice naming the sink and key to clean by hand (exit code unchanged: the project is as
+        planned, and the secret of a deleted client is no longer valid)."""
+        outcomes = await asyncio.gather(*(self._remove_one(change, item) for change, item in removals))
+        events: list[tuple[str, Mapping[str, object]]] = []
+        for (change, item), (removal, error) in zip(removals, outcomes, strict=True):
+            where = {"server": change.path[0], "client": item.client, "sink": item.sink, "key": item.key}
+            if error is None:
+                events.append(("secret-removed", {**where, "found": removal is Removal.REMOVED}))
+                continue
+            events.append(("secret-not-removed", {**where, "error": error}))
+            self.result.notices.append(
+                f'client "{change.path[0]}/{item.client}" was deleted, but its secret was not removed '
+                f"from sink {item.sink!r} (key {item.key!r}): {error}; remove it by hand"
+            )
+        self.journal.write_many(events)
+
+    async def _remove_one(self, change: Change, item: SecretRemoval) -> tuple[Removal | None, str | None]:
+        """Remove one secret: what the sink held (REMOVED or ABSENT), or why it could not."""
+        sink = self.sinks.get(item.sink)
+        record = SecretRecord(change.path[0], item.client, item.client_id, item.key)
+        try:
+            if sink is None:
+                raise SinkError(f"sink {item.sink!r} is not configured")
+            if not isinstance(sink, RemovingSink):
+                await asyncio.to_thread(sink.check)  # a sink whose library is missing says so here
+                raise SinkError(f"sink {item.sink!r} cannot remove secrets")
+            return await asyncio.to_thread(sink.remove, record), None
+        except SinkError as exc:
+            return None, str(exc)
 
     # ---- bookkeeping ---------------------------------------------------------------------------
 

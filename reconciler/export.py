@@ -7,6 +7,11 @@ not exported, nor are objects that carry another reconciler's ownership tag (ano
 shared project: ``reconciler.ignore``). ``adopt`` marks objects the reconciler does not own yet, so
 that the next apply takes them over and delivers each adopted client's current secret to its sink.
 
+Each file starts with a ``yaml-language-server`` line that points editors at the schema of its kind in
+``schemas/`` beside ``project.yaml`` (the editor variants, which the CLI passes in and writes there
+too), and each document says its ``apiVersion``. The folder's ``.gitignore`` keeps the file sink's
+secrets and the state folder out of Git; one that is there already is added to, never replaced.
+
 The files are reviewed before they are committed, so live text that holds control, bidi or line
 separator characters is written double-quoted with those characters (and any other non-ASCII in that
 one string) as YAML escapes: it reads back exactly, and nothing in it hides or reorders what a
@@ -30,16 +35,28 @@ from ruamel.yaml.emitter import RoundTripEmitter
 from reconciler.descope.wire import LiveClient, LiveServer, LiveState
 from reconciler.ignore import Scope
 from reconciler.kinds import CLIENT, SERVER, registered_elsewhere
-from reconciler.models import DEFAULT_OWNERSHIP_TAG, ClientSpec, ProjectSpec, ServerSpec
+from reconciler.models import API_VERSION, DEFAULT_OWNERSHIP_TAG, ClientSpec, ProjectSpec, ServerSpec
 from reconciler.scopes import CATEGORY_KEY, CATEGORY_WIRE_KEYS
 from reconciler.tags import PROTECT_TAG, rotation_marker, user_tags
 from reconciler.textsafe import visible
 
-SERVER_FIELDS = [f.alias or n for n, f in ServerSpec.model_fields.items() if n not in SERVER.manifest_only]
+SERVER_FIELDS = [
+    f.alias or n
+    for n, f in ServerSpec.model_fields.items()
+    if n not in SERVER.manifest_only and n != "apiVersion"
+]
 CLIENT_FIELDS = [f.alias or n for n, f in ClientSpec.model_fields.items() if n not in CLIENT.manifest_only]
 SCOPE_FIELDS = ("name", "description", "optional", "category", "values")
 DEFAULT_SINK = "local"
 DEFAULT_SURFACE = ProjectSpec.model_fields["surface"].default
+SCHEMA_FOLDER = "schemas"  # beside project.yaml; the schema files of reconciler.schemas.schema_files
+PROJECT_SCHEMA = f"{SCHEMA_FOLDER}/project.schema.json"
+SERVER_SCHEMA = f"../{SCHEMA_FOLDER}/server.schema.json"  # from servers/
+# What the exported folder's .gitignore holds: each pattern, and the comment that says why.
+GITIGNORE_ENTRIES = (
+    (".mcp-reconciler/", "mcp-reconciler's state beside the Project file: journal, locks, crash logs."),
+    (".secrets/", "Client secrets written by mcp-reconciler's file sink: never commit them."),
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +68,8 @@ class ExportOptions:
     adopt: bool = False
     tags: tuple[str, ...] = ()  # only servers with one of these tags
     names: tuple[str, ...] = ()  # only servers whose name matches one of these patterns
+    # Schema files to write in schemas/ (name → text), which the files' yaml-language-server lines name.
+    schemas: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,10 +100,13 @@ def export_project(live: LiveState, options: ExportOptions) -> Export:
             continue
         document = _server_document(server, live.clients_of(server.id), options, result)
         result.files[f"servers/{_file_name(server.name, used)}.yaml"] = dump(
-            document, _header(server, options)
+            document, _header(server, options), schema=SERVER_SCHEMA
         )
         result.servers += 1
-    result.files["project.yaml"] = dump(_project_document(options), "Settings of the exported project.")
+    project = _project_document(options)
+    result.files["project.yaml"] = dump(project, "Settings of the exported project.", schema=PROJECT_SCHEMA)
+    for name, text in options.schemas.items():
+        result.files[f"{SCHEMA_FOLDER}/{name}"] = text
     if result.unowned and not options.adopt:
         result.warnings.append(
             f"{result.unowned} exported objects are not managed by mcp-reconciler yet: "
@@ -102,7 +124,11 @@ def _selected(server: LiveServer, options: ExportOptions) -> bool:
 def _server_document(
     server: LiveServer, clients: Iterable[LiveClient], options: ExportOptions, result: Export
 ) -> dict[str, Any]:
-    document: dict[str, Any] = {"kind": "MCPServer", **_fields(server.fields, SERVER_FIELDS, options)}
+    document: dict[str, Any] = {
+        "apiVersion": API_VERSION,
+        "kind": "MCPServer",
+        **_fields(server.fields, SERVER_FIELDS, options),
+    }
     if server.surface != DEFAULT_SURFACE:  # a Resource made in the console: it stays one
         document["surface"] = server.surface
     if PROTECT_TAG in server.tags:
@@ -197,6 +223,7 @@ def _without_zeros(value: Any) -> Any:
 
 def _project_document(options: ExportOptions) -> dict[str, Any]:
     return {
+        "apiVersion": API_VERSION,
         "kind": "Project",
         "projectId": options.project_id,
         "ownershipTag": options.ownership_tag,
@@ -223,8 +250,22 @@ def _file_name(name: str, used: set[str]) -> str:
     return candidate
 
 
-def dump(document: Mapping[str, Any], comment: str) -> str:
-    """YAML for people: block style, keys in the order written, a comment on top."""
+def gitignore(existing: str | None) -> str:
+    """The exported folder's .gitignore: ``existing`` (None: there is none) with each pattern of
+    ``GITIGNORE_ENTRIES`` it lacks added at its end, so that nothing a person wrote there is lost."""
+    text = existing or ""
+    present = {line.strip() for line in text.splitlines()}
+    missing = [(pattern, why) for pattern, why in GITIGNORE_ENTRIES if pattern not in present]
+    if not missing:
+        return text
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + "".join(f"# {why}\n{pattern}\n" for pattern, why in missing)
+
+
+def dump(document: Mapping[str, Any], comment: str, *, schema: str | None = None) -> str:
+    """YAML for people: block style, keys in the order written, comments on top: the schema an editor
+    should check it with (relative to the file), then ``comment``."""
     yaml = YAML(typ="rt")
     yaml.Emitter = _VisibleEmitter
     yaml.default_flow_style = False
@@ -233,7 +274,8 @@ def dump(document: Mapping[str, Any], comment: str) -> str:
     stream = io.StringIO()
     yaml.dump(dict(document), stream)
     # A comment ends at a line break: one in a live id must not start YAML of its own.
-    return f"# {visible(comment)}\n" + stream.getvalue()
+    editor = f"# yaml-language-server: $schema={schema}\n" if schema else ""
+    return f"{editor}# {visible(comment)}\n" + stream.getvalue()
 
 
 class _VisibleEmitter(RoundTripEmitter):

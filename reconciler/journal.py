@@ -34,12 +34,20 @@ covering its line is done, one fsync shared by every ``record`` of the same turn
   journal then shows a change begun but not ended, which the next plan, read from the live project,
   settles.
 - A new journal's folder, once: the file's name is durable only then.
+
+Where it lives: ``.mcp-reconciler/journal.jsonl`` beside the file that holds the Project document
+(:func:`journal_path`), never relative to the working directory, so that ``apply`` and ``secrets
+check`` started from the repository's root, from the manifests' folder or from anywhere else (and
+``apply plan.json`` of a plan saved elsewhere) read and write one journal. ``--state-dir``
+(``MCP_RECONCILER_STATE_DIR``) moves the folder, ``--journal`` (``MCP_RECONCILER_JOURNAL``) names the
+file. A folder created for the journal gets a ``.gitignore`` of ``*``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -54,7 +62,34 @@ from reconciler.errors import JournalError
 from reconciler.files import NotRegularFile, fsync_folder, open_append
 from reconciler.secret import Secret
 
-DEFAULT_JOURNAL = Path(".mcp-reconciler") / "journal.jsonl"
+# The state folder: beside the file that holds the Project document (never the working directory), so
+# every run on those manifests, from wherever it is started, finds the same journal. Overridable as a
+# folder (--state-dir) or as the journal file itself (--journal), which wins.
+STATE_DIR_NAME = ".mcp-reconciler"
+JOURNAL_NAME = "journal.jsonl"
+STATE_DIR_VARIABLE = "MCP_RECONCILER_STATE_DIR"
+JOURNAL_VARIABLE = "MCP_RECONCILER_JOURNAL"
+# Written into a folder this module creates for the journal, as pytest does in its cache: the folder
+# holds local state (mode 0600 files, perhaps crash logs) that never belongs in Git.
+GITIGNORE_TEXT = "# Created by mcp-reconciler: its state (the journal) never belongs in Git.\n*\n"
+
+
+def state_folder(manifest_folder: Path, *, state_dir: Path | None = None) -> Path:
+    """The state folder, absolute: ``state_dir`` when given (relative to the working directory, as any
+    command-line path), else ``.mcp-reconciler`` in ``manifest_folder`` (the Project file's folder)."""
+    chosen = state_dir if state_dir is not None else manifest_folder / STATE_DIR_NAME
+    return Path(os.path.abspath(chosen))
+
+
+def journal_path(
+    manifest_folder: Path, *, journal: Path | None = None, state_dir: Path | None = None
+) -> Path:
+    """The journal a run on the manifests in ``manifest_folder`` writes, absolute: ``journal`` when
+    given, else ``journal.jsonl`` in the state folder (:func:`state_folder`)."""
+    if journal is not None:
+        return Path(os.path.abspath(journal))
+    return state_folder(manifest_folder, state_dir=state_dir) / JOURNAL_NAME
+
 
 # Events whose secret may not have reached its sink, and the events that close them. A rotation
 # stays open after its delivery until its marker is recorded on the client: otherwise a crash in
@@ -77,13 +112,14 @@ class Journal:
     """
 
     def __init__(self, path: Path, *, project: str, run_id: str | None = None) -> None:
+        path = Path(os.path.abspath(path))  # every message names the file wherever the run started
         self.path = path
         self.project = project
         self.run_id = run_id or time.strftime(
             "%Y%m%dT%H%M%SZ", time.gmtime()
         ) + "-" + random_source.token_hex(3)
         try:
-            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_folder(path.parent)
         except OSError as exc:
             blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
             reason = f"{blocker} is a file, not a folder" if blocker is not None else _reason(exc)
@@ -92,7 +128,7 @@ class Journal:
                 "path with --journal"
             ) from None
         created = not path.exists()
-        self._stream = os.fdopen(_open(path), "a", encoding="utf-8")
+        self._stream = os.fdopen(_open_shared(path), "a", encoding="utf-8")
         self._written = 0  # lines written (flushed to the OS)
         self._synced = 0  # of them, lines known durable
         self._pending: asyncio.Future[None] | None = None  # the fsync the next ``record`` joins
@@ -175,6 +211,20 @@ class Journal:
             raise JournalError(f"cannot write the journal {self.path}: {_reason(exc)}") from None
 
 
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` (mode 0700, with its parents) unless it exists; a folder created here gets a
+    ``.gitignore`` of ``*`` (best effort: the journal does not depend on it), so it never lands in Git."""
+    if folder.is_dir():
+        return
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        descriptor = os.open(
+            folder / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644
+        )
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(GITIGNORE_TEXT)
+
+
 def _open(path: Path) -> int:
     """A descriptor to append to ``path``: a regular file (created 0600), never through a symlink."""
     if path.is_symlink():
@@ -195,6 +245,22 @@ def _open(path: Path) -> int:
             f"cannot open the journal {path} for writing: {_reason(exc)}: fix its permissions or "
             "choose another path with --journal"
         ) from None
+
+
+def _open_shared(path: Path) -> int:
+    """``_open``, holding a shared ``flock`` on the file while the descriptor is open. A compaction
+    (``reconciler.journal_retention``) replaces the file only under an exclusive one, so no event is
+    ever appended to a file being replaced; one replaced between our open and our lock is opened anew."""
+    for _ in range(100):
+        descriptor = _open(path)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_SH)
+            if os.path.samestat(os.fstat(descriptor), os.stat(path, follow_symlinks=False)):
+                return descriptor
+        except OSError:
+            pass  # gone or replaced meanwhile: open it again
+        os.close(descriptor)
+    raise JournalError(f"the journal {path} keeps being replaced by another process: try again")
 
 
 def _ends_torn(path: Path) -> bool:
@@ -285,8 +351,13 @@ def _malformed(path: Path, number: int, problem: str) -> JournalError:
 def open_deliveries(path: Path, project: str) -> list[OpenDelivery]:
     """Clients of ``project`` whose latest opening event (create, rotate, adopt, undelivered) was
     never closed. A journal may be shared by several projects; each only sees its own."""
+    return open_among(read_events(path), project)
+
+
+def open_among(events: Iterable[Mapping[str, Any]], project: str) -> list[OpenDelivery]:
+    """``open_deliveries`` of ``events`` (as ``read_events`` gives them)."""
     latest: dict[tuple[str, str], dict[str, Any]] = {}
-    for event in read_events(path):
+    for event in events:
         if event.get("project") != project:
             continue
         client = (str(event.get("server", "")), str(event.get("client", "")))

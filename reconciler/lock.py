@@ -9,7 +9,9 @@ the live project, and held until the run ends, so the second run plans from what
 and creates nothing twice. A second run waits up to ``--lock-timeout`` seconds (default 0, as
 Terraform's ``-lock-timeout``: refuse at once) and then exits 1 naming the holder (host, pid, user,
 since when, command). ``plan``, ``drift``, ``validate``, ``export`` and ``secrets check`` without
-``--fix`` only read, and take no lock.
+``--fix`` only read, and take no lock. A wait is said when it starts (``LockSettings.on_wait``) and then
+every ``STILL_WAITING_EVERY`` seconds on the ``reconciler.wait`` logger, naming the holder and how
+long of the timeout has passed, so a waiting run never looks hung.
 
 It is an ``flock`` on ``<dir>/<project>.lock``, ``<dir>`` being ``$MCP_RECONCILER_LOCK_DIR``, else
 ``$XDG_STATE_HOME/mcp-reconciler/locks``, else ``~/.local/state/mcp-reconciler/locks``. The kernel
@@ -66,6 +68,7 @@ from types import TracebackType
 from urllib.parse import urlsplit
 
 from reconciler.errors import ReconcilerError
+from reconciler.throttle import seconds_text, wait_log
 
 LOCK_DIR_VARIABLE = "MCP_RECONCILER_LOCK_DIR"
 FILE_MODE = 0o600
@@ -77,6 +80,9 @@ MAX_ATTEMPTS = 100  # of opening the file anew because its holder removed it mea
 DESCOPE_DOMAIN = "descope.com"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@-]")
 
+
+# A run waiting for the lock says so again every this many seconds (the first line is on_wait's).
+STILL_WAITING_EVERY = 10.0
 
 HOLDER_READS = 20  # x HOLDER_READ_PAUSE: how long a holder may take to write its details
 HOLDER_READ_PAUSE = 0.01
@@ -225,6 +231,7 @@ class ProjectLock:
             raise RuntimeError(f"{self.path} is already held by this lock")
         started = time.monotonic()
         waiting = False
+        said = 0.0  # seconds into the wait when it was last said
         try:
             while not self.try_acquire():
                 waited = time.monotonic() - started
@@ -232,6 +239,9 @@ class ProjectLock:
                     raise self._held(waited)
                 if not waiting and self.settings.on_wait is not None:
                     self.settings.on_wait(self.holder)
+                elif waited - said >= STILL_WAITING_EVERY:
+                    said = waited
+                    self._still_waiting(waited)
                 waiting = True
                 await asyncio.sleep(min(POLL_SECONDS, self.settings.timeout - waited))
         except BaseException:
@@ -314,6 +324,16 @@ class ProjectLock:
         except FileNotFoundError:
             return False
         return (now.st_dev, now.st_ino) == (opened.st_dev, opened.st_ino)
+
+    def _still_waiting(self, waited: float) -> None:
+        holder = str(self.holder) if self.holder else "another run"
+        wait_log.info(
+            "still waiting for the lock of project %s, held by %s (%s of %s, --lock-timeout)",
+            self.project_id,
+            holder,
+            seconds_text(waited),
+            seconds_text(self.settings.timeout),
+        )
 
     def _held(self, waited: float) -> LockHeld:
         holder = str(self.holder) if self.holder else "another run (it has not written its details yet)"

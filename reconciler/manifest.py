@@ -38,13 +38,14 @@ from reconciler.models import (
     VaultSinkSpec,
     secret_key,
 )
-from reconciler.schemas import KIND_SCHEMAS, did_you_mean, schema_issues, usable_part
+from reconciler.schemas import KIND_SCHEMAS, api_version_problem, did_you_mean, schema_issues, usable_part
 from reconciler.sinks.base import aws_name_problem, env_name, leaves_prefix, secret_name, vault_path
 from reconciler.tags import reserved_tag_problem
 from reconciler.variables import manifest_variables
 from reconciler.yamlsource import DocPath, Document, read_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")
+PROJECT_ID_VARIABLE = "DESCOPE_PROJECT_ID"  # read by the API client too; a manifest's projectId must agree
 
 
 def find_manifest_files(paths: Iterable[str]) -> list[tuple[Path, str]]:
@@ -127,10 +128,16 @@ def load_manifest(
     Variables resolve from ``var_values`` (a values file) and from ``MCP_VAR_*`` in ``environ`` (the
     process environment by default), which wins, so one run can override a file's value; see
     :func:`reconciler.variables.manifest_variables` for what else may and may never be read.
+    A ``projectId`` that differs from ``DESCOPE_PROJECT_ID`` (when that is set) is a problem: the API
+    client reads that variable too, and neither may silently win.
+
+    Relative paths in the Project (file sinks, command sinks' programs) count from the folder of its
+    file, never from the working directory: :attr:`Manifest.folder`, which also holds the state folder.
     """
     paths = list(paths)
-    variables = manifest_variables(os.environ if environ is None else environ, var_values)
-    loader = _Loader()
+    environ = os.environ if environ is None else environ
+    variables = manifest_variables(environ, var_values)
+    loader = _Loader(environment_project=environ.get(PROJECT_ID_VARIABLE, ""))
     for path, display in find_manifest_files(paths):
         documents, problems = read_documents(path, display, variables)
         loader.problems.extend(problems)
@@ -148,7 +155,8 @@ class _Entry:
 
 
 class _Loader:
-    def __init__(self) -> None:
+    def __init__(self, *, environment_project: str = "") -> None:
+        self.environment_project = environment_project  # DESCOPE_PROJECT_ID, "" when unset
         self.problems: list[Problem] = []
         self.projects: list[_Entry] = []
         self.servers: list[_Entry] = []
@@ -162,6 +170,11 @@ class _Loader:
             self.problems.append(doc.problem((), "a manifest document must be a mapping with a 'kind'"))
             return
         kind = doc.data.get("kind")
+        if (unread := api_version_problem(doc)) is not None:  # another format: not read by this one's rules
+            self.problems.append(unread)
+            if kind == "Project":
+                self.broken_projects.append(doc)
+            return
         if not isinstance(kind, str) or kind not in KIND_SCHEMAS:
             self.problems.append(_kind_problem(doc, kind))
             return
@@ -187,6 +200,7 @@ class _Loader:
         project_doc = self._project_document(first_path)
         servers = self._servers()
         if project_doc is not None:
+            self._check_project_id(project_doc)
             self._check_sinks(project_doc, servers)
             self._check_reserved_tags(project_doc, servers)
         if self.projects:
@@ -197,6 +211,7 @@ class _Loader:
             project=self.projects[0].spec,
             servers=tuple(spec for spec, _ in servers.values()),
             locations=self._locations(servers),
+            folder=folder_of(project_doc) if project_doc is not None else None,
         )
 
     def _project_document(self, first_path: str) -> Document | None:
@@ -211,6 +226,20 @@ class _Loader:
             message = f"a second Project document; exactly one is allowed (first at {first})"
             self.problems.append(extra.problem(("kind",), message))
         return docs[0]
+
+    def _check_project_id(self, project: Document) -> None:
+        """The Project's ``projectId`` and ``DESCOPE_PROJECT_ID`` (when both are set) name one project:
+        otherwise it is not clear which project a run would change, and neither silently wins."""
+        written = project.data.get("projectId")
+        in_environment = self.environment_project
+        if not isinstance(written, str) or not in_environment or written == in_environment:
+            return
+        message = (
+            f"projectId is '{written}', but {PROJECT_ID_VARIABLE} is '{in_environment}' in the environment: "
+            f"which project to change is unclear. Write 'projectId: ${{{PROJECT_ID_VARIABLE}}}' to take it "
+            f"from the environment, or unset {PROJECT_ID_VARIABLE} (or set it to '{written}')"
+        )
+        self.problems.append(project.problem(("projectId",), message))
 
     def _servers(self) -> dict[str, tuple[ServerSpec, _ServerSource]]:
         """Servers by name, with standalone clients merged in, after the cross-document checks."""
@@ -309,6 +338,10 @@ class _Loader:
         default = default if isinstance(default, str) and default else None
         if default is not None and default not in declared:
             self.problems.append(project.problem(("defaultSink",), _undeclared_sink(default, declared)))
+        if project.data.get("pruneSecrets") is True:
+            problem = _prune_secrets_problem(default, specs.get(default or ""))
+            if problem:
+                self.problems.append(project.problem(("pruneSecrets",), problem))
         self._check_file_sinks(project, specs)
         seen: dict[tuple[str, ...], _Use] = {}
         for server_name, (_, source) in servers.items():
@@ -322,7 +355,9 @@ class _Loader:
                         client.problem(("secret", "sink"), _undeclared_sink(named, declared))
                     )
                 elif sink in declared:
-                    self._check_destination(client, server_name, sink=sink, spec=specs[sink], seen=seen)
+                    self._check_destination(
+                        client, server_name, sink=sink, spec=specs[sink], seen=seen, base=folder_of(project)
+                    )
 
     def _check_file_sinks(self, project: Document, specs: Mapping[str, SinkSpec | None]) -> None:
         """File sink paths are usable, and two sinks that write one file (however it is spelt) agree
@@ -334,7 +369,7 @@ class _Loader:
             if "\0" in spec.path:
                 self.problems.append(project.problem(("sinks", name, "path"), "a path cannot contain NUL"))
                 continue
-            path = _resolved(spec.path)
+            path = _resolved(spec.path, folder_of(project))
             first, first_spec = first_by_file.setdefault(path, (name, spec))
             if first_spec.format != spec.format:
                 pos = project.position(("sinks", first, "path"))
@@ -353,6 +388,7 @@ class _Loader:
         sink: str,
         spec: SinkSpec | None,
         seen: dict[tuple[str, ...], _Use],
+        base: Path,
     ) -> None:
         """The client's secret stays inside its sink's prefix, and no earlier client's secret is
         written to the same place, compared as the sink will write it (see :func:`_destination`)."""
@@ -362,7 +398,7 @@ class _Loader:
             where = ("secret", "key") if client.spec.secret.key else ("name",)
             self.problems.append(client.problem(where, refused))
             return
-        identity, place = _destination(sink, spec, key)
+        identity, place = _destination(sink, spec, key, base=base)
         use = _Use(client, server_name, sink, key, place)
         first = seen.setdefault(identity, use)
         if first is not use:
@@ -450,12 +486,12 @@ def _sink_spec(raw: Any) -> SinkSpec | None:
         return None
 
 
-def _destination(sink: str, spec: SinkSpec | None, key: str) -> tuple[tuple[str, ...], str]:
+def _destination(sink: str, spec: SinkSpec | None, key: str, *, base: Path) -> tuple[tuple[str, ...], str]:
     """Where ``key`` ends up, as an identity that is equal for two keys exactly when the sinks would
     write one place, and as words. It uses the sinks' own name functions (``env_name``,
     ``secret_name``, ``vault_path``), so validate and the sinks cannot disagree."""
     if isinstance(spec, FileSinkSpec):
-        path = _resolved(spec.path)
+        path = _resolved(spec.path, base)
         if spec.format == "dotenv":
             variable = env_name(key)
             return ("file", path, "dotenv", variable), f"the variable {variable} in {path}"
@@ -506,14 +542,21 @@ def _shared_destination(use: _Use, *, first: _Use) -> str:
     )
 
 
-def _resolved(path: str) -> str:
-    """A file sink's path as the file system resolves it (relative to the working directory, like
-    the sink), so that ``.secrets/x.json``, ``./.secrets/x.json`` and a path through a symlinked
-    folder are seen as one file."""
+def _resolved(path: str, base: Path) -> str:
+    """A file sink's path as the file system resolves it (relative to ``base``, the folder of the
+    Project's file, like the sink), so that ``.secrets/x.json``, ``./.secrets/x.json`` and a path
+    through a symlinked folder are seen as one file."""
+    joined = os.path.join(base, path)
     try:
-        return os.path.realpath(path)
+        return os.path.realpath(joined)
     except (OSError, ValueError):
-        return os.path.abspath(path)
+        return os.path.abspath(joined)
+
+
+def folder_of(doc: Document) -> Path:
+    """The folder of the file ``doc`` was read from, absolute: relative paths it declares count from
+    here. (``doc.file`` is the path as found, relative to the working directory of this run.)"""
+    return Path(os.path.abspath(doc.file)).parent
 
 
 def _url(url: str) -> str:
@@ -536,6 +579,19 @@ def _url(url: str) -> str:
 def _inline(spec: StandaloneClientSpec) -> ClientSpec:
     data = spec.model_dump(exclude_unset=True, exclude={"kind", "server"})
     return ClientSpec.model_validate(data)
+
+
+def _prune_secrets_problem(default: str | None, spec: SinkSpec | None) -> str:
+    """Why ``pruneSecrets: true`` cannot work with the default sink, or ""."""
+    if default is None:
+        return "pruneSecrets removes a deleted client's secret from defaultSink: set defaultSink"
+    if spec is not None and spec.type == "command":
+        return (
+            f"pruneSecrets cannot remove secrets from sink '{default}': a command sink has no way to "
+            "remove one; remove them by hand, or make defaultSink a file, vault, aws-secrets-manager "
+            "or github sink"
+        )
+    return ""
 
 
 def _undeclared_sink(name: str, declared: set[str]) -> str:

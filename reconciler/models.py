@@ -8,13 +8,19 @@ manifest mentions, because fields it does not mention are left alone on the live
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_OWNERSHIP_TAG = "managed-by:mcp-reconciler"
+# The manifest format: a document may say so in an optional ``apiVersion``; any other value is refused
+# (reconciler.schemas.api_version_problem), never read by the rules of this one.
+API_VERSION = "mcp-reconciler/v1"
+API_VERSIONS = (API_VERSION,)
 DEFAULT_MAX_DELETES = 10
 
 TimeUnit = Literal["seconds", "minutes", "hours", "days", "weeks"]
@@ -99,6 +105,9 @@ class ClientSpec(Spec):
 class StandaloneClientSpec(ClientSpec):
     """A ``kind: MCPServerClient`` document: a client naming its server."""
 
+    # Which manifest format the document is written in: metadata, never a field of the live object, so
+    # left out of every dump (payloads, provenance digests).
+    apiVersion: str | None = Field(default=None, exclude=True)
     kind: Literal["MCPServerClient"]
     server: str
 
@@ -106,6 +115,7 @@ class StandaloneClientSpec(ClientSpec):
 class ServerSpec(Spec):
     """A ``kind: MCPServer`` document."""
 
+    apiVersion: str | None = Field(default=None, exclude=True)  # metadata, as in StandaloneClientSpec
     kind: Literal["MCPServer"]
     name: str
     description: str = ""
@@ -196,10 +206,12 @@ class IgnoreRule(Spec):
 class ProjectSpec(Spec):
     """The ``kind: Project`` document: settings of the reconciled Descope project."""
 
+    apiVersion: str | None = Field(default=None, exclude=True)  # metadata, as in StandaloneClientSpec
     kind: Literal["Project"]
     projectId: str
     ownershipTag: str = DEFAULT_OWNERSHIP_TAG
     prune: bool = False
+    pruneSecrets: bool = False  # a deleted client's secret is removed from the default sink
     maxDeletes: int | str = DEFAULT_MAX_DELETES
     scopesFormat: Literal["categorized", "list"] = "categorized"
     surface: SurfaceName = "mcp-servers"  # where new MCP servers are created
@@ -208,7 +220,8 @@ class ProjectSpec(Spec):
     ignore: tuple[IgnoreRule, ...] = ()  # live objects that are someone else's: never planned or drift
 
     def sink_settings(self) -> dict[str, dict[str, Any]]:
-        """Each sink's settings as written (no tokens ever live here), for plans and build_sinks."""
+        """Each sink's settings as written (no tokens ever live here), for digests; sinks are built
+        from ``Manifest.sink_settings``, which resolves their relative paths."""
         return {name: sink.mentioned() for name, sink in self.sinks.items()}
 
 
@@ -238,9 +251,64 @@ class Manifest:
     project: ProjectSpec
     servers: tuple[ServerSpec, ...]
     locations: Mapping[tuple[str, ...], Location]
+    # The folder of the file that holds the Project document, absolute: relative paths the Project
+    # declares (a file sink's path, a command sink's program) count from here, and the state folder
+    # (the journal) lives here. None for a Manifest built in code: the working directory.
+    folder: Path | None = None
 
     def server(self, name: str) -> ServerSpec | None:
         return next((s for s in self.servers if s.name == name), None)
+
+    @property
+    def base(self) -> Path:
+        """``folder``, or the working directory (absolute) when the Manifest was not loaded from files."""
+        return self.folder if self.folder is not None else Path(os.path.abspath(os.curdir))
+
+    def sink_settings(self) -> dict[str, dict[str, Any]]:
+        """Each sink's settings (``ProjectSpec.sink_settings``) with its relative paths resolved
+        against the Project's folder (see :func:`resolve_sink_paths`): what the sinks are built from."""
+        return {
+            name: resolve_sink_paths(settings, self.base)
+            for name, settings in self.project.sink_settings().items()
+        }
+
+    def sink_label(self, name: str) -> str:
+        """``name``, with the local path it uses, resolved (:func:`sink_place`): ``local
+        (/abs/.secrets/clients.json)``; for messages (sink settings hold no secrets)."""
+        settings = self.sink_settings().get(name)
+        place = sink_place(settings) if settings is not None else ""
+        return f"{name} ({place})" if place else name
+
+
+def resolve_sink_paths(settings: Mapping[str, Any], base: Path) -> dict[str, Any]:
+    """A sink's settings with each relative path made absolute against ``base`` (the folder of the
+    manifest that declares the sink), never against the working directory: a file sink's ``path``, and
+    a command sink's program (``command[0]``) when it names a path (holds a ``/``; a bare name is looked
+    up on PATH). Variables were substituted when the manifest was read; absolute paths stay as they
+    are; ``~`` is not expanded (it never was)."""
+    resolved = dict(settings)
+    kind = settings.get("type")
+    path = settings.get("path")
+    if kind == "file" and isinstance(path, str) and path and "\0" not in path:
+        resolved["path"] = os.path.abspath(os.path.join(base, path))
+    command = settings.get("command")
+    if kind == "command" and isinstance(command, list | tuple) and command:
+        program = command[0]
+        if isinstance(program, str) and os.sep in program and "\0" not in program:
+            resolved["command"] = [os.path.abspath(os.path.join(base, program)), *command[1:]]
+    return resolved
+
+
+def sink_place(settings: Mapping[str, Any]) -> str:
+    """The local path a sink with these (resolved) settings uses: a file sink's file, a command sink's
+    program when given as a path; "" for the others (their messages name their own places)."""
+    kind = settings.get("type")
+    if kind == "file":
+        return str(settings.get("path", ""))
+    command = settings.get("command") or ("",)
+    if kind == "command" and isinstance(command[0], str) and os.path.isabs(command[0]):
+        return f"runs {command[0]}"
+    return ""
 
 
 def secret_key(server_name: str, client: ClientSpec) -> str:

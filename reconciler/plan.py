@@ -34,6 +34,7 @@ __all__ = [
     "Kind",
     "Plan",
     "Provenance",
+    "SecretRemoval",
     "SecretTarget",
     "Withheld",
     "canonical_json",
@@ -114,6 +115,21 @@ class SecretTarget:
 
 
 @dataclass(frozen=True)
+class SecretRemoval:
+    """A deleted client's secret that apply removes from its sink once the delete is done (Project
+    ``pruneSecrets``): the client (its name under the change's server), its OAuth client id (the
+    sink leaves an entry that names another client in place), and where the secret is."""
+
+    client: str
+    client_id: str
+    sink: str
+    key: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"client": self.client, "clientId": self.client_id, "sink": self.sink, "key": self.key}
+
+
+@dataclass(frozen=True)
 class Change:
     """One action on one object, with everything apply needs to carry it out."""
 
@@ -130,6 +146,7 @@ class Change:
     notes: tuple[str, ...] = ()
     surface: Surface | None = None  # for a kind with surfaces: the one the change is made on
     cascade: tuple[Cascaded, ...] = ()  # for a delete: the objects below that go with it
+    removes_secrets: tuple[SecretRemoval, ...] = ()  # for a delete: secrets apply removes from sinks
 
     @property
     def removes(self) -> int:
@@ -183,6 +200,8 @@ class Change:
             data["surface"] = self.surface
         if self.cascade:
             data["cascade"] = [item.to_json() for item in self.cascade]
+        if self.removes_secrets:
+            data["removeSecrets"] = [item.to_json() for item in self.removes_secrets]
         if self.secret is not None:
             data["secret"] = {
                 "sink": self.secret.sink,
@@ -209,6 +228,10 @@ class Change:
             surface=_surface(data.get("surface")),
             cascade=tuple(
                 Cascaded(Kind(item["kind"]), item["name"], item["id"]) for item in data.get("cascade") or ()
+            ),
+            removes_secrets=tuple(
+                SecretRemoval(item["client"], item["clientId"], item["sink"], item["key"])
+                for item in data.get("removeSecrets") or ()
             ),
         )
 

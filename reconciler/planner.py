@@ -33,7 +33,7 @@ from reconciler.kinds import (
     registered_elsewhere,
     roots,
 )
-from reconciler.models import Manifest
+from reconciler.models import Manifest, secret_key
 from reconciler.plan import (
     Action,
     Cascaded,
@@ -42,6 +42,7 @@ from reconciler.plan import (
     JsonValue,
     Kind,
     Plan,
+    SecretRemoval,
     SecretTarget,
     Withheld,
     fingerprint,
@@ -353,7 +354,35 @@ class _Planner:
                 notes=(moved,) if moved else (),
                 surface=obj.surface,
                 cascade=cascade,
+                removes_secrets=self._secret_removals(kind, obj, path, cascade),
             )
+        )
+
+    def _secret_removals(
+        self, kind: KindDescriptor, obj: LiveObject, path: tuple[str, ...], cascade: tuple[Cascaded, ...]
+    ) -> tuple[SecretRemoval, ...]:
+        """With ``pruneSecrets``: the secrets of the clients a delete removes, at their default place
+        (``defaultSink``, ``<server>/<client>``), unless a client in the manifests uses that place."""
+        sink = self.manifest.project.defaultSink
+        if not self.manifest.project.pruneSecrets or not sink:
+            return ()
+        gone = [(obj, path)] if kind.holds_secret else []
+        below = {(item.kind, item.id) for item in cascade if KINDS[item.kind].holds_secret}
+        for below_kind in children(kind.kind) if below else ():
+            gone += [
+                (o, (*path, o.name))
+                for o in below_kind.live_under(self.live, obj.id)
+                if (below_kind.kind, o.id) in below
+            ]
+        used = {
+            (client.secret.sink or sink, secret_key(server.name, client))
+            for server in self.manifest.servers
+            for client in server.clients
+        }
+        return tuple(
+            SecretRemoval(where[-1], str(o.fields.get("clientId") or ""), sink, "/".join(where))
+            for o, where in gone
+            if (sink, "/".join(where)) not in used
         )
 
     def _secret_target(self, kind: KindDescriptor, desired: Desired) -> SecretTarget | None:

@@ -8,10 +8,18 @@ and where, and a quick check (:func:`quick_check`) that only says whether a docu
 jsonschema's own semantics keyword by keyword but without building an error or a validator per
 value. A document runs through the quick check once; only one it finds invalid runs through
 jsonschema, for the problems.
+
+Every schema has an ``$id`` (``https://mcp-reconciler.dev/schemas/v1/<file>``): an identifier, not an
+address, as nothing is served there. The registry holds each schema under its ``$id`` and its file
+name, so that cross-file ``$ref`` resolves offline. For editors and other tools, :func:`schema_files`
+writes each schema standing alone (what it refers to in other files copied into its ``$defs``) and, for
+the manifest kinds, in an editor variant that also accepts ``${VAR}`` references wherever a value may
+hold one (:func:`editor_variant`): validate checks the values after substitution, against these.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import re
@@ -23,11 +31,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema import _utils as jsonschema_utils
-from jsonschema.exceptions import UndefinedTypeCheck, ValidationError
+from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 from reconciler.errors import Problem
+from reconciler.models import API_VERSION, API_VERSIONS
 from reconciler.yamlsource import DocPath, Document
 
 MAX_SUGGESTION_CANDIDATES = 200
@@ -37,7 +45,14 @@ KIND_SCHEMAS = {
     "MCPServer": "server.schema.json",
     "MCPServerClient": "client.schema.json",
 }
-_ALL_SCHEMAS = (*KIND_SCHEMAS.values(), "common.schema.json", "plan.schema.json", "drift.schema.json")
+# The JSON documents the commands print (--format json, plan --out), each described by a schema.
+OUTPUT_SCHEMAS = (
+    *("plan.schema.json", "drift.schema.json", "apply.schema.json", "validate.schema.json"),
+    *("export.schema.json", "secrets-check.schema.json"),
+)
+_ALL_SCHEMAS = (*KIND_SCHEMAS.values(), "common.schema.json", *OUTPUT_SCHEMAS)
+SCHEMA_BASE = "https://mcp-reconciler.dev/schemas/v1/"  # v1: the manifest format, API_VERSION
+EDITOR_BASE = SCHEMA_BASE + "editor/"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
 
 format_checker = FormatChecker(formats=())
@@ -67,9 +82,10 @@ def load_schema(filename: str) -> dict[str, Any]:
 
 @cache
 def schema_registry() -> Registry[Any]:
-    """Every shipped schema, by file name, so that cross-file ``$ref`` resolves offline."""
+    """Every shipped schema, by file name and by ``$id``, so that cross-file ``$ref`` resolves offline."""
+    resources = [(name, Resource.from_contents(load_schema(name))) for name in _ALL_SCHEMAS]
     return Registry().with_resources(
-        (name, Resource.from_contents(load_schema(name))) for name in _ALL_SCHEMAS
+        [*resources, *((resource.id() or name, resource) for name, resource in resources)]
     )
 
 
@@ -100,8 +116,7 @@ def validator_for_document(filename: str) -> Draft202012Validator:
 def schema_issues(doc: Document, kind: str, data: Any = None) -> list[SchemaIssue]:
     """Every schema violation in ``doc`` (or in ``data``, a pruned copy of it), located precisely."""
     data = doc.data if data is None else data
-    valid = quick_check(kind)
-    if valid is not None and valid(data):
+    if quick_check(kind)(data):
         return []
     issues = []
     for error in _leaf_errors(validator_for(kind).iter_errors(data)):
@@ -112,294 +127,36 @@ def schema_issues(doc: Document, kind: str, data: Any = None) -> list[SchemaIssu
 # --- the quick check ------------------------------------------------------------------------------
 
 Check = Callable[[Any], bool]
-Evaluated = Callable[[dict[str, Any]], set[str]]
-
-# Keywords that assert nothing: a schema of any other keyword than these and those compiled below gets
-# no quick check (jsonschema alone validates it), so a keyword added to a schema can't be skipped.
-_ANNOTATIONS = frozenset(
-    {"$schema", "$defs", "$comment", "title", "description", "default", "examples", "errorMessage"}
-    | {"deprecated", "readOnly", "writeOnly", "then", "else"}  # then and else: read with "if"
-)
-_TYPES = Draft202012Validator.TYPE_CHECKER
-_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-
-
-# Each keyword the quick check implements, and the method of _Compiler that compiles it.
-_KEYWORDS = {
-    name: "_" + name.lstrip("$")
-    for name in (
-        *("$ref", "type", "enum", "const", "pattern", "format", "minLength", "maxLength", "minItems"),
-        *("minProperties", "minimum", "exclusiveMinimum", "maximum", "uniqueItems", "required"),
-        *("properties", "additionalProperties", "items", "propertyNames", "dependentSchemas", "allOf"),
-        *("anyOf", "oneOf", "not", "if", "unevaluatedProperties"),
-    )
-}
-
-
-class _Unsupported(Exception):
-    """A schema uses a keyword the quick check does not implement."""
 
 
 @cache
-def quick_check(kind: str) -> Check | None:
-    """Whether a document of ``kind`` is valid, as jsonschema would find it; None when the schema uses
-    a keyword the quick check does not implement (jsonschema then decides alone)."""
-    name = KIND_SCHEMAS[kind]
+def quick_check(kind: str) -> Check:
+    """Whether a document of ``kind`` is valid: jsonschema-rs (compiled, in Rust) under the same
+    schemas, registry and ``uri`` format, without building an error. A test holds it to jsonschema's
+    judgement on thousands of valid and broken documents; jsonschema alone says what is wrong."""
+    import jsonschema_rs  # noqa: PLC0415 - only loading manifests needs it
+
+    registry = jsonschema_rs.Registry(
+        [(SCHEMA_BASE + name, load_schema(name)) for name in _ALL_SCHEMAS], draft=jsonschema_rs.Draft202012
+    )
+    validator = jsonschema_rs.Draft202012Validator(
+        load_schema(KIND_SCHEMAS[kind]),
+        formats={"uri": _is_uri},
+        validate_formats=True,
+        ignore_unknown_formats=False,
+        registry=registry,
+        base_uri=SCHEMA_BASE + KIND_SCHEMAS[kind],
+        offline=True,
+    )
+    valid: Check = validator.is_valid
+    return valid
+
+
+def _is_uri(value: str) -> bool:
     try:
-        return _Compiler().check(load_schema(name), schema_registry().resolver(base_uri=name))
-    except _Unsupported:
-        return None
-
-
-class _Compiler:
-    """Compiles a schema into nested closures, keyword by keyword as jsonschema applies them
-    (jsonschema/_keywords.py), each one answering only "valid or not"."""
-
-    def __init__(self) -> None:
-        self.checks: dict[int, Check] = {}
-        self.evaluations: dict[int, Evaluated] = {}
-
-    def check(self, schema: Any, resolver: Any) -> Check:
-        key = id(schema)
-        if key not in self.checks:
-            compiled: list[Check] = []
-
-            def forward(instance: Any) -> bool:  # what a $ref back to this schema calls
-                return compiled[0](instance)
-
-            self.checks[key] = forward
-            compiled.append(self._check(schema, resolver))
-            self.checks[key] = compiled[0]
-        return self.checks[key]
-
-    def _check(self, schema: Any, resolver: Any) -> Check:
-        if schema is True:
-            return lambda _instance: True
-        if schema is False:
-            return lambda _instance: False
-        if not isinstance(schema, dict):
-            raise _Unsupported(repr(schema))
-        if schema.get("$schema", _DIALECT) != _DIALECT:
-            raise _Unsupported(schema["$schema"])  # jsonschema would switch to that dialect's rules
-        checks: list[Check] = []
-        for keyword, value in schema.items():
-            if keyword in _ANNOTATIONS:
-                continue
-            if keyword not in _KEYWORDS:
-                raise _Unsupported(keyword)
-            build = getattr(self, _KEYWORDS[keyword])
-            checks.append(build(value, schema, resolver))
-        if len(checks) == 1:
-            return checks[0]
-
-        def all_of(instance: Any) -> bool:
-            return all(check(instance) for check in checks)
-
-        return all_of
-
-    # One method per keyword: (the keyword's value, the schema it is in, the resolver) → a check.
-
-    def _ref(self, ref: str, _schema: Any, resolver: Any) -> Check:
-        resolved = resolver.lookup(ref)
-        return self.check(resolved.contents, resolved.resolver)
-
-    def _type(self, types: Any, _schema: Any, _resolver: Any) -> Check:
-        names = types if isinstance(types, list) else [types]
-        for name in names:
-            try:
-                _TYPES.is_type(None, name)
-            except UndefinedTypeCheck:
-                raise _Unsupported(name) from None
-        return lambda instance: any(_TYPES.is_type(instance, name) for name in names)
-
-    def _enum(self, options: list[Any], _schema: Any, _resolver: Any) -> Check:
-        return lambda instance: any(jsonschema_utils.equal(option, instance) for option in options)
-
-    def _const(self, expected: Any, _schema: Any, _resolver: Any) -> Check:
-        return lambda instance: bool(jsonschema_utils.equal(instance, expected))
-
-    def _pattern(self, pattern: str, _schema: Any, _resolver: Any) -> Check:
-        return lambda instance: not isinstance(instance, str) or re.search(pattern, instance) is not None
-
-    def _format(self, name: str, _schema: Any, _resolver: Any) -> Check:
-        return lambda instance: format_checker.conforms(instance, name)
-
-    def _minLength(self, least: int, _schema: Any, _resolver: Any) -> Check:  # noqa: N802
-        return lambda instance: not isinstance(instance, str) or len(instance) >= least
-
-    def _maxLength(self, most: int, _schema: Any, _resolver: Any) -> Check:  # noqa: N802
-        return lambda instance: not isinstance(instance, str) or len(instance) <= most
-
-    def _minItems(self, least: int, _schema: Any, _resolver: Any) -> Check:  # noqa: N802
-        return lambda instance: not isinstance(instance, list) or len(instance) >= least
-
-    def _minProperties(self, least: int, _schema: Any, _resolver: Any) -> Check:  # noqa: N802
-        return lambda instance: not isinstance(instance, dict) or len(instance) >= least
-
-    def _minimum(self, least: Any, _schema: Any, _resolver: Any) -> Check:
-        return lambda instance: not _TYPES.is_type(instance, "number") or not instance < least
-
-    def _exclusiveMinimum(self, least: Any, _schema: Any, _resolver: Any) -> Check:  # noqa: N802
-        return lambda instance: not _TYPES.is_type(instance, "number") or not instance <= least
-
-    def _maximum(self, most: Any, _schema: Any, _resolver: Any) -> Check:
-        return lambda instance: not _TYPES.is_type(instance, "number") or not instance > most
-
-    def _uniqueItems(self, unique: bool, _schema: Any, _resolver: Any) -> Check:  # noqa: N802
-        if not unique:
-            return lambda _instance: True
-        return lambda instance: not isinstance(instance, list) or bool(jsonschema_utils.uniq(instance))
-
-    def _required(self, names: list[str], _schema: Any, _resolver: Any) -> Check:
-        return lambda instance: not isinstance(instance, dict) or all(name in instance for name in names)
-
-    def _properties(self, properties: dict[str, Any], _schema: Any, resolver: Any) -> Check:
-        checks = [(name, self.check(sub, resolver)) for name, sub in properties.items()]
-
-        def each(instance: Any) -> bool:
-            if not isinstance(instance, dict):
-                return True
-            return all(check(instance[name]) for name, check in checks if name in instance)
-
-        return each
-
-    def _additionalProperties(self, extra: Any, schema: Any, resolver: Any) -> Check:  # noqa: N802
-        if "patternProperties" in schema:
-            raise _Unsupported("patternProperties")
-        declared = set(schema.get("properties", ()))
-        check = self.check(extra, resolver)
-
-        def others(instance: Any) -> bool:
-            if not isinstance(instance, dict):
-                return True
-            return all(check(value) for name, value in instance.items() if name not in declared)
-
-        return others
-
-    def _items(self, items: Any, schema: Any, resolver: Any) -> Check:
-        if "prefixItems" in schema:
-            raise _Unsupported("prefixItems")
-        check = self.check(items, resolver)
-        return lambda instance: not isinstance(instance, list) or all(check(item) for item in instance)
-
-    def _propertyNames(self, names: Any, _schema: Any, resolver: Any) -> Check:  # noqa: N802
-        check = self.check(names, resolver)
-        return lambda instance: not isinstance(instance, dict) or all(check(name) for name in instance)
-
-    def _dependentSchemas(self, dependent: dict[str, Any], _schema: Any, resolver: Any) -> Check:  # noqa: N802
-        checks = [(name, self.check(sub, resolver)) for name, sub in dependent.items()]
-
-        def each(instance: Any) -> bool:
-            if not isinstance(instance, dict):
-                return True
-            return all(check(instance) for name, check in checks if name in instance)
-
-        return each
-
-    def _allOf(self, schemas: list[Any], _schema: Any, resolver: Any) -> Check:  # noqa: N802
-        checks = [self.check(sub, resolver) for sub in schemas]
-        return lambda instance: all(check(instance) for check in checks)
-
-    def _anyOf(self, schemas: list[Any], _schema: Any, resolver: Any) -> Check:  # noqa: N802
-        checks = [self.check(sub, resolver) for sub in schemas]
-        return lambda instance: any(check(instance) for check in checks)
-
-    def _oneOf(self, schemas: list[Any], _schema: Any, resolver: Any) -> Check:  # noqa: N802
-        checks = [self.check(sub, resolver) for sub in schemas]
-        return lambda instance: sum(1 for check in checks if check(instance)) == 1
-
-    def _not(self, sub: Any, _schema: Any, resolver: Any) -> Check:
-        check = self.check(sub, resolver)
-        return lambda instance: not check(instance)
-
-    def _if(self, condition: Any, schema: Any, resolver: Any) -> Check:
-        test = self.check(condition, resolver)
-        then = self.check(schema.get("then", True), resolver)
-        otherwise = self.check(schema.get("else", True), resolver)
-        return lambda instance: then(instance) if test(instance) else otherwise(instance)
-
-    def _unevaluatedProperties(self, unevaluated: Any, schema: Any, resolver: Any) -> Check:  # noqa: N802
-        check = self.check(unevaluated, resolver)
-        evaluated = self.evaluated(schema, resolver)
-
-        def rest(instance: Any) -> bool:
-            if not isinstance(instance, dict):
-                return True
-            done = evaluated(instance)
-            return all(check(value) for name, value in instance.items() if name not in done)
-
-        return rest
-
-    def evaluated(self, schema: Any, resolver: Any) -> Evaluated:
-        """The properties of an instance that ``schema`` evaluates, as jsonschema finds them for
-        unevaluatedProperties (jsonschema/_utils.py, find_evaluated_property_keys_by_schema)."""
-        key = id(schema)
-        if key not in self.evaluations:
-            compiled: list[Evaluated] = []
-
-            def forward(instance: dict[str, Any]) -> set[str]:
-                return compiled[0](instance)
-
-            self.evaluations[key] = forward
-            compiled.append(self._evaluated(schema, resolver))
-            self.evaluations[key] = compiled[0]
-        return self.evaluations[key]
-
-    def _evaluated(self, schema: Any, resolver: Any) -> Evaluated:
-        if not isinstance(schema, dict):
-            return lambda _instance: set()
-        if "patternProperties" in schema or "$dynamicRef" in schema:
-            raise _Unsupported("patternProperties or $dynamicRef")
-        parts: list[Evaluated] = []
-        if "$ref" in schema:
-            resolved = resolver.lookup(schema["$ref"])
-            parts.append(self.evaluated(resolved.contents, resolved.resolver))
-        if isinstance(schema.get("properties"), dict):
-            declared = set(schema["properties"])
-            parts.append(lambda instance: declared & instance.keys())
-        for keyword in ("additionalProperties", "unevaluatedProperties"):
-            if keyword in schema:
-                parts.append(self._valid_values(self.check(schema[keyword], resolver)))
-        for name, sub in schema.get("dependentSchemas", {}).items():
-            parts.append(self._when_present(name, self.evaluated(sub, resolver)))
-        for keyword in ("allOf", "oneOf", "anyOf"):
-            for sub in schema.get(keyword, []):
-                parts.append(self._when_valid(self.check(sub, resolver), self.evaluated(sub, resolver)))
-        if "if" in schema:
-            parts.append(self._conditional(schema, resolver))
-
-        def union(instance: dict[str, Any]) -> set[str]:
-            found: set[str] = set()
-            for part in parts:
-                found |= part(instance)
-            return found
-
-        return union
-
-    @staticmethod
-    def _valid_values(check: Check) -> Evaluated:
-        return lambda instance: {name for name, value in instance.items() if check(value)}
-
-    @staticmethod
-    def _when_present(name: str, evaluated: Evaluated) -> Evaluated:
-        return lambda instance: evaluated(instance) if name in instance else set()
-
-    @staticmethod
-    def _when_valid(check: Check, evaluated: Evaluated) -> Evaluated:
-        return lambda instance: evaluated(instance) if check(instance) else set()
-
-    def _conditional(self, schema: dict[str, Any], resolver: Any) -> Evaluated:
-        test = self.check(schema["if"], resolver)
-        evaluated_if = self.evaluated(schema["if"], resolver)
-        then = self.evaluated(schema["then"], resolver) if "then" in schema else None
-        otherwise = self.evaluated(schema["else"], resolver) if "else" in schema else None
-
-        def conditional(instance: dict[str, Any]) -> set[str]:
-            if test(instance):
-                return evaluated_if(instance) | (then(instance) if then else set())
-            return otherwise(instance) if otherwise else set()
-
-        return conditional
+        return is_absolute_url(value)
+    except ValueError:
+        return False
 
 
 def usable_part(doc: Document, kind: str, issues: list[SchemaIssue]) -> Any | None:
@@ -579,3 +336,167 @@ def did_you_mean(word: str, candidates: list[str] | set[str]) -> str:
         return ""  # difflib is quadratic: a hint is not worth seconds
     close = difflib.get_close_matches(word, sorted(candidates), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def api_version_problem(doc: Document) -> Problem | None:
+    """Why the document's ``apiVersion`` is not one this version reads; None when it is, or is left out.
+
+    Checked before anything else in the document: a format this version does not know is not read by
+    its rules, which could only report problems that are not there."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    if "apiVersion" not in data:
+        return None
+    value = data["apiVersion"]
+    if isinstance(value, str) and value in API_VERSIONS:
+        return None
+    supported = ", ".join(API_VERSIONS)
+    if not isinstance(value, str):
+        message = f"expected a string such as {API_VERSION!r}, got {_json_type(value)}"
+    elif re.fullmatch(r"mcp-reconciler/v[0-9]+", value):
+        message = (
+            f"unsupported apiVersion {_show(value)}: this mcp-reconciler reads {supported}; "
+            "a newer release may read it"
+        )
+    else:
+        hint = did_you_mean(value, list(API_VERSIONS))
+        message = f"unknown apiVersion {_show(value)}{hint}: this mcp-reconciler reads {supported}"
+    return doc.problem(("apiVersion",), message)
+
+
+# --- schema files for editors and other tools -----------------------------------------------------
+
+# A ${NAME} or ${NAME:-default} reference (reconciler.variables): anywhere in a string, which stays
+# a string; or the whole value, which an unquoted value is typed by (true, 10) after substitution.
+VARIABLE_PATTERN = r"\$\{[A-Za-z_][A-Za-z0-9_]*(:-[^}]*)?\}"
+_VARIABLE_DEFS = {
+    "variable": {
+        "description": "A text holding ${NAME} or ${NAME:-default} references, replaced by the value of "
+        "the variable before validate checks the value.",
+        "type": "string",
+        "pattern": VARIABLE_PATTERN,
+    },
+    "wholeVariable": {
+        "description": "One unquoted ${NAME} or ${NAME:-default} reference: its value is typed as YAML "
+        "would type it (true, 10), then checked by validate.",
+        "type": "string",
+        "pattern": f"^{VARIABLE_PATTERN}$",
+    },
+}
+# Keywords that annotate: kept beside the alternatives when a value schema is widened, for hovers.
+_EDITOR_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment", "deprecated"})
+# Keywords of a value schema that a ${VAR} reference (any string of four characters or more) could fail.
+_STRICT_VALUE_KEYWORDS = frozenset(
+    {"enum", "const", "pattern", "format", "maxLength", "minimum", "maximum", "exclusiveMinimum"}
+    | {"exclusiveMaximum", "multipleOf"}
+)
+_SCALAR_TYPES = frozenset({"string", "boolean", "integer", "number"})
+# Where the editor variant widens value schemas. Not under "if" (a condition on a value written as a
+# reference holds for no value), "not", "dependentSchemas" (they refuse a second key, whatever its
+# value) or "propertyNames" (keys are never substituted).
+_SUBSCHEMA_MAPS = ("properties", "$defs")
+_SUBSCHEMAS = ("additionalProperties", "unevaluatedProperties", "items", "then", "else")
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+
+
+def schema_files(*, editor: bool = True) -> dict[str, str]:
+    """The schema files to write for editors and other tools (file name → JSON text), each standing
+    alone: the manifest kinds (in their editor variant unless ``editor`` is false) and the output
+    documents. ``mcp-reconciler schemas --out`` writes them; the repository's ``schemas/`` holds them."""
+    files = {}
+    for name in (*KIND_SCHEMAS.values(), *OUTPUT_SCHEMAS):
+        schema = bundled(name)
+        if editor and name in KIND_SCHEMAS.values():
+            schema = editor_variant(schema, name)
+        files[name] = json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    return files
+
+
+def bundled(name: str) -> dict[str, Any]:
+    """The shipped schema ``name`` with every definition it refers to in another file copied into its
+    own ``$defs``, under the same name, so that it resolves without the other files."""
+    root = copy.deepcopy(load_schema(name))
+    origins = dict.fromkeys(root.get("$defs", {}), name)
+    taken: dict[str, Any] = {}
+
+    def rewrite(node: Any, file: str) -> None:
+        if isinstance(node, list):
+            for item in node:
+                rewrite(item, file)
+        if not isinstance(node, dict):
+            return
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            target, _, pointer = ref.partition("#")
+            source, found = target or file, re.fullmatch(r"/\$defs/([^/]+)", pointer)
+            if found is None:
+                raise ValueError(f"{file}: $ref {ref!r} names no definition")
+            node["$ref"] = f"#/$defs/{found[1]}"
+            take(source, found[1])
+        for key, value in node.items():
+            if key not in ("examples", "default", "const", "enum"):
+                rewrite(value, file)
+
+    def take(source: str, definition: str) -> None:
+        if origins.get(definition) == source:
+            return
+        if definition in origins:
+            raise ValueError(f"{name}: $defs/{definition} of {source} and of {origins[definition]} clash")
+        origins[definition] = source
+        taken[definition] = copy.deepcopy(load_schema(source)["$defs"][definition])
+        rewrite(taken[definition], source)
+
+    rewrite(root, name)
+    if taken:
+        root["$defs"] = {**root.get("$defs", {}), **taken}
+    return root
+
+
+def editor_variant(schema: dict[str, Any], name: str) -> dict[str, Any]:
+    """A manifest kind's schema, standing alone, that also takes a ``${VAR}`` reference wherever a value
+    may hold one: each value schema that a reference could fail becomes ``anyOf: [itself, a reference]``
+    (a whole reference where the value is not text). Editors check everything else as validate does."""
+    widened: dict[str, Any] = _widened(copy.deepcopy(schema))
+    widened["$id"] = EDITOR_BASE + name
+    widened["description"] = (
+        f"{widened.get('description', '')} This is the variant for editors: wherever a value may hold "
+        "${NAME} or ${NAME:-default}, it takes one; mcp-reconciler validate checks the value after "
+        "substitution."
+    ).strip()
+    defs = widened.setdefault("$defs", {})
+    if set(_VARIABLE_DEFS) & set(defs):
+        raise ValueError(f"{name}: $defs already has one of {sorted(_VARIABLE_DEFS)}")
+    defs.update(copy.deepcopy(_VARIABLE_DEFS))
+    return widened
+
+
+def _widened(node: Any) -> Any:
+    if not isinstance(node, dict):
+        return node
+    for keyword in _SUBSCHEMA_MAPS:
+        if isinstance(node.get(keyword), dict):
+            node[keyword] = {key: _widened(sub) for key, sub in node[keyword].items()}
+    for keyword in _SUBSCHEMAS:
+        if keyword in node:
+            node[keyword] = _widened(node[keyword])
+    for keyword in _SUBSCHEMA_LISTS:
+        if isinstance(node.get(keyword), list):
+            node[keyword] = [_widened(sub) for sub in node[keyword]]
+    reference = _reference_for(node)
+    if reference is None:
+        return node
+    outer = {key: value for key, value in node.items() if key in _EDITOR_ANNOTATIONS}
+    inner = {key: value for key, value in node.items() if key not in _EDITOR_ANNOTATIONS}
+    return {**outer, "anyOf": [inner, {"$ref": f"#/$defs/{reference}"}]}
+
+
+def _reference_for(node: dict[str, Any]) -> str | None:
+    """Which reference a value schema must also take: "variable" for one that takes text, "wholeVariable"
+    for one that takes only true/false or numbers; None when a reference passes it already, or when it
+    describes no single value (an object, a list, a $ref alone)."""
+    types = node.get("type")
+    names = set(types) if isinstance(types, list) else {types} if isinstance(types, str) else set()
+    if names - _SCALAR_TYPES:
+        return None
+    if names and "string" not in names:
+        return "wholeVariable"
+    return "variable" if _STRICT_VALUE_KEYWORDS & node.keys() else None

@@ -31,7 +31,9 @@ _REFERENCE = re.compile(
 
 
 ENV_PREFIX = "MCP_VAR_"
-# Environment variables a manifest reads under their own name: settings, never credentials.
+# Environment variables a manifest reads under their own name: settings, never credentials. The API
+# client reads DESCOPE_PROJECT_ID too, so a Project whose projectId differs from it (when it is set) is
+# refused by the loader (reconciler.manifest), naming both; ``projectId: ${DESCOPE_PROJECT_ID}`` agrees.
 PLAIN_ENVIRONMENT = frozenset({"DESCOPE_PROJECT_ID"})
 # Credentials the tool, its sinks or CI runners use; plus every name shaped like one (below).
 CREDENTIALS = frozenset(

@@ -23,6 +23,7 @@ from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.files import write_atomically
 from reconciler.journal import Journal, OpenDelivery, open_deliveries
+from reconciler.journal_retention import compact_quietly, keep_runs
 from reconciler.live import FetchProgress, fetch_live_state
 from reconciler.lock import LockSettings, ProjectLock
 from reconciler.models import ClientSpec, Manifest, secret_key
@@ -124,6 +125,20 @@ def drift_as_json(report: DriftReport) -> str:
     return json_visible(json.dumps(report.to_json(), indent=2, ensure_ascii=False)) + "\n"
 
 
+def _other_version_advice(version: object) -> str:
+    """What to do with a saved plan of another format version (docs/UPGRADING.md lists the versions)."""
+    if isinstance(version, int) and not isinstance(version, bool) and version < FORMAT_VERSION:
+        return (
+            "it was made by an older mcp-reconciler; run plan --out again with this version "
+            "(what changed: docs/UPGRADING.md)"
+        )
+    if isinstance(version, int) and not isinstance(version, bool):
+        return (
+            "it was made by a newer mcp-reconciler; apply it with that version, or plan again with this one"
+        )
+    return "run plan --out again with this version"
+
+
 def load_saved_plan(path: Path, *, signing_key: bytes | None) -> Plan:
     """Read a plan saved by ``plan --out``; refuse one that is truncated, edited, of another version,
     or (with a key) unsigned or signed with another key."""
@@ -143,7 +158,7 @@ def load_saved_plan(path: Path, *, signing_key: bytes | None) -> Plan:
         version = json.dumps(document.get("format_version"))[:20]  # "2" (a string) shows as "2", 2 as 2
         raise SavedPlanError(
             f"{path}: plan format version {version}; this mcp-reconciler reads {FORMAT_VERSION}: "
-            "run plan --out again with this version"
+            + _other_version_advice(document.get("format_version"))
         )
     try:
         summed = checksum(document)
@@ -329,12 +344,14 @@ async def _writing(
     """The project's lock, the sinks and journal, the API; open deliveries finished, then the live state
     a plan with ``options`` needs read."""
     project_id = manifest.project.projectId
+    keep = keep_runs(connection.environ)  # a bad setting fails before anything changes
     async with one_writer(project_id, connection, settings.lock):
         with delivery_kit(manifest, connection, settings.journal, settings.mask) as courier:
             async with connection.client(project_id) as api:
                 resumed = await finish_open_deliveries(api, courier, manifest)
                 live = await connection.live_state(api, _servers_needed(options))
                 yield _WriteRun(api, courier, resumed, live, settings.progress)
+        compact_quietly(settings.journal, keep=keep)  # the run's journal closed, the lock still held
 
 
 @contextlib.contextmanager
@@ -344,7 +361,7 @@ def delivery_kit(
     """The manifests' sinks and the journal, as one courier; both closed however the run ends."""
     project = manifest.project
     with (
-        _built_sinks(project.sink_settings(), connection.environ) as sinks,
+        _built_sinks(manifest.sink_settings(), connection.environ) as sinks,
         contextlib.closing(Journal(journal, project=project.projectId)) as log,
     ):
         yield Courier(sinks, log, mask=mask)
@@ -420,7 +437,7 @@ def check_sinks(plan: Plan, manifest: Manifest, environ: Mapping[str, str]) -> d
     """What is wrong with each sink the plan's new secrets need (reachability, permission), by sink.
     Only those sinks are made, one at a time (no journal, no lock: a plan changes nothing), so an
     unrelated sink cannot fail it and one broken sink is not blamed on the others."""
-    declared = manifest.project.sink_settings()
+    declared = manifest.sink_settings()  # relative paths resolved against the Project's folder
     problems: dict[str, str] = {}
     for name in plan.secret_sinks:
         if name not in declared:
@@ -445,7 +462,9 @@ class SecretStatus:
 
     @property
     def ok(self) -> bool:
-        return self.state in ("match", "unreadable", "fixed")
+        """Verified in its sink. "unreadable" (a sink that cannot give a value back) is not, though it
+        is no problem either (``reconciler.render.results.secrets_problems``)."""
+        return self.state in ("match", "fixed")
 
 
 async def check_secrets(

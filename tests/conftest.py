@@ -28,7 +28,10 @@ pytest_plugins = ("pytester", "tests.canary_guard")
 @pytest.fixture(autouse=True)
 def _clean_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     """Variables the example manifests read must come from the test, not from the developer's shell."""
-    for name in ("DESCOPE_PROJECT_ID", "GITHUB_ACTIONS", "MCP_RECONCILER_PLAN_KEY"):
+    for name in (
+        *("DESCOPE_PROJECT_ID", "GITHUB_ACTIONS", "MCP_RECONCILER_PLAN_KEY", "MCP_RECONCILER_VAR_FILE"),
+        *("MCP_RECONCILER_STATE_DIR", "MCP_RECONCILER_JOURNAL", "MCP_RECONCILER_JOURNAL_KEEP_RUNS"),
+    ):
         monkeypatch.delenv(name, raising=False)
     for name in [n for n in os.environ if n.startswith("MCP_VAR_")]:
         monkeypatch.delenv(name)

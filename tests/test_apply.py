@@ -29,6 +29,9 @@ OWNER = "managed-by:mcp-reconciler"
 def emulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunningEmulator]:
     with serving(monkeypatch, PROJECT, KEY) as handle:
         monkeypatch.setenv("MCP_VAR_SECRETS_DIR", str(tmp_path / "secrets"))
+        # The journal beside the Project file would be the checkout's manifests/.mcp-reconciler for
+        # the examples: this test's own folder instead.
+        monkeypatch.setenv("MCP_RECONCILER_STATE_DIR", str(tmp_path / "state"))
         monkeypatch.chdir(tmp_path)
         yield handle
 
@@ -265,8 +268,7 @@ def test_a_failure_skips_only_what_depends_on_it_and_every_failure_is_reported(
     )
     assert emulator.state()["servers"][0]["description"] == "changed"
     events = [
-        json.loads(line)["event"]
-        for line in (tmp_path / ".mcp-reconciler" / "journal.jsonl").read_text().splitlines()
+        json.loads(line)["event"] for line in (tmp_path / "state" / "journal.jsonl").read_text().splitlines()
     ]
     assert events[0] == "apply-started"
     assert events[-1] == "apply-finished"

@@ -50,8 +50,9 @@ PROJECT = "P2APPLYBATCHING"
 SERVERS = ("alpha", "beta", "gamma")
 CLIENTS = 20  # per server
 CREATES = len(SERVERS) * CLIENTS
-SINK = Path(".secrets") / "clients.json"
-JOURNAL = Path(".mcp-reconciler") / "journal.jsonl"
+# Both beside the Project file, in the manifests' folder m/ (the sink's path counts from there).
+SINK = Path("m") / ".secrets" / "clients.json"
+JOURNAL = Path("m") / ".mcp-reconciler" / "journal.jsonl"
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc/self/fd")
 
@@ -70,7 +71,7 @@ def write_manifests(clients: int = CLIENTS, *, sink: Path = SINK, format: str = 
     folder.mkdir(exist_ok=True)
     (folder / "project.yaml").write_text(
         f"kind: Project\nprojectId: {PROJECT}\ndefaultSink: local\n"
-        f"sinks:\n  local: {{type: file, path: {sink}, format: {format}}}\n"
+        f"sinks:\n  local: {{type: file, path: {sink.relative_to(folder)}, format: {format}}}\n"
     )
     for server in SERVERS:
         lines = [f"kind: MCPServer\nname: {server}\napprovedScopes: [{{name: read}}]\nclients:"]

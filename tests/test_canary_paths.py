@@ -170,7 +170,7 @@ class Project:
             assert sorted(fingerprint(v) for v in unannounced) == []  # every delivered secret was masked
 
     def journal_open(self) -> list[tuple[str, str, str]]:
-        journal = self.folder / ".mcp-reconciler" / "journal.jsonl"
+        journal = self.folder / "manifests" / ".mcp-reconciler" / "journal.jsonl"  # beside the Project file
         return sorted((d.event, d.server, d.client) for d in open_deliveries(journal, PROJECT))
 
 

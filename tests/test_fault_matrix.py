@@ -91,7 +91,7 @@ def _apply_rounds(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: Targe
     _check(tmp_path, target)
     finished = [
         e
-        for e in read_events(tmp_path / ".mcp-reconciler" / "journal.jsonl")
+        for e in read_events(manifests / ".mcp-reconciler" / "journal.jsonl")
         if e["event"] == "apply-finished"
     ]
     assert finished[-1]["failed"] == finished[-1]["skipped"] == finished[-1]["undelivered"] == 0

@@ -108,7 +108,7 @@ def github_scripts() -> Iterator[tuple[str, str]]:
 
 def test_the_files_exist() -> None:
     assert ACTION.is_file()
-    assert set(WORKFLOWS) == {"plan", "apply", "drift"}
+    assert set(WORKFLOWS) == {"plan", "apply", "apply-environment", "drift"}
 
 
 def test_zizmor_finds_nothing() -> None:
@@ -200,6 +200,8 @@ def test_every_action_is_pinned_to_a_commit() -> None:
             reference, comment = match.groups()
             if reference == PLACEHOLDER:
                 assert "# zizmor: ignore[unpinned-uses]" in comment
+            elif reference.startswith("$/"):  # this repository at the running commit: nothing to pin
+                assert reference == "$/.github/workflows/mcp-reconciler-apply-environment.yml", line
             else:
                 assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", reference), line
                 assert re.match(r" # v\d+\.\d+\.\d+$", comment), line
@@ -216,6 +218,8 @@ def test_every_workflow_is_least_privilege_and_bounded() -> None:
         assert workflow["permissions"] == {}, name
         for job in workflow["jobs"].values():
             assert job["permissions"], name
+            if "uses" in job:  # a call of a reusable workflow: its own jobs are checked as its file's
+                continue
             assert 0 < job["timeout-minutes"] <= 30, name
             checkout = job["steps"][0]
             assert checkout["uses"].startswith("actions/checkout@")
@@ -240,75 +244,145 @@ def uses(job: Mapping[str, Any], action: str) -> list[dict[str, Any]]:
 def test_no_workflow_runs_with_privileges_for_untrusted_events() -> None:
     """pull_request_target and workflow_run run with the base repository's secrets: none here."""
     for name, path in WORKFLOWS.items():
-        assert set(load(path)["on"]) <= {"pull_request", "push", "workflow_dispatch", "schedule"}, name
+        events = {"pull_request", "push", "workflow_dispatch", "schedule", "workflow_call"}
+        assert set(load(path)["on"]) <= events, name
+    # Only apply.yml calls the reusable workflow, so it only ever runs for a push to main or by hand.
+    assert set(load(WORKFLOWS["apply-environment"])["on"]) == {"workflow_call"}
+    for name, path in WORKFLOWS.items():
+        if name != "apply":
+            assert "mcp-reconciler-apply-environment.yml" not in str(load(path)["jobs"]), name
+
+
+# The environments of this repository: each one's GitHub environments hold its project id and keys.
+ENVIRONMENTS = {"staging": "envs/staging.yaml", "production": "envs/prod.yaml"}
+ENV_MARKER = "<!-- mcp-reconciler:environment ${{ matrix.environment }} -->"
+
+
+def matrix_of(job: Mapping[str, Any]) -> dict[str, str]:
+    """environment -> var file, from a job's `strategy.matrix.include`."""
+    matrix = job["strategy"]["matrix"]
+    assert set(matrix) == {"include"}, matrix  # explicit pairs: no environment without its var file
+    return {entry["environment"]: entry["var-file"] for entry in matrix["include"]}
+
+
+def test_every_environment_is_planned_checked_and_applied_with_its_own_var_file() -> None:
+    plan_job = load(WORKFLOWS["plan"])["jobs"]["plan"]
+    drift_job = load(WORKFLOWS["drift"])["jobs"]["drift"]
+    calls = load(WORKFLOWS["apply"])["jobs"]
+    applied = {job["with"]["environment"]: job["with"]["var-file"] for job in calls.values()}
+    assert matrix_of(plan_job) == matrix_of(drift_job) == applied == ENVIRONMENTS
+    for var_file in ENVIRONMENTS.values():
+        assert (ROOT / var_file).is_file(), var_file
+    for job in (plan_job, drift_job):
+        assert job["strategy"]["fail-fast"] is False  # one environment's failure hides no other's report
+        assert job["environment"] == "descope-${{ matrix.environment }}-read"
+        assert job["env"] == {"MCP_RECONCILER_VAR_FILE": "${{ matrix.var-file }}"}
 
 
 def test_plan_workflow() -> None:
     workflow = load(WORKFLOWS["plan"])
     paths = workflow["on"]["pull_request"]["paths"]
-    assert {"manifests/**", "envs/**", ".github/workflows/mcp-reconciler-plan.yml"} <= set(paths)
-    assert workflow["env"]["VAR_FILES"] == load(WORKFLOWS["apply"])["env"]["VAR_FILES"]
+    assert set(paths) == set(load(WORKFLOWS["apply"])["on"]["push"]["paths"]) | {
+        ".github/workflows/mcp-reconciler-plan.yml"
+    }
+    assert {"manifests/**", "envs/**", ".github/workflows/mcp-reconciler-apply-environment.yml"} <= set(paths)
     assert workflow["concurrency"]["cancel-in-progress"] is True
     assert "github.event.pull_request.number" in workflow["concurrency"]["group"]
     job = workflow["jobs"]["plan"]
     assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
     assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
-    assert "environment" not in job  # the read-only key is a repository secret
+    # The read-only key and the project id of each environment: never an apply environment's.
+    assert job["environment"].endswith("-read")
     plan = our_step(workflow)
     assert plan["with"]["command"] == "plan"
     assert {"--out", "plan.json", "--detailed-exitcode"} <= set(plan["with"]["args"].split())
+    assert "--var-file" not in plan["with"]["args"]  # MCP_RECONCILER_VAR_FILE says it
     assert plan["with"]["markdown"] == "true"
+    assert plan["with"]["environment"] == "${{ matrix.environment }}"
     assert set(plan["env"]) == {"DESCOPE_PROJECT_ID", "DESCOPE_MANAGEMENT_KEY"}
     (upload,) = uses(job, "actions/upload-artifact")
     assert "plan.json" in upload["with"]["path"]
-    assert upload["with"]["name"] != load(WORKFLOWS["apply"])["env"]["PLAN_ARTIFACT"]  # not apply's
+    assert "${{ matrix.environment }}" in upload["with"]["name"]  # one artifact per environment
+    assert not upload["with"]["name"].startswith("mcp-reconciler-plan-${{")  # never apply's name
     (find,) = uses(job, "peter-evans/find-comment")
-    # One comment per Descope project: two projects in one repository keep two comments.
-    marker = "<!-- mcp-reconciler:plan project=${{ vars.DESCOPE_PROJECT_ID }} -->"
-    assert find["with"]["body-includes"] == marker
+    # One comment per environment: the marker the action adds for `environment`, found by it.
+    assert find["with"]["body-includes"] == ENV_MARKER
     assert find["with"]["comment-author"] == "github-actions[bot]"
     comment, out_of_date = uses(job, "peter-evans/create-or-update-comment")
     assert comment["with"]["comment-id"] == "${{ steps.find-comment.outputs.comment-id }}"
     assert comment["with"]["body-path"] == "${{ steps.plan.outputs.markdown-file }}"
     assert out_of_date["if"].startswith("failure()")
-    assert out_of_date["with"]["body"].startswith(marker + "\n")
+    assert out_of_date["with"]["body"].startswith(ENV_MARKER + "\n")
     text = WORKFLOWS["plan"].read_text(encoding="utf-8").lower()
     assert "can only read" in text
     assert "anyone who can push a branch" in text
 
 
-def test_apply_workflow_plans_and_applies_in_one_run() -> None:
+def test_the_comment_markers_of_the_environments_are_distinct() -> None:
+    """Each matrix entry finds its own comment: the markers, resolved per environment, all differ, and
+    none contains another (find-comment matches a substring)."""
+    job = load(WORKFLOWS["plan"])["jobs"]["plan"]
+    (find,) = uses(job, "peter-evans/find-comment")
+    markers = [
+        find["with"]["body-includes"].replace("${{ matrix.environment }}", name) for name in matrix_of(job)
+    ]
+    assert len(markers) == len(set(markers)) == 2
+    for marker in markers:
+        assert [other for other in markers if marker in other] == [marker]
+
+
+def test_apply_workflow_promotes_staging_then_production() -> None:
     workflow = load(WORKFLOWS["apply"])
     assert workflow["on"]["push"]["branches"] == ["main"]
-    assert {"manifests/**", "envs/**", ".github/workflows/mcp-reconciler-apply.yml"} <= set(
-        workflow["on"]["push"]["paths"]
-    )
+    assert {
+        "manifests/**",
+        "envs/**",
+        ".github/workflows/mcp-reconciler-apply.yml",
+        ".github/workflows/mcp-reconciler-apply-environment.yml",
+    } <= set(workflow["on"]["push"]["paths"])
     assert "secrets-check-fix" in workflow["on"]["workflow_dispatch"]["inputs"]
-    # One run per Descope project at a time; a running (or approval-waiting) apply is never cancelled.
-    assert workflow["concurrency"] == {
-        "group": "mcp-reconciler-apply-${{ vars.DESCOPE_PROJECT_ID || 'default' }}",
-        "cancel-in-progress": False,
-    }
+    # One run at a time for both projects; a running (or approval-waiting) apply is never cancelled.
+    assert workflow["concurrency"] == {"group": "mcp-reconciler-apply", "cancel-in-progress": False}
+    jobs = workflow["jobs"]
+    assert list(jobs) == ["staging", "production"]
+    staging, production = jobs["staging"], jobs["production"]
+    for job in (staging, production):
+        assert job["uses"] == "$/.github/workflows/mcp-reconciler-apply-environment.yml"
+        assert job["permissions"] == {"contents": "read", "pull-requests": "read"}
+        assert job["with"]["secrets-check-fix"] == "${{ inputs.secrets-check-fix == true }}"
+        assert (
+            "secrets" not in job
+        )  # every secret is an environment secret: nothing passed, nothing inherited
+    assert "needs" not in staging
+    assert production["needs"] == "staging"  # production only once staging succeeded
+    assert "if" not in production  # no always(): a failed or rejected staging stops production
+
+
+def test_each_environment_plans_and_applies_in_one_run() -> None:
+    workflow = load(WORKFLOWS["apply-environment"])
+    inputs = workflow["on"]["workflow_call"]["inputs"]
+    assert {name for name, spec in inputs.items() if spec.get("required")} == {"environment", "var-file"}
+    assert (inputs["secrets-check-fix"]["type"], inputs["secrets-check-fix"]["default"]) == ("boolean", False)
+    assert "concurrency" not in workflow  # the caller's group holds the run
     assert set(workflow["jobs"]) == {"plan", "apply"}
     plan_job, apply_job = workflow["jobs"]["plan"], workflow["jobs"]["apply"]
     for job in (plan_job, apply_job):  # both jobs see the merged commit, not the branch head later
         assert job["steps"][0]["with"]["ref"] == "${{ github.sha }}"
+        assert job["env"] == {"MCP_RECONCILER_VAR_FILE": "${{ inputs.var-file }}"}
 
-    # The plan job: no environment, no key but the read-only one, a token that can only read.
-    assert "environment" not in plan_job
+    # The plan job: the environment's read-only key, no reviewers, a token that can only read.
+    assert plan_job["environment"] == "descope-${{ inputs.environment }}-read"
     assert plan_job["permissions"] == {"contents": "read", "pull-requests": "read"}
     (plan,) = our_steps(plan_job)
     assert plan["with"]["command"] == "plan"
     assert {"--out", "plan.json", "--detailed-exitcode"} <= set(plan["with"]["args"].split())
     assert plan["with"]["markdown"] == "true"
+    assert plan["with"]["environment"] == "${{ inputs.environment }}"
     assert set(plan["env"]) == {"DESCOPE_PROJECT_ID", "DESCOPE_MANAGEMENT_KEY"}
     assert plan_job["outputs"]["has-changes"] == "${{ steps.plan.outputs.has-changes }}"
+    artifact = "mcp-reconciler-plan-${{ inputs.environment }}"  # one per environment in the run
     (upload,) = uses(plan_job, "actions/upload-artifact")
-    assert upload["with"] == {
-        "name": "${{ env.PLAN_ARTIFACT }}",
-        "path": "plan.json",
-        "if-no-files-found": "error",
-    }
+    assert upload["with"] == {"name": artifact, "path": "plan.json", "if-no-files-found": "error"}
     names = [step.get("id", step.get("name")) for step in plan_job["steps"]]
     assert names.index("plan") < names.index("compare")  # compared in the plan job: before approval
     (compare,) = uses(plan_job, "actions/github-script")
@@ -317,13 +391,13 @@ def test_apply_workflow_plans_and_applies_in_one_run() -> None:
         "PLAN_FILE": "${{ steps.plan.outputs.markdown-file }}",
     }
 
-    # The apply job: after the plan, only with changes, behind the environment's reviewers.
+    # The apply job: after the plan, only with changes, behind the environment's protection rules.
     assert apply_job["needs"] == "plan"
     assert apply_job["if"] == "needs.plan.outputs.has-changes == 'true' || inputs.secrets-check-fix == true"
-    assert apply_job["environment"] == "descope-production"
+    assert apply_job["environment"] == "descope-${{ inputs.environment }}"
     assert apply_job["permissions"] == {"contents": "read"}
     (download,) = uses(apply_job, "actions/download-artifact")
-    assert download["with"] == {"name": "${{ env.PLAN_ARTIFACT }}", "path": ".mcp-reconciler-plan"}
+    assert download["with"] == {"name": artifact, "path": ".mcp-reconciler-plan"}
     apply, fix = our_steps(apply_job)
     assert apply["with"]["command"] == "apply"
     assert apply["with"]["args"] == ".mcp-reconciler-plan/plan.json"
@@ -335,21 +409,37 @@ def test_apply_workflow_plans_and_applies_in_one_run() -> None:
     assert "Re-run all jobs" in explain["run"]
     (journal,) = uses(apply_job, "actions/upload-artifact")
     assert journal["if"] == "always()"
+    assert "${{ inputs.environment }}" in journal["with"]["name"]
 
-    text = WORKFLOWS["apply"].read_text(encoding="utf-8")
+    text = WORKFLOWS["apply-environment"].read_text(encoding="utf-8")
     assert "required reviewers" in text.lower()
     assert "# MCP_RECONCILER_PLAN_KEY: ${{ secrets.MCP_RECONCILER_PLAN_KEY }}" in text  # optional
 
 
+def test_the_examples_readme_lists_every_workflow_and_every_input() -> None:
+    """Each file with the name it is copied to (the name apply.yml calls and the paths filters list)."""
+    text = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    for name in WORKFLOWS:
+        assert f"| `{name}.yml` | `mcp-reconciler-{name}.yml` |" in text, name
+    for name in load(ACTION)["inputs"]:
+        assert f"| `{name}` |" in text, name
+
+
 def test_apply_never_takes_anything_from_another_run() -> None:
     """No run-id, no token for artifacts, no workflow-run lookups: a pull request cannot reach in."""
-    text = WORKFLOWS["apply"].read_text(encoding="utf-8")
-    for forbidden in ("run-id", "github-token", "listWorkflowRuns", "listWorkflowRunArtifacts", "actions: "):
-        assert forbidden not in text, forbidden
-    workflow = load(WORKFLOWS["apply"])
-    for job in workflow["jobs"].values():
-        for step in uses(job, "actions/download-artifact"):
-            assert set(step["with"]) == {"name", "path"}
+    for name in ("apply", "apply-environment"):
+        text = WORKFLOWS[name].read_text(encoding="utf-8")
+        for forbidden in (
+            "run-id",
+            "github-token",
+            "listWorkflowRuns",
+            "listWorkflowRunArtifacts",
+            "actions: ",
+        ):
+            assert forbidden not in text, (name, forbidden)
+        for job in load(WORKFLOWS[name])["jobs"].values():
+            for step in uses(job, "actions/download-artifact") if "steps" in job else []:
+                assert set(step["with"]) == {"name", "path"}
 
 
 # --- The apply workflow's comparison with the reviewed plan, run under node ------------------------
@@ -363,6 +453,12 @@ BOT = {"login": "github-actions[bot]"}
 def plan_markdown(project: str, changeset: str | None) -> str:
     hidden = f"<!-- mcp-reconciler:changeset {changeset} -->\n" if changeset else ""
     return f"<!-- mcp-reconciler:plan project={project} -->\n{hidden}## mcp-reconciler plan\n"
+
+
+def in_environment(markdown: str, name: str = "staging") -> str:
+    """The markdown as the action's `environment` input leaves it."""
+    first, rest = markdown.split("\n", 1)
+    return f"{first}\n<!-- mcp-reconciler:environment {name} -->\n{rest}"
 
 
 def comment(body: str, user: Mapping[str, str] = BOT) -> dict[str, Any]:
@@ -410,7 +506,7 @@ new AsyncFunction('require', 'github', 'context', 'core', script)(require, githu
 
 
 def compare_script() -> str:
-    (step,) = [step for step in steps_of(load(WORKFLOWS["apply"])) if step.get("id") == "compare"]
+    (step,) = [step for step in steps_of(load(WORKFLOWS["apply-environment"])) if step.get("id") == "compare"]
     return str(step["with"]["script"])
 
 
@@ -419,6 +515,9 @@ def compare_script() -> str:
     [
         ({"comments": [comment(plan_markdown("P1", REVIEWED))]}, "same", "notice", "Same plan as reviewed on #7"),
         ({"comments": [comment(plan_markdown("P1", OTHER))]}, "differs", "warning", "NOT the plan reviewed on #7"),
+        ({"comments": [comment(plan_markdown("P2", OTHER)), comment(in_environment(plan_markdown("P1", REVIEWED)))],
+          "plan": in_environment(plan_markdown("P1", REVIEWED))},
+         "same", "notice", "Same plan"),  # as the action labels it for one comment per environment
         ({"comments": [comment(plan_markdown("P1", OTHER)), comment(plan_markdown("P1", REVIEWED))]},
          "same", "notice", "Same plan"),  # the last comment counts
         ({"comments": [comment(plan_markdown("P2", REVIEWED))]}, "none", "warning", "No reviewed plan on #7"),
@@ -484,13 +583,16 @@ def test_drift_workflow() -> None:
     assert "workflow_dispatch" in workflow["on"]
     job = workflow["jobs"]["drift"]
     assert job["permissions"] == {"contents": "read", "issues": "write"}
+    assert workflow["concurrency"] == {"group": "mcp-reconciler-drift", "cancel-in-progress": False}
     drift = our_step(workflow)
     assert drift["with"]["command"] == "drift"
     assert "--detailed-exitcode" in drift["with"]["args"].split()
     assert drift["with"]["markdown"] == "true"
+    assert drift["with"]["environment"] == "${{ matrix.environment }}"
     (script_step,) = [step for step in job["steps"] if "github-script" in step.get("uses", "")]
     assert script_step["env"]["DRIFTED"] == "${{ steps.drift.outputs.has-changes }}"
     assert script_step["env"]["REPORT_FILE"] == "${{ steps.drift.outputs.markdown-file }}"
+    assert script_step["env"]["ENVIRONMENT"] == "${{ matrix.environment }}"  # in the issue's title
     script = script_step["with"]["script"]
     assert "<!-- mcp-reconciler:drift project=" in script
     for call in ("issues.listForRepo", "issues.create", "issues.update", "state: 'closed'"):
@@ -659,6 +761,7 @@ def test_action_interface() -> None:
         "extras": "",
         "fail-on-changes": "false",
         "markdown": "false",
+        "environment": "",
     }
     counts = [
         "create",
@@ -742,6 +845,8 @@ def test_command_is_words(run_action: RunAction) -> None:
         ({"command": "plan", "extras": "build"}, 'no extra "build"'),
         ({"command": "plan", "extras": "../../requirements/action"}, "no extra"),
         ({"command": "plan", "extras": "Vault"}, 'no extra "Vault"'),
+        ({"command": "plan", "markdown": "true", "environment": "prod -->"}, "input environment may hold"),
+        ({"command": "plan", "environment": "a/b"}, "input environment may hold"),
     ],
 )
 def test_bad_inputs_fail_before_anything_runs(
@@ -844,6 +949,24 @@ def test_markdown_goes_to_a_file(run_action: RunAction, tmp_path: Path, command:
     assert path.read_text(encoding="utf-8") == markdown  # without the tool's workflow commands
     assert stdout in run.stdout  # all of it shown in the log
     assert run.outputs["has-changes"] == "true"
+
+
+@pytest.mark.parametrize("command", ["plan", "drift"])
+def test_the_environment_marks_the_markdown(run_action: RunAction, command: str) -> None:
+    """One comment (or issue) per environment: a hidden marker after the first line, which stays the
+    plan's own marker, and the name under the heading."""
+    first = f"<!-- mcp-reconciler:{command} project=P1 -->\n"
+    rest = f"## mcp-reconciler {command}: project `P1`\n\n| a | b |\n## later\n"
+    run = run_action(
+        {"command": command, "markdown": "true", "environment": "staging"},
+        stdout=f"::group::x\n{first}{rest}",
+    )
+    assert run.returncode == 0, run.stdout
+    assert Path(run.outputs["markdown-file"]).read_text(encoding="utf-8") == (
+        f"{first}<!-- mcp-reconciler:environment staging -->\n"
+        f"## mcp-reconciler {command}: project `P1`\n\nEnvironment: **staging**\n\n| a | b |\n## later\n"
+    )
+    assert run.argv == [command, "--format", "markdown"]  # the tool itself is not told
 
 
 def test_markdown_is_ignored_by_other_commands(run_action: RunAction) -> None:

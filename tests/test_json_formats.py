@@ -275,7 +275,13 @@ def test_apply_json_counts_an_undelivered_secret_and_secrets_check_json_finds_an
     captured = capsys.readouterr()
     check = document(captured.out, "secrets-check.schema.json")
     assert (check["project"], check["fix"], check["ok"], check["exitCode"]) == (PROJECT, False, False, 3)
-    assert check["counts"] == {"total": 2, "problems": 2, "states": {"missing": 2}}
+    assert check["counts"] == {
+        "total": 2,
+        "verified": 0,
+        "unverified": 0,
+        "problems": 2,
+        "states": {"missing": 2},
+    }
     assert check["secrets"] == [
         {"address": "s/a", "sink": "local", "state": "missing", "detail": "", "ok": False},
         {"address": f"s/b{BIDI}x", "sink": "local", "state": "missing", "detail": "", "ok": False},
@@ -297,7 +303,13 @@ def test_apply_json_counts_an_undelivered_secret_and_secrets_check_json_finds_an
     assert run(["secrets", "check", str(folder), "--format", "json"]) == 0
     captured = capsys.readouterr()
     matched = document(captured.out, "secrets-check.schema.json")
-    assert matched["counts"] == {"total": 2, "problems": 0, "states": {"match": 2}}
+    assert matched["counts"] == {
+        "total": 2,
+        "verified": 2,
+        "unverified": 0,
+        "problems": 0,
+        "states": {"match": 2},
+    }
     assert_no_secret(captured.out + captured.err, *secrets)
 
 
@@ -396,7 +408,15 @@ def test_export_json_names_the_files_written_and_the_objects_in_them_never_a_sec
     )
     written = [p for p in written if (tmp_path / "exported" / p).is_file()]
     assert result["files"] == written
-    assert result["files"] == [".gitignore", "project.yaml", "servers/calendar.yaml", "servers/odd-name.yaml"]
+    assert result["files"] == [
+        ".gitignore",
+        "project.yaml",
+        "schemas/client.schema.json",
+        "schemas/project.schema.json",
+        "schemas/server.schema.json",
+        "servers/calendar.yaml",
+        "servers/odd-name.yaml",
+    ]
     assert result["project"] == PROJECT
     assert result["out"] == "exported"
     by_name = {s["name"]: s for s in result["servers"]}

@@ -64,6 +64,8 @@ def environment(emulator: RunningEmulator, work: Path, *, project: str = PROJECT
         "DESCOPE_PROJECT_ID": project,
         "MCP_VAR_SECRETS_DIR": str(work / "secrets"),
         "MCP_RECONCILER_LOCK_DIR": str(work / "locks"),
+        # Not the checkout's manifests/.mcp-reconciler (beside the examples' Project file): the test's.
+        "MCP_RECONCILER_STATE_DIR": str(work / ".mcp-reconciler"),
     }
 
 
@@ -239,6 +241,7 @@ def applied(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Running
         monkeypatch.setenv("DESCOPE_PROJECT_ID", PROJECT)
         monkeypatch.setenv("MCP_VAR_SECRETS_DIR", str(tmp_path / "secrets"))
         monkeypatch.setenv("MCP_RECONCILER_LOCK_DIR", str(tmp_path / "locks"))
+        monkeypatch.setenv("MCP_RECONCILER_STATE_DIR", str(tmp_path / "state"))  # not the checkout's
         monkeypatch.chdir(tmp_path)
         assert run(["apply", str(EXAMPLES), "--auto-approve"]) == 0
         yield handle

@@ -77,8 +77,8 @@ def test_a_removed_sink_does_not_keep_apply_at_exit_3_the_current_sink_gets_the_
         "note: client \"s/a\": a previous run could not deliver its secret to sink 'old' (key 's/a'); "
         "delivering it to the client's current sink 'new' (key 's/a') instead\n"
     ) in err
-    assert json.loads(Path("new.json").read_text())["s/a"]["clientSecret"] == _live_secret(emulator)
-    assert not Path("old.json").exists()
+    assert json.loads(Path("m/new.json").read_text())["s/a"]["clientSecret"] == _live_secret(emulator)
+    assert not Path("m/old.json").exists()
     assert run(["apply", folder, "--auto-approve"]) == 0  # closed: nothing more to do, no note
     assert "note:" not in capsys.readouterr().err
     assert run(["secrets", "check", folder]) == 0
@@ -93,7 +93,7 @@ def test_a_moved_secret_key_is_followed_too(
     assert (
         "delivering it to the client's current sink 'old' (key 'team/a') instead" in capsys.readouterr().err
     )
-    assert json.loads(Path("old.json").read_text())["team/a"]["clientSecret"] == _live_secret(emulator)
+    assert json.loads(Path("m/old.json").read_text())["team/a"]["clientSecret"] == _live_secret(emulator)
 
 
 def test_a_secret_with_nowhere_to_go_is_closed_with_a_note_once(
@@ -109,7 +109,7 @@ def test_a_secret_with_nowhere_to_go_is_closed_with_a_note_once(
         "its sink 'old' is in the manifests any more, so there is nowhere to deliver it; closed in the "
         "journal. If the client still exists in Descope, rotate its secret or delete it\n"
     ) in err
-    events = [e["event"] for e in read_events(Path(".mcp-reconciler/journal.jsonl"))]
+    events = [e["event"] for e in read_events(Path("m/.mcp-reconciler/journal.jsonl"))]
     assert "abandoned" in events
     assert run(["apply", folder, "--auto-approve"]) == 0
     assert "note:" not in capsys.readouterr().err

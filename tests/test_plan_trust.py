@@ -71,7 +71,7 @@ def _rewrite(document: dict[str, Any], *, key: str | None = None) -> None:
 
 def _untouched(emulator: RunningEmulator) -> None:
     assert emulator.state()["servers"] == []
-    assert not Path(".secrets").exists()
+    assert not Path("manifests/.secrets").exists()  # the sink's file counts from the Project file
 
 
 def test_a_saved_plan_applies_from_the_manifests_it_records(
@@ -91,7 +91,7 @@ def test_a_saved_plan_applies_from_the_manifests_it_records(
     err = capsys.readouterr().err
     assert f"Applying plan.json (change set {document['changeSet']}), made from manifests\n" in err
     assert [s["name"] for s in emulator.state()["servers"]] == ["calendar"]
-    assert "calendar/ci-agent" in json.loads(Path(".secrets/clients.json").read_text())
+    assert "calendar/ci-agent" in json.loads(Path("manifests/.secrets/clients.json").read_text())
 
 
 def test_a_command_sink_smuggled_into_the_plan_file_never_runs(

@@ -235,8 +235,8 @@ def test_apply_announces_each_step_on_disk_before_taking_it(
     monkeypatch.setattr(httpx.AsyncClient, "send", recorded_send)
     assert run(["apply", "manifests", "--auto-approve"]) == 0
 
-    journal = tmp_path / ".mcp-reconciler" / "journal.jsonl"
-    secrets = tmp_path / ".secrets" / "clients.json"
+    journal = tmp_path / "manifests" / ".mcp-reconciler" / "journal.jsonl"  # beside the Project file
+    secrets = tmp_path / "manifests" / ".secrets" / "clients.json"
     synced = [s for s in steps if s.op == "fsync" and s.path == real(journal)]
     lines = journal.read_bytes().splitlines(keepends=True)
     # Every event was synced by itself, in order: the k-th sync held exactly the first k lines.

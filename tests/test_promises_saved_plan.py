@@ -85,9 +85,14 @@ def test_a_saved_plan_and_one_merely_resaved_load_as_made(tmp_path: Path) -> Non
 def test_a_plan_of_another_format_version_is_refused_by_its_version(tmp_path: Path, version: int) -> None:
     path = tmp_path / "plan.json"
     resave(path, {**PLAN.to_json(), "format_version": version})  # otherwise intact
+    advice = (
+        "it was made by an older mcp-reconciler; run plan --out again with this version "
+        "(what changed: docs/UPGRADING.md)"
+        if version < FORMAT_VERSION
+        else "it was made by a newer mcp-reconciler; apply it with that version, or plan again with this one"
+    )
     assert refusal(path) == (
-        f"{path}: plan format version {version}; this mcp-reconciler reads {FORMAT_VERSION}: "
-        "run plan --out again with this version"
+        f"{path}: plan format version {version}; this mcp-reconciler reads {FORMAT_VERSION}: {advice}"
     )
 
 
@@ -99,7 +104,7 @@ def test_the_version_is_checked_before_the_checksum(tmp_path: Path) -> None:
     path.write_text(json.dumps(document))
     assert refusal(path) == (
         f"{path}: plan format version {later}; this mcp-reconciler reads {FORMAT_VERSION}: "
-        "run plan --out again with this version"
+        "it was made by a newer mcp-reconciler; apply it with that version, or plan again with this one"
     )
 
 

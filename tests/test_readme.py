@@ -36,7 +36,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_every_command_in_the_readme_has_help_and_the_help_lists_them(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    listed = re.findall(r"`([a-z]+(?: check)?)`", README.split("> Commands:", 1)[1].split("\n", 1)[0])
+    listed = re.findall(r"`([a-z-]+(?: check)?)`", README.split("> Commands:", 1)[1].split("\n", 1)[0])
     assert listed == [
         "demo",
         "validate",
@@ -45,8 +45,10 @@ def test_every_command_in_the_readme_has_help_and_the_help_lists_them(
         "apply",
         "drift",
         "export",
+        "schemas",
         "secrets check",
         "emulator",
+        "emulator-console",
     ]
     assert run(["--help"]) == 0
     overview = capsys.readouterr().out

@@ -24,6 +24,7 @@ from reconciler.plan import (
     Kind,
     Plan,
     Provenance,
+    SecretRemoval,
     SecretTarget,
     Withheld,
 )
@@ -114,6 +115,7 @@ def everything_plan() -> Plan:
             Action.DELETE,
             "legacy",
             cascade=(Cascaded(Kind.CLIENT, "a", "C-a"), Cascaded(Kind.CLIENT, "b", "C-b")),
+            removes_secrets=(SecretRemoval("a", "cid-a", "local", "legacy/a"),),
         ),
     )
     made_from = Provenance(
@@ -667,7 +669,8 @@ def test_the_schemas_name_exactly_the_keys_that_to_json_writes() -> None:
     deleted = next(c for c in data["changes"] if "cascade" in c)
     assert set(client) | set(server) | set(deleted) == set(plan_schema["$defs"]["change"]["properties"])
     assert set(server) - set(client) == {"surface"}  # a server's change names its surface, a client's none
-    assert set(deleted) - set(server) == {"cascade"}  # only a delete that takes objects with it
+    # only a delete that takes objects with it; and their secrets, with pruneSecrets
+    assert set(deleted) - set(server) == {"cascade", "removeSecrets"}
     assert set(load_schema("drift.schema.json")["properties"]) == set(drift_report().to_json())
 
 

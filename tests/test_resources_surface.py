@@ -129,7 +129,7 @@ def test_a_project_on_the_resources_surface_is_managed_through_the_resources_end
     }
     assert [c["name"] for c in calendar["clients"]] == ["bot"]
     assert (
-        json.loads((tmp_path / "s.json").read_text())["calendar/bot"]["clientSecret"]
+        json.loads((folder / "s.json").read_text())["calendar/bot"]["clientSecret"]
         == calendar["clients"][0]["secret"]
     )
     capsys.readouterr()

@@ -90,8 +90,10 @@ def test_secrets_and_the_key_appear_only_where_they_belong(emulator: RunningEmul
     held = "\n".join(path.read_text() for path in sinks)
     assert all(secret in held for secret in current), "every current secret is in its sink"
 
-    written = [
-        p for p in tmp_path.rglob("*") if p.is_file() and p not in sinks and "manifests" not in p.parts
+    written = [  # the journal included: it lives beside the Project file, in manifests/.mcp-reconciler
+        p
+        for p in tmp_path.rglob("*")
+        if p.is_file() and p not in sinks and ("manifests" not in p.parts or ".mcp-reconciler" in p.parts)
     ]
     assert {p.name for p in written} >= {"plan.json", "second-plan.json", "journal.jsonl"}
     everything = "\n".join(transcript) + "\n".join(p.read_text(errors="replace") for p in written)
@@ -162,7 +164,7 @@ def test_inside_github_actions_secrets_appear_only_in_mask_announcements(
         for p in (
             tmp_path / "github-output",
             tmp_path / "summary.md",
-            tmp_path / ".mcp-reconciler" / "journal.jsonl",
+            tmp_path / "manifests" / ".mcp-reconciler" / "journal.jsonl",
         )
     )
     assert _named({s for s in issued if s in unmasked or s in files}) == []

@@ -81,7 +81,7 @@ def test_a_file_sink_on_a_folder_is_warned_about_skipped_and_reported(
     assert f"skipped: create client \"s/a\": sink 'local' is not usable: {problem}" in err
     assert err.endswith("error: 0 change(s) failed and 1 were skipped\n")
     assert _clients(emulator) == []  # no client was made whose secret had nowhere to go
-    assert "create-started" not in _events(tmp_path / ".mcp-reconciler" / "journal.jsonl")
+    assert "create-started" not in _events(tmp_path / "m" / ".mcp-reconciler" / "journal.jsonl")
     assert list(folder.iterdir()) == []
 
     # Once the client exists (its secret in a real file), secrets check reports the folder per client.
@@ -91,7 +91,7 @@ def test_a_file_sink_on_a_folder_is_warned_about_skipped_and_reported(
     capsys.readouterr()
     assert run(["secrets", "check", str(manifests)]) == ExitCode.SECRET_UNDELIVERED
     out, err = _clean(capsys)
-    assert f'     error  client "s/a" -> sink local: {problem}' in out
+    assert f'     error  client "s/a" -> sink local ({folder}): {problem}' in out
     assert err == "error: 1 secret(s) are not in their sinks; run with --fix to deliver them\n"
 
 
@@ -175,10 +175,11 @@ def test_a_journal_folder_is_refused_by_the_option_and_by_the_default_path(
     )
     _, err = _clean(capsys)
     assert "is a directory" in err
-    (tmp_path / ".mcp-reconciler" / "journal.jsonl").mkdir(parents=True)
+    (manifests / ".mcp-reconciler" / "journal.jsonl").mkdir(parents=True)  # beside the Project file
     assert run(["apply", str(manifests), "--auto-approve"]) == ExitCode.ERROR
     _, err = _clean(capsys)
-    assert "is a directory" in err
+    # The default is found once the manifests are read (not by click): the journal's own words.
+    assert f"the journal {manifests / '.mcp-reconciler' / 'journal.jsonl'} is a folder" in err
     assert emulator.state()["servers"] == []
 
 
@@ -258,7 +259,7 @@ def test_a_missing_library_is_warned_about_by_plan_and_skipped_by_apply(
     assert "1 created, 0 updated" in out  # the server, which needs no secret
     assert err.endswith("error: 0 change(s) failed and 1 were skipped\n")
     assert _clients(emulator) == []
-    assert "create-started" not in _events(tmp_path / ".mcp-reconciler" / "journal.jsonl")
+    assert "create-started" not in _events(tmp_path / "m" / ".mcp-reconciler" / "journal.jsonl")
 
 
 @pytest.mark.parametrize("missing", MISSING)

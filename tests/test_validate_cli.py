@@ -147,6 +147,6 @@ def test_destinations_that_collide_once_normalised_fail_cleanly_through_the_entr
     lines = result.stderr.splitlines()
     assert len(lines) == 3, result.stderr
     assert lines[0].startswith(f"{folder}/s.yaml:5:5: clients[1].secret: secret destination 'crm/sync_bot'")
-    assert lines[0].endswith(f"both are written to the variable CRM_SYNC_BOT in {ROOT}/.secrets/agents.env")
+    assert lines[0].endswith(f"both are written to the variable CRM_SYNC_BOT in {folder}/.secrets/agents.env")
     assert lines[1].startswith(f"{folder}/s.yaml:6:43: clients[2].secret.key: secret key '../team-b/db' is ")
     assert lines[2] == "error: 2 problems found in the manifests"

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from reconciler import schemas, yamlsource
+from reconciler import yamlsource
 from reconciler.schemas import KIND_SCHEMAS, quick_check, schema_issues, validator_for
 from reconciler.variables import manifest_variables
 from reconciler.yamlsource import MAX_DEPTH, MAX_NODES_PER_FILE, Document, read_documents
@@ -492,7 +492,6 @@ def test_each_schema_is_compiled_once_and_a_valid_document_never_reaches_jsonsch
 ) -> None:
     for kind in KIND_SCHEMAS:
         assert validator_for(kind) is validator_for(kind)
-        assert quick_check(kind) is not None
         assert quick_check(kind) is quick_check(kind)
     ran: list[str] = []
     validator = validator_for("MCPServer")
@@ -533,6 +532,8 @@ PALETTE: list[Any] = [
         "managed-by:mcp-reconciler",
         "mcp-reconciler:protect",
     ],
+    # Where regular expression dialects part: a final newline before $, Unicode digits and letters.
+    *["ok-name\n", "\u0661\u0662", "caf\u00e9", "a\u200bb", "https://a.example/\u00e9", "x" * 300],
     *["minutes", "fortnights", "file", "vault", "github", "command", "dotenv", "categorized", "connections"],
     *[0, 1, -1, 1.5, 1.0, True, False, None, [], ["a", "a"], [1, 1.0], [True, 1], {}, {"name": "x"}],
 ]
@@ -578,25 +579,43 @@ def _mutated(rng: random.Random, document: dict[str, Any]) -> dict[str, Any]:
 def test_the_quick_check_agrees_with_jsonschema_on_valid_and_broken_documents() -> None:
     rng = random.Random(20261130)  # noqa: S311 - seeded: the same inputs on every run
     seeds = _seeds()
-    checked = valid = 0
+    checked = valid = parted = 0
     for _ in range(1500):
         document = _mutated(rng, rng.choice(seeds)) if rng.random() < 0.85 else rng.choice(seeds)
         for kind in KIND_SCHEMAS:
             expected = next(validator_for(kind).iter_errors(document), None) is None
-            check = quick_check(kind)
-            assert check is not None
-            assert check(document) is expected, (kind, document)
+            quick = quick_check(kind)(document)
+            # Never valid where jsonschema finds a problem: a document the quick check passes skips it.
+            assert expected or not quick, (kind, document)
+            if quick is not expected:
+                # jsonschema then decides (schema_issues asks it about whatever the quick check
+                # refuses): Python's $ also matches before a final newline, Rust's does not.
+                assert _ends_in_newline(document), (kind, document)
+                parted += 1
             checked, valid = checked + 1, valid + expected
     assert valid > 200  # both answers were tried often
+    assert 0 < parted < checked // 50
 
 
-def test_a_schema_keyword_the_quick_check_does_not_know_leaves_jsonschema_alone() -> None:
-    resolver = schemas.schema_registry().resolver(base_uri="server.schema.json")
-    with pytest.raises(schemas._Unsupported):
-        schemas._Compiler().check({"type": "object", "patternProperties": {"^x": {}}}, resolver)
-    with pytest.raises(schemas._Unsupported):
-        schemas._Compiler().check({"$id": "elsewhere", "type": "string"}, resolver)
-    with pytest.raises(schemas._Unsupported):
-        schemas._Compiler().check({"type": "decimal"}, resolver)
-    with pytest.raises(schemas._Unsupported):
-        schemas._Compiler().check({"$schema": "http://json-schema.org/draft-07/schema#"}, resolver)
+def _ends_in_newline(node: Any) -> bool:
+    if isinstance(node, dict):
+        return any(_ends_in_newline(key) or _ends_in_newline(value) for key, value in node.items())
+    if isinstance(node, list):
+        return any(_ends_in_newline(item) for item in node)
+    return isinstance(node, str) and node.endswith("\n")
+
+
+def test_the_quick_check_reads_the_uri_format_as_validate_does() -> None:
+    server = quick_check("MCPServer")
+    base = {"kind": "MCPServer", "name": "svc"}
+    assert server(base)
+    for url, valid in [
+        ("https://a.example/cb", True),
+        ("https://a.example/cb#frag", False),
+        ("not a url", False),
+        ("https:///no-host", False),
+        ("urn:example:x", True),
+    ]:
+        document = {**base, "approvedCallbackUrls": [url]}
+        assert server(document) is valid, url
+        assert (next(validator_for("MCPServer").iter_errors(document), None) is None) is valid, url

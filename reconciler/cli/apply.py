@@ -20,6 +20,7 @@ from reconciler.cli.common import (
     colour,
     connection,
     format_option,
+    journal_for,
     journal_option,
     load,
     manifest_options,
@@ -32,10 +33,17 @@ from reconciler.errors import (
     UsageError,
 )
 from reconciler.lock import Holder, LockSettings, lock_directory
+from reconciler.models import Manifest
 from reconciler.plan import ApplyResult, Change, Plan
 from reconciler.planner import PlanOptions, Target
 from reconciler.render.github import in_github_actions
-from reconciler.render.results import apply_document, as_json, secrets_document, secrets_problems
+from reconciler.render.results import (
+    apply_document,
+    as_json,
+    secrets_document,
+    secrets_problems,
+    secrets_summary,
+)
 from reconciler.render.text import apply_summary, render_plan_text
 from reconciler.secret import Secret
 from reconciler.textsafe import visible
@@ -72,7 +80,8 @@ def apply_command(
     prune: bool | None,
     allow_deletes: int | None,
     targets: tuple[str, ...],
-    journal: Path,
+    journal: Path | None,
+    state_dir: Path | None,
     lock_timeout: float,
     output_format: str,
 ) -> int:
@@ -97,7 +106,12 @@ def apply_command(
     json_out = output_format == "json"
     link = connection(concurrency, rate_limit)
     lock = _lock_settings(lock_timeout, paths)
-    settings = ApplySettings(journal=journal, mask=_masker(err=json_out), progress=ProgressLine(), lock=lock)
+
+    def settings(manifest: Manifest) -> ApplySettings:
+        """The journal beside the manifests' Project file (unless --journal or --state-dir say)."""
+        where = journal_for(manifest, journal=journal, state_dir=state_dir)
+        return ApplySettings(journal=where, mask=_masker(err=json_out), progress=ProgressLine(), lock=lock)
+
     if paths and paths[0].endswith(".json") and Path(paths[0]).is_file():
         if targets or prune is not None or allow_deletes is not None:
             plan_only = "--target, --prune and --allow-deletes"
@@ -114,7 +128,7 @@ def apply_command(
         def show(verified: Plan) -> None:
             _show_plan(verified, err=json_out)
 
-        applied = asyncio.run(apply_saved(saved, manifest, link, settings, show))
+        applied = asyncio.run(apply_saved(saved, manifest, link, settings(manifest), show))
         return _finish(applied, saved, json_out=json_out)
     manifest = load(paths, var_files=var_files)
     options = PlanOptions(
@@ -122,7 +136,7 @@ def apply_command(
     )
     try:
         plan, result = asyncio.run(
-            apply_fresh(manifest, link, options, settings, _confirmer(auto_approve, err=json_out))
+            apply_fresh(manifest, link, options, settings(manifest), _confirmer(auto_approve, err=json_out))
         )
     except DeleteBudgetError as refused:  # the whole plan first, then the refusal (nothing was applied)
         _show_plan(refused.plan, err=json_out)
@@ -278,11 +292,17 @@ def secrets_check(
     concurrency: int,
     rate_limit: str,
     fix: bool,
-    journal: Path,
+    journal: Path | None,
+    state_dir: Path | None,
     lock_timeout: float,
     output_format: str,
 ) -> int:
     """Verify each managed client's current secret against its sink (exit 3 if any is not there).
+
+    A command sink cannot be asked what it holds, nor GitHub for a secret's
+    value: such secrets are "unreadable", not verified, and counted apart in
+    the summary; alone they are no error (exit 0), unless the journal says
+    the last delivery there did not arrive ("undelivered": exit 3).
 
     With --fix it holds the project's lock, as apply does (see --lock-timeout).
     With --format json, stdout carries one document (the lines go to stderr).
@@ -292,16 +312,17 @@ def secrets_check(
     lock = _lock_settings(lock_timeout, (*paths, "--fix")) if fix else None
     link = connection(concurrency, rate_limit)
     mask = _masker(err=json_out)
-    statuses = asyncio.run(check_secrets(manifest, link, fix=fix, journal=journal, mask=mask, lock=lock))
+    where = journal_for(manifest, journal=journal, state_dir=state_dir)
+    statuses = asyncio.run(check_secrets(manifest, link, fix=fix, journal=where, mask=mask, lock=lock))
     for status in statuses:
-        detail = f": {visible(status.detail)}" if status.detail else ""
-        line = f"{status.state:>10}  {visible(status.address)} -> sink {visible(status.sink)}{detail}"
+        said = status.detail or ("cannot be read back: not verified" if status.state == "unreadable" else "")
+        detail = f": {visible(said)}" if said else ""
+        sink = manifest.sink_label(status.sink)  # with its resolved path: "local (/abs/clients.json)"
+        line = f"{status.state:>10}  {visible(status.address)} -> sink {visible(sink)}{detail}"
         click.echo(line, err=json_out)
     bad = secrets_problems(statuses)
-    click.echo(
-        f"{len(statuses) - len(bad)} of {len(statuses)} secrets are in their sinks or not issued yet.",
-        err=json_out,
-    )
+    sink_types = {name: spec.type for name, spec in manifest.project.sinks.items()}
+    click.echo(visible(secrets_summary(statuses, sink_types)), err=json_out)
     if json_out:
         click.echo(as_json(secrets_document(manifest.project.projectId, statuses, fix=fix)), nl=False)
     if bad:

@@ -33,6 +33,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_PATHS = ("manifests",)
 
 
+VAR_FILE_VARIABLE = "MCP_RECONCILER_VAR_FILE"
+
+
 def manifest_options(func: F) -> F:
     """The options every command that reads manifests shares."""
     func = click.option(
@@ -40,9 +43,31 @@ def manifest_options(func: F) -> F:
         "var_files",
         multiple=True,
         type=click.Path(dir_okay=False),
-        help="YAML file of NAME: value pairs for ${NAME} references (repeatable; the environment wins).",
+        envvar=VAR_FILE_VARIABLE,  # several files separated by os.pathsep, as in PATH (click.Path splits)
+        callback=_without_empty_entries,
+        help="YAML file of NAME: value pairs for ${NAME} references (repeatable; MCP_VAR_NAME in the "
+        f"environment wins) [env: {VAR_FILE_VARIABLE}, files separated by '{os.pathsep}'; --var-file "
+        "replaces it].",
     )(func)
     return click.argument("paths", nargs=-1, type=click.Path())(func)
+
+
+def _without_empty_entries(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...]:
+    """``MCP_RECONCILER_VAR_FILE=a.yaml:`` names one file, as an empty entry of PATH names no folder; a
+    file it names that does not exist is an error that names the variable (it may be set far away)."""
+    if not from_environment(ctx, param.name or ""):
+        return value
+    missing = [v for v in value if v and not Path(v).is_file()]
+    if missing:
+        raise click.BadParameter(f"{VAR_FILE_VARIABLE} names {', '.join(missing)}: no such file", ctx, param)
+    return tuple(v for v in value if v)
+
+
+def from_environment(ctx: click.Context, name: str) -> bool:
+    """Whether the option ``name`` took its value from its environment variable, not the command line."""
+    return ctx.get_parameter_source(name) is click.core.ParameterSource.ENVIRONMENT
 
 
 def api_options(func: F) -> F:
@@ -144,18 +169,34 @@ def _finite(value: float) -> float:
 
 
 def journal_option(func: F) -> F:
-    """``--journal``, for the commands that change the project or the sinks."""
-    from reconciler.journal import DEFAULT_JOURNAL  # noqa: PLC0415 - see the docstring
+    """``--journal`` and ``--state-dir``, for the commands that change the project or the sinks; the
+    journal they name is found with :func:`journal_for` once the manifests are loaded."""
+    from reconciler.journal import JOURNAL_VARIABLE, STATE_DIR_VARIABLE  # noqa: PLC0415 - see the docstring
 
+    func = click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        envvar=STATE_DIR_VARIABLE,
+        help="Folder of mcp-reconciler's state, the journal [default: .mcp-reconciler beside the "
+        f"Project manifest, wherever the command runs; env: {STATE_DIR_VARIABLE}].",
+    )(func)
     return click.option(
         "--journal",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=DEFAULT_JOURNAL,
-        show_default=True,
-        envvar="MCP_RECONCILER_JOURNAL",
+        default=None,
+        envvar=JOURNAL_VARIABLE,
         help="JSON-lines record of every step (never secrets); also how a later run finishes open "
-        "deliveries.",
+        f"deliveries [default: journal.jsonl in the state folder; env: {JOURNAL_VARIABLE}].",
     )(func)
+
+
+def journal_for(manifest: Manifest, *, journal: Path | None, state_dir: Path | None) -> Path:
+    """The journal of a run on ``manifest`` (absolute): ``--journal``, else in ``--state-dir``, else in
+    ``.mcp-reconciler`` beside the Project manifest, never relative to the working directory."""
+    from reconciler.journal import journal_path  # noqa: PLC0415 - see the docstring
+
+    return journal_path(manifest.base, journal=journal, state_dir=state_dir)
 
 
 def load(paths: Sequence[str], *, var_files: Sequence[str]) -> Manifest:

@@ -10,16 +10,16 @@ import asyncio
 import os
 import re
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
 from reconciler.cli.common import DEFAULT_PATHS, colour
-from reconciler.descope.client import DescopeClient
+from reconciler.cli.console import change
 from reconciler.emulator import EmulatorConfig, running_emulator
 from reconciler.errors import ExitCode, UsageError
 from reconciler.manifest import load_manifest
@@ -39,6 +39,8 @@ EXISTING = {
         }
     ]
 }
+# The change someone then makes by hand to the first server, as emulator-console's edits.
+HAND_EDITS = ("description=Quick fix made in the console", "tags+=edited-in-console")
 
 
 @click.command("demo")
@@ -95,9 +97,11 @@ def _walkthrough(paths: tuple[str, ...], work: Path, *, kept: bool) -> None:
         _plan, result = asyncio.run(apply_fresh(manifest, link, PlanOptions(), settings, lambda _plan: True))
         if result is not None:
             click.echo(apply_summary(result))
-        _step(4, "(someone edits a server in the Descope console)", why="A change made by hand, outside Git.")
-        changed = asyncio.run(_edit_by_hand(manifest, environ))
-        click.echo(f'Server "{changed}": description rewritten and a tag added, by hand.')
+        # Someone edits a server in the Descope console: here, as emulator-console does it.
+        edit = [manifest.servers[0].name, *HAND_EDITS]
+        why = "A change made by hand, outside Git."
+        _step(4, f"mcp-reconciler emulator-console set {shlex.join(edit)}", why=why)
+        click.echo(change(edit[0], HAND_EDITS, environ | {"DESCOPE_PROJECT_ID": project}))
         _step(5, f"mcp-reconciler drift {' '.join(paths)}", why="What a scheduled drift check reports.")
         click.echo(render_drift_text(asyncio.run(drift_project(manifest, link)), colour=colour()), nl=False)
         _step(
@@ -126,17 +130,6 @@ def _step(number: int, command: str, *, why: str) -> None:
         click.style(f"Step {number} of 6: {why}", bold=True) if colour() else f"Step {number} of 6: {why}"
     )
     click.echo(f"$ {command}")
-
-
-async def _edit_by_hand(manifest: Manifest, environ: Mapping[str, str]) -> str:
-    async with DescopeClient.from_env(environ, project_id=manifest.project.projectId) as api:
-        servers = [s for s in await api.load_all_servers() if s.name == manifest.servers[0].name]
-        server = servers[0]
-        tags = [*server.tags, "edited-in-console"]
-        await api.update_server(
-            {**server.fields, "description": "Quick fix made in the console", "tags": tags}
-        )
-        return server.name
 
 
 def _outro(work: Path, *, kept: bool) -> None:

@@ -1,7 +1,13 @@
-"""The emulator command: the local Descope stand-in, in the foreground."""
+"""The emulator command: the local Descope stand-in, in the foreground.
+
+The port is bound before anything is printed, so a port in use (or a host that is not this machine's)
+ends with one ``error:`` line and exit 1, with no banner and no web-server traceback; uvicorn then
+serves on that very socket, so it cannot fail to bind it later.
+"""
 
 from __future__ import annotations
 
+import errno
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,8 +123,9 @@ def emulator(**options: Any) -> int:
     host = options["host"]
     listener = _listen(host, options["port"])
     port = listener.getsockname()[1]  # the port given, or the one the system chose for --port 0
+    netloc = _netloc(host, port)
     click.echo(
-        f"Descope emulator for project {config.project_id} on http://{host}:{port}"
+        f"Descope emulator for project {config.project_id} on http://{netloc}"
         + (f", state in {config.state_file}" if config.state_file else ", state in memory only"),
         err=True,
     )
@@ -126,12 +133,17 @@ def emulator(**options: Any) -> int:
         click.echo("Strict: a write that carries a field Descope assigns is refused.", err=True)
     if config.resource_surface == "projected":
         click.echo("Projected: MCP server endpoints also answer Resources of type mcp.", err=True)
-    click.echo(f"Use it with: export DESCOPE_BASE_URL=http://{host}:{port}", err=True)
+    click.echo(f"Use it with: export DESCOPE_BASE_URL=http://{netloc}", err=True)
+    server = uvicorn.Server(uvicorn_config(app, host=host, port=port, quiet=False))
     try:
-        uvicorn.Server(uvicorn_config(app, host=host, port=port, quiet=False)).run(sockets=[listener])
+        server.run(sockets=[listener])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down cleanly
         click.echo("Emulator stopped.", err=True)
         return ExitCode.INTERRUPTED
+    except SystemExit:  # uvicorn exits (with its own code) when it cannot start; it logged why
+        if server.started:
+            raise
+        raise ReconcilerError(f"the emulator could not start on {netloc} (see above)") from None
     finally:
         listener.close()
     return ExitCode.OK
@@ -160,8 +172,27 @@ def _listen(host: str, port: int) -> socket.socket:
     try:
         return _tcp_listener(family, (host, port))
     except (OSError, ValueError) as exc:
-        reason = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
-        raise ReconcilerError(f"cannot listen on {host}:{port}: {reason}") from None
+        raise ReconcilerError(f"cannot listen on {_netloc(host, port)}: {_listen_problem(exc)}") from None
+
+
+# Why a socket cannot listen, in words that say what to do.
+_LISTEN_PROBLEMS = {
+    errno.EADDRINUSE: "it is already in use; pick another with --port (--port 0: any free one)",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's; pick another with --host",
+    errno.EACCES: "permission denied (a port below 1024 needs privileges); pick another with --port",
+}
+
+
+def _listen_problem(exc: OSError | ValueError) -> str:
+    if isinstance(exc, socket.gaierror):
+        return "no such host; pick another with --host"
+    if isinstance(exc, OSError) and exc.errno in _LISTEN_PROBLEMS:
+        return _LISTEN_PROBLEMS[exc.errno]
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _tcp_listener(family: socket.AddressFamily, address: tuple[str, int]) -> socket.socket:

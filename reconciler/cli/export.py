@@ -10,15 +10,14 @@ import click
 
 from reconciler.cli.common import api_options, connection, format_option, plural
 from reconciler.errors import ExitCode, UsageError
-from reconciler.export import DEFAULT_SINK, ExportOptions, export_project
+from reconciler.export import DEFAULT_SINK, SCHEMA_FOLDER, ExportOptions, export_project, gitignore
 from reconciler.files import write_atomically
 from reconciler.manifest import load_manifest
 from reconciler.models import DEFAULT_OWNERSHIP_TAG, Manifest
 from reconciler.render.results import as_json, export_document
+from reconciler.schemas import KIND_SCHEMAS, schema_files
 from reconciler.textsafe import visible
 from reconciler.workflow import fetch_for_export
-
-GITIGNORE = "# Client secrets written by mcp-reconciler's file sink: never commit them.\n.secrets/\n"
 
 
 @click.command("export")
@@ -53,6 +52,8 @@ def export_command(
     Each client's secret block names --sink; the Project document declares it as a
     file sink under --out (with a .gitignore keeping it out of Git): change it to your
     Vault, AWS or GitHub sink before the first apply if the secrets belong there.
+    Each file's first line points editors at its schema in --out/schemas/, which
+    export writes too (see: mcp-reconciler schemas --help).
 
     With --format json, stdout carries one document naming the files written and
     the servers and clients in them (never a secret); the rest goes to stderr.
@@ -64,15 +65,16 @@ def export_command(
     options = ExportOptions(
         project_id=project_id,
         sink=sink,
-        sink_path=str(out / ".secrets" / "mcp-clients.json"),
+        sink_path=".secrets/mcp-clients.json",  # counts from the Project file in --out: out/.secrets
         ownership_tag=ownership_tag,
         adopt=adopt,
         tags=tags,
         names=names,
+        schemas={n: text for n, text in schema_files().items() if n in KIND_SCHEMAS.values()},
     )
     result = export_project(live, options)
-    files = {**result.files, ".gitignore": GITIGNORE}
-    existing = [name for name in files if (out / name).exists()]
+    files = {**result.files, ".gitignore": gitignore(_text(out / ".gitignore"))}  # added to, not replaced
+    existing = [name for name in files if name != ".gitignore" and _conflicts(out / name, files[name])]
     if existing and not force:
         raise UsageError(f"{out} already holds {', '.join(sorted(existing))}: use --force to overwrite")
     for name, text in files.items():
@@ -93,13 +95,32 @@ def export_command(
             files=files,
             server_files=_server_files(written, out),
             sink=options.sink,
-            sink_path=options.sink_path,
+            sink_path=str(out / options.sink_path),  # where the file lands, as --out is given
             adopt=adopt,
             unowned=result.unowned,
             warnings=result.warnings,
         )
         click.echo(as_json(document), nl=False)
     return ExitCode.OK
+
+
+def _conflicts(path: Path, text: str) -> bool:
+    """Whether writing ``text`` at ``path`` would replace a file: a schema file that holds ``text``
+    already (written by ``mcp-reconciler schemas`` or an earlier export) is not replaced."""
+    if not path.exists():
+        return False
+    return path.parent.name != SCHEMA_FOLDER or _text(path) != text
+
+
+def _text(path: Path) -> str | None:
+    """What the file at ``path`` holds; None when there is none."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise UsageError(f"cannot read {visible(str(path))}: {reason}") from None
 
 
 def _server_files(manifest: Manifest, out: Path) -> dict[str, str]:

@@ -54,6 +54,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "reconciler.cli.emulator:emulator",
         "Run the local Descope emulator (MCP server and Resource management API) until interrupted.",
     ),
+    "emulator-console": (
+        "reconciler.cli.console:console_group",
+        "Change a running emulator by hand, as someone would in Descope's console, to rehearse drift.",
+    ),
     "export": (
         "reconciler.cli.export:export_command",
         "Write manifests from the live project: one file per server, clients inline.",
@@ -61,6 +65,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": (
         "reconciler.cli.plan:plan_command",
         "Show what apply would change in the Descope project, field by field.",
+    ),
+    "schemas": (
+        "reconciler.cli.schemas:schemas_command",
+        "Write the JSON Schemas of the manifests and of the JSON output, for editors and CI.",
     ),
     "secrets": (
         "reconciler.cli.apply:secrets_group",
@@ -142,18 +150,32 @@ def cli(verbose: int) -> None:
     present (with --detailed-exitcode), 3 a secret was not delivered to its sink.
     """
     # Log messages quote names and API answers: the handler shows them made visible. Without -v it
-    # prints what Python's last-resort handler would (warnings and worse, the message alone).
+    # prints what Python's last-resort handler would (warnings and worse, the message alone), and the
+    # long waits a person should hear about (WAIT_LOGGER). On a terminal each line first clears a
+    # progress line being drawn there, which its next update draws again.
     handler = logging.StreamHandler(sys.stderr)
+    clear = "\r\x1b[K" if sys.stderr.isatty() else ""
     if verbose:
         # -v: what the reconciler does; -vv: every API call; -vvv: the libraries' own debug logs too.
         root = logging.DEBUG if verbose > 2 else logging.WARNING
-        handler.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(VisibleFormatter(clear + "%(levelname)s %(name)s: %(message)s"))
         logging.basicConfig(handlers=[handler], level=root)
         logging.getLogger("reconciler").setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
     else:
-        handler.setFormatter(VisibleFormatter("%(message)s"))
-        handler.setLevel(logging.WARNING)  # as the last-resort handler: loggers set lower stay quiet
+        handler.setFormatter(VisibleFormatter(clear + "%(message)s"))
+        handler.addFilter(_warnings_and_waits)  # loggers set lower (a sink's INFO) stay quiet
         logging.basicConfig(handlers=[handler], level=logging.WARNING)
+    logging.getLogger(WAIT_LOGGER).setLevel(logging.INFO)
+
+
+# reconciler.throttle's wait_log (named here, so that the group imports no asyncio): waits of a few
+# seconds or more (rate limit, Retry-After, back-off, a slow answer, the project lock), said at INFO
+# and shown at every verbosity, on stderr.
+WAIT_LOGGER = "reconciler.wait"
+
+
+def _warnings_and_waits(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name == WAIT_LOGGER
 
 
 class VisibleFormatter(logging.Formatter):
@@ -267,17 +289,30 @@ def run(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one return
 
 
 def write_crash_log(environ: Mapping[str, str]) -> Path | None:
-    """Write the current exception's traceback beside the journal (mode 0600); None if that fails.
+    """Write the current exception's traceback in the state folder (mode 0600); None if that fails.
+
+    A crash may come before the manifests are read, so the folder is the one the environment names
+    (``MCP_RECONCILER_STATE_DIR``, else the folder of ``MCP_RECONCILER_JOURNAL``), else a
+    ``.mcp-reconciler`` that already exists in the working directory (none is created there: the
+    state folder lives beside the Project manifest), else the temporary folder.
 
     Exceptions carry no secret by construction (a ``Secret`` prints as "(sensitive)"), but a crash is
     by definition the unforeseen case: the values of credentials in the environment are blanked too.
     """
     import tempfile  # noqa: PLC0415 - only a crash needs these
 
-    from reconciler.journal import DEFAULT_JOURNAL  # noqa: PLC0415
+    from reconciler.journal import (  # noqa: PLC0415
+        JOURNAL_VARIABLE,
+        STATE_DIR_NAME,
+        STATE_DIR_VARIABLE,
+        make_folder,
+    )
 
-    journal = environ.get("MCP_RECONCILER_JOURNAL")
-    folder = Path(journal).parent if journal else DEFAULT_JOURNAL.parent
+    state, journal = environ.get(STATE_DIR_VARIABLE), environ.get(JOURNAL_VARIABLE)
+    folder = Path(state) if state else Path(journal).parent if journal else Path(STATE_DIR_NAME)
+    if not (state or journal or folder.is_dir()):
+        folder = Path(tempfile.gettempdir())
+    folder = Path(os.path.abspath(folder))  # the message names it absolute
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     text = (
         f"mcp-reconciler {_version()} on Python {sys.version.split()[0]}\n"
@@ -287,7 +322,7 @@ def write_crash_log(environ: Mapping[str, str]) -> Path | None:
     for base in (folder, Path(tempfile.gettempdir())):
         path = base / f"mcp-reconciler-crash-{stamp}-{os.getpid()}.log"
         try:
-            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_folder(base)  # 0700; a state folder created here gets its .gitignore
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(descriptor, "w", encoding="utf-8", errors="replace") as stream:
                 stream.write(text)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from reconciler.cli.common import DETAILED_EXITCODE, FORMAT_OPTION, load, manifest_options
+from reconciler.cli.common import DETAILED_EXITCODE, FORMAT_OPTION, from_environment, load, manifest_options
 from reconciler.cli.output import emit
 from reconciler.errors import ExitCode, UsageError
 from reconciler.textsafe import visible
@@ -42,6 +42,8 @@ def show_command(
     Compare the change set on stderr with the one reviewed: an unsigned plan
     can be rewritten, checksum and all, by anyone who can write the file.
     """
+    if not paths and from_environment(click.get_current_context(), "var_files"):
+        var_files = ()  # MCP_RECONCILER_VAR_FILE is for the manifests, and there are none to check
     if var_files and not paths:
         raise UsageError("--var-file is only read with the manifest PATHS to check the plan against")
     signing_key = plan_key(os.environ)

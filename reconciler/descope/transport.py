@@ -16,6 +16,15 @@ a capped number of pages that must add up, and a Retry-After has a ceiling. Ever
 answer (data, error bodies, reason phrases, headers, the libraries' log lines) has the management key
 replaced with ``***`` before anyone sees it.
 
+Messages name where and what: a failure without an answer (no connection, a TLS certificate refused,
+a deadline, a dropped connection) names the host and port called, the cause in plain words and how many
+attempts were made (``POST /v1/mgmt/mcp/servers/all failed: could not connect to api.descope.com:443:
+connection refused, after 6 attempts in 9.8 s``); never a header, so never the key. Waits are said at
+the default verbosity on the ``reconciler.wait`` logger (see ``reconciler.throttle``): a back-off or a
+settling wait of ``NOTICE_SECONDS`` or more when it starts, and a request still unanswered after
+``STILL_WAITING_AFTER`` seconds every ``STILL_WAITING_EVERY`` seconds until it ends (one line for all the
+calls waiting at once, not one per call).
+
 The calls themselves are methods of the classes built on :class:`Transport`, one module per surface
 (``mcp_servers``, ``resources``), joined in ``reconciler.descope.client.DescopeClient``.
 """
@@ -29,9 +38,12 @@ import logging
 import math
 import random
 import re
+import socket
+import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
@@ -54,7 +66,7 @@ from reconciler.errors import (
 from reconciler.kinds import LiveObject
 from reconciler.scopes import ScopesFormat
 from reconciler.textsafe import visible
-from reconciler.throttle import Throttle
+from reconciler.throttle import NOTICE_SECONDS, Throttle, seconds_text, wait_log
 
 # httpcore asks which async library runs by importing sniffio inside the call, several times per
 # request (its locks, events and cancellation shields). sniffio is optional (anyio no longer needs
@@ -99,6 +111,10 @@ MAX_SERVERS = 10_000
 # match ordinary text (Descope's keys are far longer; the test suite's canary guard uses 8 too).
 MIN_REDACTED_LENGTH = 8
 REDACTED = "***"
+# A request unanswered this long is said to be waiting (at the default verbosity), then again every
+# STILL_WAITING_EVERY seconds until it is answered or its deadline ends it.
+STILL_WAITING_AFTER = 5.0
+STILL_WAITING_EVERY = 10.0
 # Loggers of the HTTP libraries, whose -vvv debug lines show response headers and reason phrases.
 LIBRARY_LOGGERS = (
     "httpx",
@@ -165,6 +181,56 @@ class RetryPolicy:
 
     def delay(self, failures: int, rng: random.Random) -> float:
         return rng.uniform(0, min(self.max_delay, self.base_delay * 2 ** (failures - 1)))
+
+
+class SlowCalls:
+    """Says, at the default verbosity, which calls wait long for an answer: a call unanswered after
+    ``after`` seconds, then again every ``every`` seconds until it ends. One line speaks for every
+    call waiting at once (eight hung calls make one line per ``every`` seconds, not eight)."""
+
+    def __init__(self, where: str, *, timeout: float, after: float, every: float) -> None:
+        self.where = where
+        self.timeout = timeout
+        self.after = after
+        self.every = every
+        self._sent: dict[int, float] = {}  # call number -> when it was sent (the event loop's clock)
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._count = 0
+        self._last_said = -math.inf
+
+    @contextmanager
+    def watching(self, endpoint: Endpoint) -> Iterator[None]:
+        """Watch one call for as long as the ``with`` block runs (a timer, no task: cheap per call)."""
+        if self.after >= self.timeout:  # the deadline ends the call before it would be said
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        self._count += 1
+        number = self._count
+        self._sent[number] = loop.time()
+        self._timers[number] = loop.call_later(self.after, self._say, loop, number, endpoint)
+        try:
+            yield
+        finally:
+            del self._sent[number]
+            self._timers.pop(number).cancel()
+
+    def _say(self, loop: asyncio.AbstractEventLoop, number: int, endpoint: Endpoint) -> None:
+        now, sent = loop.time(), self._sent[number]
+        self._timers[number] = loop.call_later(self.every, self._say, loop, number, endpoint)
+        if self._last_said >= sent and now - self._last_said < self.every * 0.9:
+            return  # a line about another call said lately that this one was waiting too
+        self._last_said = now
+        others = len(self._sent) - 1  # the other calls in flight, all of them waiting for an answer
+        also = f"; {others} more call{'s' if others != 1 else ''} waiting too" if others else ""
+        wait_log.info(
+            "still waiting for %s to %s (%s of the %g s timeout, MCP_RECONCILER_TIMEOUT)%s",
+            endpoint,
+            self.where,
+            seconds_text(now - sent),
+            self.timeout,
+            also,
+        )
 
 
 class _Retry(Exception):
@@ -288,6 +354,9 @@ class Transport:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        notice_after: float | None = None,
+        still_waiting_after: float | None = None,
+        still_waiting_every: float | None = None,
     ) -> None:
         _check_credentials(project_id, management_key)
         if not 0 < timeout <= MAX_TIMEOUT:  # also refuses nan
@@ -315,6 +384,16 @@ class Transport:
         except httpx.InvalidURL:
             raise UsageError("the API base URL (DESCOPE_BASE_URL) is not a valid URL") from None
         _check_base_url(self._http.base_url)
+        self.where = where_of(self._http.base_url)  # host:port, as messages name it
+        # Waits this long or longer are said when they start (the module-level defaults are read
+        # here, so a test may lower them).
+        self.notice_after = NOTICE_SECONDS if notice_after is None else notice_after
+        self._slow = SlowCalls(
+            self.where,
+            timeout=timeout,
+            after=STILL_WAITING_AFTER if still_waiting_after is None else still_waiting_after,
+            every=STILL_WAITING_EVERY if still_waiting_every is None else still_waiting_every,
+        )
         for name in (*LIBRARY_LOGGERS, log.name):
             logging.getLogger(name).addFilter(self._log_filter)
 
@@ -361,6 +440,7 @@ class Transport:
         long as a request may take) settles that and returns the result to hand over: the create's,
         its late duplicates deleted, or the secret that is current after a rotation."""
         last: ApiError | None = None
+        started = time.monotonic()
         for failures in range(1, self.retry.attempts + 1):
             try:
                 made = await send()
@@ -369,13 +449,19 @@ class Transport:
             else:
                 if failures == 1 or sweep is None:
                     return made
-                await self._sleep(self.settle_seconds)
+                await self._wait(
+                    self.settle_seconds,
+                    f"before checking that no earlier attempt of {endpoint}, whose answer was lost, "
+                    "landed late (it would be a duplicate)",
+                )
                 return await sweep(made)
             found = await lookup()
             if found is not None:
                 return found
-            await self._sleep(self.retry.delay(failures, self._rng))
-        raise last or ApiUnavailable("gave up after repeated unknown outcomes", endpoint=endpoint)
+            await self._back_off(endpoint, failures, last, started)
+        if last is None:
+            raise ApiUnavailable("gave up after repeated unknown outcomes", endpoint=endpoint)
+        raise _gave_up(last, self.retry.attempts, started)
 
     async def _delete_late(
         self,
@@ -421,6 +507,7 @@ class Transport:
         when None) with retries: 429 always, other failures only when ``idempotent`` or surely unsent."""
         request = _Request.of(endpoint, body, query)
         failures = limited = 0
+        started = time.monotonic()
         while True:
             try:
                 return await self._attempt(request, budget)
@@ -429,14 +516,32 @@ class Transport:
                     limited += 1
                     if limited > self.retry.rate_limited_attempts:
                         raise retry.error from None
-                    self.throttle.pause(retry.retry_after)
+                    asked = f"{self.where} answered {endpoint} with 429 (rate limited), Retry-After"
+                    self.throttle.pause(retry.retry_after, f"{asked} {retry.retry_after:g} s")
                     continue
                 if retry.ambiguous and not idempotent:
                     raise _OutcomeUnknown(retry.error) from None
                 failures += 1
                 if failures >= self.retry.attempts:
-                    raise retry.error from None
-                await self._sleep(self.retry.delay(failures, self._rng))
+                    raise _gave_up(retry.error, failures + limited, started) from None
+                await self._back_off(endpoint, failures, retry.error, started)
+
+    async def _back_off(
+        self, endpoint: Endpoint, failures: int, error: ApiError | None, started: float
+    ) -> None:
+        """Wait before attempt ``failures + 1``; said once the call has been failing for a while."""
+        delay = self.retry.delay(failures, self._rng)
+        if time.monotonic() - started + delay >= self.notice_after:
+            why = str(error).removeprefix(f"{endpoint} failed: ") if error else "outcome unknown"
+            attempt = f"attempt {failures + 1} of {self.retry.attempts}"
+            wait_log.info("retrying %s in %s, %s (%s)", endpoint, seconds_text(delay), attempt, why)
+        await self._sleep(delay)
+
+    async def _wait(self, seconds: float, why: str) -> None:
+        """Sleep, saying so first when the wait is long."""
+        if seconds >= self.notice_after:
+            wait_log.info("waiting %s %s", seconds_text(seconds), why)
+        await self._sleep(seconds)
 
     async def _attempt(self, request: _Request, budget: Budget | None) -> dict[str, Any]:
         endpoint = request.endpoint
@@ -450,16 +555,19 @@ class Transport:
             try:
                 # One deadline for the whole exchange: a server that drips a byte a second never
                 # trips httpx's per-read timeout, but it cannot hold a request past this.
-                async with asyncio.timeout(self.timeout):
-                    answer = await self._exchange(request, budget)
+                with self._slow.watching(endpoint):
+                    async with asyncio.timeout(self.timeout):
+                        answer = await self._exchange(request, budget)
             except TimeoutError:
                 outcome("deadline")
-                reason = f"timed out: no whole answer within {self.timeout:g} s"
+                reason = f"timed out: no whole answer within {self.timeout:g} s from {self.where}"
                 raise _Retry(ApiUnavailable(reason, endpoint=endpoint), ambiguous=True) from None
             except httpx.RequestError as exc:
                 outcome(type(exc).__name__)
+                error = ApiUnavailable(self._describe(exc), endpoint=endpoint)
+                if _certificate_refused(exc):
+                    raise error from None  # another attempt gets the same certificate
                 unsent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-                error = ApiUnavailable(_describe_transport(exc), endpoint=endpoint)
                 raise _Retry(error, ambiguous=not unsent) from None
             outcome(answer.status)
         return self._interpret(endpoint, answer)
@@ -507,7 +615,9 @@ class Transport:
             raise _Retry(failed, ambiguous=True)
         kind = {400: BadRequest, 401: Unauthorized, 403: Unauthorized, 404: NotFound}.get(status, ApiError)
         if kind is Unauthorized:
-            message += " (check DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY)"
+            message += (
+                f" (check DESCOPE_PROJECT_ID and DESCOPE_MANAGEMENT_KEY; the answer came from {self.where})"
+            )
         raise kind(message, endpoint=endpoint, status=status, error_code=code)
 
     def _error_body(self, answer: _Answer) -> tuple[str | None, str]:
@@ -555,6 +665,26 @@ class Transport:
     def _say(self, text: str, limit: int = MESSAGE_LIMIT) -> str:
         """Text from an answer as it may appear in a message: redacted, then one line, then cut."""
         return _cut(self._redact(text), limit)
+
+    def _describe(self, exc: httpx.RequestError) -> str:
+        """A failure without an answer, for people: where it happened and why, in plain words."""
+        where, timeout, kind = self.where, self.timeout, type(exc).__name__
+        cause = _root_cause(exc)
+        plain = _connect_cause(cause) or self._say(str(cause) or type(cause).__name__, CAUSE_LIMIT)
+        said: list[tuple[type[httpx.RequestError], str]] = [
+            (httpx.ConnectTimeout, f"could not connect to {where}: no connection within {timeout:g} s"),
+            (httpx.ConnectError, f"could not connect to {where}: {plain}"),
+            (httpx.PoolTimeout, f"timed out: no free connection to {where} within {timeout:g} s"),
+            (httpx.TimeoutException, f"timed out waiting for {where} ({kind})"),
+            (
+                httpx.RemoteProtocolError,
+                f"the connection was dropped, or the answer was not valid HTTP ({where}: {plain})",
+            ),
+            (httpx.DecodingError, f"the answer could not be decoded ({where}: {plain})"),
+            (httpx.NetworkError, f"the connection to {where} failed: {plain}"),
+        ]
+        fallback = f"transport failure talking to {where} ({kind}: {plain})"
+        return next((text for cls, text in said if isinstance(exc, cls)), fallback)
 
 
 _SECONDS = re.compile(r"\d+(\.\d+)?")
@@ -624,12 +754,60 @@ def _cut(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _describe_transport(exc: httpx.RequestError) -> str:
-    reasons = {
-        httpx.ConnectError: "could not connect",
-        httpx.TimeoutException: "timed out",
-        httpx.RemoteProtocolError: "the connection was dropped, or the answer was not valid HTTP",
-        httpx.DecodingError: "the answer could not be decoded",
-    }
-    reason = next((text for cls, text in reasons.items() if isinstance(exc, cls)), "transport failure")
-    return f"{reason} ({type(exc).__name__})"
+CAUSE_LIMIT = 120  # a library's words about a failure, as a message quotes them
+
+
+def where_of(url: httpx.URL) -> str:
+    """``host:port`` of a base URL (its path too, when it has one): where calls go, as messages name
+    it; never the URL's user name or password."""
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return f"{host}:{port}{url.path.rstrip('/')}"
+
+
+def _gave_up(error: ApiError, attempts: int, started: float) -> ApiError:
+    """``error`` saying how many attempts were made, when there was no answer to name (a failure
+    with an answer names its status; its message stays as the server gave it)."""
+    if attempts < 2 or type(error) is not ApiUnavailable:
+        return error
+    message = str(error).removeprefix(f"{error.endpoint} failed: ")
+    spent = seconds_text(time.monotonic() - started)
+    return ApiUnavailable(f"{message}, after {attempts} attempts in {spent}", endpoint=error.endpoint)
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The deepest error under ``exc`` (httpx wraps httpcore's, which wraps the socket's)."""
+    seen = {id(exc)}
+    deepest = exc
+    while True:
+        below = deepest.__cause__ or deepest.__context__
+        if below is None or id(below) in seen:
+            return deepest
+        seen.add(id(below))
+        deepest = below
+
+
+def _certificate_refused(exc: httpx.RequestError) -> bool:
+    return isinstance(exc, httpx.ConnectError) and isinstance(_root_cause(exc), ssl.SSLCertVerificationError)
+
+
+def _connect_cause(cause: BaseException) -> str:
+    """Why a connection failed, in plain words; empty when the library's words are all there is."""
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        why = getattr(cause, "verify_message", None) or getattr(cause, "reason", None) or "not trusted"
+        return f"its TLS certificate was refused ({why}); is DESCOPE_BASE_URL the right host?"
+    if isinstance(cause, ssl.SSLError):
+        why = getattr(cause, "reason", None) or type(cause).__name__
+        return f"the TLS handshake failed ({why}); is it an HTTPS server?"
+    plain = next((text for cls, text in _PLAIN_CAUSES if isinstance(cause, cls)), "")
+    if not plain and isinstance(cause, OSError) and cause.strerror:  # "Network is unreachable"...
+        plain = cause.strerror[0].lower() + cause.strerror[1:]
+    return plain
+
+
+_PLAIN_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (socket.gaierror, "its host name could not be resolved (check DESCOPE_BASE_URL and the network's DNS)"),
+    (ConnectionRefusedError, "connection refused (is anything listening there?)"),
+    (ConnectionResetError, "the connection was reset"),
+    (TimeoutError, "the connection attempt timed out"),
+)

@@ -35,7 +35,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from reconciler.descope import assumptions
-from reconciler.emulator import resources
+from reconciler.emulator import console, resources
 from reconciler.emulator.faults import STATUS_DROPPED, FaultInjector, RateLimiter, Traffic, apply_latency
 from reconciler.emulator.store import (
     ApiFailure,
@@ -530,6 +530,10 @@ class Emulator:
         found = [with_clients(dict(resource.fields), resource) for resource in self.store.resources.values()]
         return {"servers": servers, "resources": found}
 
+    def console(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A hand edit, as made in Descope's console (``reconciler.emulator.console``)."""
+        return console.handle(self.store, body, shape=self.config.scopes_format)
+
     def admin(self, action: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[Request], Any]:
         async def endpoint(request: Request) -> Response:
             try:
@@ -582,6 +586,7 @@ def create_app(config: EmulatorConfig) -> Starlette:
         Route("/emulator/reset", emulator.admin(emulator.reset), methods=["POST"]),
         Route("/emulator/seed", emulator.admin(emulator.seed), methods=["POST"]),
         Route("/emulator/state", emulator.admin(lambda _: emulator.state()), methods=["GET"]),
+        Route("/emulator/console", emulator.admin(emulator.console), methods=["POST"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.emulator = emulator

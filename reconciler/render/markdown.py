@@ -243,6 +243,9 @@ def _facts(change: Change, *, plan: Plan | None) -> str:
         items.append(f"- id {code(change.id)}")
     for below in change.cascade:
         items.append(f"- deletes with it {md_text(change.cascade_address(below))} (id {code(below.id)})")
+    for gone in change.removes_secrets:
+        whose = "" if change.server is not None else f" of client {code(gone.client)}"
+        items.append(f"- secret{whose} removed from sink {code(gone.sink)}, key {code(gone.key)}")
     if plan is not None and change.secret is not None and change.issues_secret:
         sink = code(change.secret.sink) if change.secret.sink else "_(none)_"
         problem = plan.sink_problem(change)

@@ -17,6 +17,9 @@ from reconciler.textsafe import json_visible
 # The version of the four documents below (validate, apply, secrets check, export); the stability
 # contract, as plan's and drift's format_version: any change to a shape comes with a new version.
 RESULTS_VERSION = 1
+# secrets check's document: 2 counts the secrets that are verified and those in sinks that cannot be
+# read back (``unreadable``) apart, and a secret's ``ok`` is true only when it is verified.
+SECRETS_CHECK_VERSION = 2
 
 CANCELLED = "the apply was cancelled; nothing was changed"
 NOT_ATTEMPTED = "not attempted"
@@ -173,9 +176,41 @@ class SecretState(Protocol):
     def ok(self) -> bool: ...
 
 
+# States that are no problem although the secret is not verified in its sink: the sink cannot give a
+# value back (command, GitHub), or the client is not issued yet. Every other state that is not ``ok``
+# (missing, different, undelivered, error) is a problem: exit 3.
+UNVERIFIED = "unreadable"
+NOT_ISSUED = "absent"
+
+
 def secrets_problems(statuses: Iterable[SecretState]) -> list[SecretState]:
-    """The secrets that are not where they belong: a client not issued yet ("absent") is no problem."""
-    return [status for status in statuses if not status.ok and status.state != "absent"]
+    """The secrets that are not where they belong. A secret in a sink that cannot be read back
+    ("unreadable") is not verified, and a client not issued yet ("absent") has none: neither is a problem."""
+    return [status for status in statuses if not status.ok and status.state not in (UNVERIFIED, NOT_ISSUED)]
+
+
+def secrets_summary(statuses: Sequence[SecretState], sink_types: Mapping[str, str]) -> str:
+    """secrets check's last line, which counts verified secrets apart from those in sinks that cannot
+    be read back (named with their type, from ``sink_types``), those not issued yet and the problems."""
+    verified = sum(status.ok for status in statuses)
+    unverified = [status for status in statuses if status.state == UNVERIFIED]
+    absent = sum(status.state == NOT_ISSUED for status in statuses)
+    failed = sum(status.state == "error" for status in statuses)
+    missing = len(secrets_problems(statuses)) - failed  # missing, different or undelivered
+    parts = [f"{verified} of {len(statuses)} secrets are in their sinks"]
+    if unverified:
+        sinks = ", ".join(
+            f'{sink_types.get(name, "")} sink "{name}"'.lstrip()
+            for name in dict.fromkeys(status.sink for status in unverified)
+        )
+        parts.append(f"{len(unverified)} in sinks that cannot be read back ({sinks}): not verified")
+    if absent:
+        parts.append(f"{absent} not issued yet")
+    if missing or (len(parts) > 1 and not failed):
+        parts.append(f"{missing} not in their sinks" if missing else "none missing")
+    if failed:
+        parts.append(f"{failed} could not be checked")
+    return "; ".join(parts) + "."
 
 
 def secrets_document(project: str, statuses: Sequence[SecretState], *, fix: bool) -> dict[str, Any]:
@@ -185,13 +220,20 @@ def secrets_document(project: str, statuses: Sequence[SecretState], *, fix: bool
     by_state: dict[str, int] = defaultdict(int)
     for status in statuses:
         by_state[status.state] += 1
+    counts = {
+        "total": len(statuses),
+        "verified": sum(status.ok for status in statuses),
+        "unverified": by_state.get(UNVERIFIED, 0),
+        "problems": len(bad),
+        "states": dict(sorted(by_state.items())),
+    }
     return {
-        "format_version": RESULTS_VERSION,
+        "format_version": SECRETS_CHECK_VERSION,
         "project": project,
         "fix": fix,
         "ok": not bad,
         "exitCode": int(ExitCode.SECRET_UNDELIVERED if bad else ExitCode.OK),
-        "counts": {"total": len(statuses), "problems": len(bad), "states": dict(sorted(by_state.items()))},
+        "counts": counts,
         "secrets": [
             {
                 "address": object_path(status.address),

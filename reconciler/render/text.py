@@ -65,6 +65,9 @@ class _Writer:
         for below in change.cascade:
             line = f"- {change.cascade_address(below)} will be deleted with it ({visible(below.id)})"
             self.add("      " + self.paint("-", text=line))
+        for gone in change.removes_secrets:
+            whose = "" if change.server is not None else f" of client {value(gone.client)}"
+            self.add(f"      # secret{whose} removed from sink {value(gone.sink)}, key {value(gone.key)}")
         if plan is not None and change.secret is not None and change.issues_secret:
             self.secret(change, plan.sink_problem(change))
         for note in change.notes:

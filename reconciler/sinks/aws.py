@@ -32,10 +32,13 @@ from botocore.exceptions import (
 from reconciler.models import AwsSinkSpec
 from reconciler.secret import Secret
 from reconciler.sinks.base import (
+    Removal,
     SecretRecord,
     SinkError,
     Verification,
     aws_name_problem,
+    not_removed,
+    other_client,
     parse_settings,
     same_secret,
     secret_fields,
@@ -119,6 +122,37 @@ class AwsSink:
             except _Exists:  # another writer created it since our put: write a version on top
                 self._put(secret_id, payload=payload, token=token)
         log.debug("sink %r: stored the secret of %s as %s", self.name, record.key, secret_id)
+
+    def remove(self, record: SecretRecord) -> Removal:
+        """Delete the secret at once, without a recovery window (``ForceDeleteWithoutRecovery``): the
+        client it belonged to is gone, and a secret pending deletion could not take a new client's
+        secret of the same name. Left in place when it names another client id."""
+        secret_id = self._secret_id(record)
+        try:
+            response = self._call(
+                f"read {secret_id}", lambda c: c.get_secret_value(SecretId=secret_id), absent=True
+            )
+            self._check_owner(record, secret_id, response.get("SecretString"))
+            self._call(
+                f"delete {secret_id}",
+                lambda c: c.delete_secret(SecretId=secret_id, ForceDeleteWithoutRecovery=True),
+                absent=True,
+                writes=True,
+            )
+        except _Absent:
+            return Removal.ABSENT
+        log.debug("sink %r: deleted %s", self.name, secret_id)
+        return Removal.REMOVED
+
+    def _check_owner(self, record: SecretRecord, secret_id: str, text: str | None) -> None:
+        try:
+            document = json.loads(text or "null")
+        except ValueError:
+            document = None
+        stored = document.get("client_id") if isinstance(document, dict) else None
+        foreign = other_client(stored, record)
+        if foreign is not None:
+            raise self._error(not_removed(record, where=secret_id, stored=foreign))
 
     def verify(self, record: SecretRecord, secret: Secret) -> Verification:
         secret_id = self._secret_id(record)
@@ -249,7 +283,7 @@ def _hint(code: str) -> str:
     if code == "AccessDeniedException":
         return (
             " (allow secretsmanager:ListSecrets, CreateSecret, PutSecretValue and GetSecretValue "
-            "for the sink's names)"
+            "for the sink's names, and DeleteSecret with pruneSecrets)"
         )
     if code == "InvalidRequestException":
         return (

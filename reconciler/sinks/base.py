@@ -63,6 +63,24 @@ class SecretSink(Protocol):
 Delivery = tuple[SecretRecord, Secret]
 
 
+class Removal(StrEnum):
+    REMOVED = "removed"  # the sink held an entry under the key, and no longer does
+    ABSENT = "absent"  # the sink held nothing under the key: nothing to remove
+
+
+@runtime_checkable
+class RemovingSink(SecretSink, Protocol):
+    """A sink that can remove a secret (for Project ``pruneSecrets``: a deleted client's secret).
+
+    The command sink cannot (its program only ever receives a secret), so ``validate`` refuses
+    ``pruneSecrets`` when it is the default sink."""
+
+    def remove(self, record: SecretRecord) -> Removal:
+        """Remove what is stored under ``record.key``. Idempotent (ABSENT once gone). An entry that
+        names another client id than ``record.client_id`` (where the sink stores one) is left in place:
+        SinkError (see :func:`other_client`)."""
+
+
 @runtime_checkable
 class BatchingSink(SecretSink, Protocol):
     """A sink that stores several secrets in one write, and reads them back in one read."""
@@ -185,6 +203,22 @@ def same_secret(stored: object, secret: Secret) -> Verification:
     return Verification.MATCH if equal else Verification.DIFFERENT
 
 
+def other_client(stored: object, record: SecretRecord) -> str | None:
+    """The client id an entry stored under ``record.key`` names, when that is another client's than
+    ``record``'s: such an entry is not removed. None when it is the same client, or either is unknown."""
+    if isinstance(stored, str) and stored and record.client_id and stored != record.client_id:
+        return stored
+    return None
+
+
+def not_removed(record: SecretRecord, *, where: str, stored: str) -> str:
+    """Why an entry naming another client id was left in place (``where``: the sink's name for it)."""
+    return (
+        f"{where} holds the secret of client id {stored!r}, not of the deleted client "
+        f"{record.server}/{record.client} ({record.client_id!r}): left in place"
+    )
+
+
 SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
@@ -211,6 +245,8 @@ def invalid_settings(sink: str, exc: ValidationError, *, tagged: bool = False) -
 __all__ = [
     "BatchingSink",
     "Delivery",
+    "Removal",
+    "RemovingSink",
     "SecretRecord",
     "SecretSink",
     "SinkError",
@@ -221,6 +257,8 @@ __all__ = [
     "env_name",
     "invalid_settings",
     "leaves_prefix",
+    "not_removed",
+    "other_client",
     "parse_settings",
     "same_secret",
     "secret_fields",

@@ -10,6 +10,10 @@ The program does not inherit mcp-reconciler's environment, which holds ``DESCOPE
 every ``LC_*`` and ``TMPDIR`` (those that are set), the metadata above, and the variables the sink
 names in ``env`` (a name that is not set is left out). A bare program name is looked up on the same
 ``PATH`` the program gets.
+
+It cannot remove a secret (it is not a ``RemovingSink``): its program only ever receives one, and
+there is no documented way to ask it to forget one. ``validate`` refuses Project ``pruneSecrets``
+when it is the default sink.
 """
 
 from __future__ import annotations

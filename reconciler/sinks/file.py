@@ -6,6 +6,10 @@ written and fsynced temp file over it. ``flock`` locks belong to an open file de
 of one process exclude each other as firmly as separate processes do. A file that cannot be parsed is
 never overwritten: nothing a person put there is lost.
 
+The path a manifest gives is resolved against the folder of the file that declares the sink (by
+``Manifest.sink_settings``, before the sink is built), never the working directory: every run finds
+the same file, and every message names it absolute.
+
 Inside ``batch()`` (the applier's one hand-off of a step's secrets), ``deliver`` only stages: the
 block's end stores every staged secret in that one read-modify-write, so N secrets cost one rewrite
 of the file, not N (which made a first apply of thousands of secrets quadratic in I/O). The write is
@@ -38,10 +42,13 @@ from reconciler.models import FileSinkSpec
 from reconciler.secret import Secret
 from reconciler.sinks.base import (
     Delivery,
+    Removal,
     SecretRecord,
     SinkError,
     Verification,
     env_name,
+    not_removed,
+    other_client,
     parse_settings,
     same_secret,
 )
@@ -51,6 +58,10 @@ log = logging.getLogger("reconciler.sinks.file")
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 Format = Literal["json", "dotenv"]
+
+
+class Foreign(ValueError):
+    """The entry to remove names another client id (the exception's text)."""
 
 
 class Corrupt(ValueError):
@@ -67,13 +78,19 @@ class Codec(Protocol):
     def put_many(self, text: str, deliveries: Sequence[Delivery]) -> str:
         """``text`` with each secret stored under its record's key (a later one wins), in one pass."""
 
+    def drop(self, text: str, record: SecretRecord) -> str | None:
+        """``text`` without the entry of ``record.key``; None when it has none. Foreign when the entry
+        names another client id."""
+
 
 class FileSink:
     """Secrets in a JSON object keyed by secret key, or in ``NAME=value`` lines of a dotenv file."""
 
     def __init__(self, name: str, *, path: Path, format: Format = "json") -> None:
         self.name = name
-        self.path = Path(os.path.abspath(path))  # relative to the working directory at construction
+        # Absolute already when built from a manifest (Manifest.sink_settings resolves a relative path
+        # against the Project file's folder); a relative one given in code counts from the working directory.
+        self.path = Path(os.path.abspath(path))
         self.format = format
         self._codec: Codec = JsonCodec() if format == "json" else DotenvCodec()
         # A path without a name (the root folder) is refused by check() like any folder.
@@ -136,6 +153,24 @@ class FileSink:
             Verification.MISSING if value is None else same_secret(value, secret)
             for value, (_, secret) in zip(stored, deliveries, strict=True)
         ]
+
+    def remove(self, record: SecretRecord) -> Removal:
+        """Remove the entry of ``record.key`` in one locked rewrite (``RemovingSink``)."""
+        self._check_path()
+        if self._read() is None:
+            return Removal.ABSENT
+        with self._locked():
+            text = self._read() or ""
+            self._parse(text)
+            try:
+                rest = self._codec.drop(text, record)
+            except Foreign as exc:
+                where = f"{self.path}, key {record.key!r},"
+                raise self._error(not_removed(record, where=where, stored=str(exc))) from None
+            if rest is None:
+                return Removal.ABSENT
+            self._replace(rest)
+        return Removal.REMOVED
 
     def close(self) -> None:
         """Nothing stays open between calls."""
@@ -280,6 +315,17 @@ class JsonCodec:
             }
         return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
+    def drop(self, text: str, record: SecretRecord) -> str | None:
+        document = self._load(text)
+        if record.key not in document:
+            return None
+        entry = document[record.key]
+        stored = other_client(entry.get("clientId") if isinstance(entry, dict) else None, record)
+        if stored is not None:
+            raise Foreign(stored)
+        del document[record.key]
+        return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
     @staticmethod
     def _load(text: str) -> dict[str, Any]:
         if not text.strip():
@@ -343,6 +389,12 @@ class DotenvCodec:
         if added and kept and not kept[-1].endswith("\n"):
             kept[-1] += "\n"
         return "".join(kept + added)
+
+    def drop(self, text: str, record: SecretRecord) -> str | None:
+        name = env_name(record.key)
+        lines = list(_lines(text))
+        kept = [line.text for line in lines if line.name != name]
+        return None if len(kept) == len(lines) else "".join(kept)
 
 
 def quote(value: str) -> str:

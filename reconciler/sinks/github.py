@@ -23,7 +23,14 @@ from nacl.public import PublicKey, SealedBox
 
 from reconciler.models import GithubSinkSpec
 from reconciler.secret import Secret
-from reconciler.sinks.base import SecretRecord, SinkError, Verification, parse_settings, secret_name
+from reconciler.sinks.base import (
+    Removal,
+    SecretRecord,
+    SinkError,
+    Verification,
+    parse_settings,
+    secret_name,
+)
 
 log = logging.getLogger("reconciler.sinks.github")
 
@@ -107,6 +114,19 @@ class GithubSink:
         if response.status_code == 404:
             return Verification.MISSING
         raise self._refused(response, f"read the secret {name}")
+
+    def remove(self, record: SecretRecord) -> Removal:
+        """Delete the Actions secret (GitHub's DELETE is idempotent: 404 once it is gone). GitHub
+        never gives a value back, so whose secret it holds cannot be checked."""
+        name = secret_name(record.key)
+        action = f"delete the secret {name}"
+        response = self._request("DELETE", path=f"{self._base}/{name}", action=action)
+        if response.status_code == 404:
+            return Removal.ABSENT
+        if response.status_code != 204:
+            raise self._refused(response, action)
+        log.debug("sink %r: deleted the secret %s", self.name, name)
+        return Removal.REMOVED
 
     def close(self) -> None:
         self._http.close()

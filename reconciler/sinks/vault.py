@@ -1,5 +1,7 @@
 """The Vault sink: client secrets in HashiCorp Vault or OpenBao, KV version 2, through ``hvac``.
 
+``remove`` (Project ``pruneSecrets``) deletes a key's metadata and all of its versions.
+
 Writes use check-and-set (``cas`` = the version read just before), so that two writers never silently
 overwrite each other and mounts with ``cas_required`` work; a conflict is re-read and retried. Each
 thread gets its own hvac client, because the requests session underneath is not thread-safe. Errors
@@ -22,10 +24,13 @@ from hvac import exceptions as vault_errors
 from reconciler.models import VaultSinkSpec
 from reconciler.secret import Secret
 from reconciler.sinks.base import (
+    Removal,
     SecretRecord,
     SinkError,
     Verification,
     leaves_prefix,
+    not_removed,
+    other_client,
     parse_settings,
     same_secret,
     secret_fields,
@@ -135,6 +140,34 @@ class VaultSink:
             return Verification.MISSING
         stored = ((response or {}).get("data") or {}).get("data") or {}
         return same_secret(stored.get("client_secret"), secret)
+
+    def remove(self, record: SecretRecord) -> Removal:
+        """Delete the key's metadata and every version (older versions hold older secrets of the same
+        client), unless its latest version names another client id. Needs ``delete`` on
+        ``{mount}/metadata/{pathPrefix}*``."""
+        path = self._path(record)
+        try:
+            response = self._call(
+                f"read {self.mount}/{path}",
+                lambda c: c.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=self.mount, raise_on_deleted_version=True
+                ),
+                absent=vault_errors.InvalidPath,
+            )
+        except _Absent:
+            if self._version(path) == 0:
+                return Removal.ABSENT
+            response = None  # only deleted or destroyed versions are left: their metadata goes too
+        stored = ((response or {}).get("data") or {}).get("data") or {}
+        foreign = other_client(stored.get("client_id"), record)
+        if foreign is not None:
+            raise self._error(not_removed(record, where=f"{self.mount}/{path}", stored=foreign))
+        self._call(
+            f"delete {self.mount}/{path}",
+            lambda c: c.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=self.mount),
+        )
+        log.debug("sink %r: deleted %s/%s", self.name, self.mount, path)
+        return Removal.REMOVED
 
     def close(self) -> None:
         with self._clients_lock:
