@@ -63,7 +63,8 @@ def seed_body_for(tree: Path) -> dict[str, Any]:
 def run(
     command: Sequence[str], *, env: Mapping[str, str] | None = None, expect: tuple[int, ...] = (0,)
 ) -> dict[str, Any]:
-    """Run ``command`` once; its own wall, CPU and peak RSS (``wait4`` reports that child alone)."""
+    """Run ``command`` once; its own wall and CPU (``wait4`` reports that child alone) and ``ru_maxrss``,
+    which Linux keeps across ``execve`` (so at least the parent's size: ``probed`` reads the child's own)."""
     started = time.perf_counter()
     process = subprocess.Popen(
         list(command),
@@ -89,6 +90,17 @@ def run(
     }
 
 
+def probed(arguments: Sequence[str], *, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``run`` of the command through ``bench.probe`` (the console script's own entry point), whose own
+    peak memory replaces what ``wait4`` says (see bench.probe), with its fsyncs and bytes written."""
+    with tempfile.TemporaryDirectory(prefix="bench-probe-") as scratch:
+        out = Path(scratch) / "probe.json"
+        probe_env = {**(env or {}), "BENCH_PROBE_OUT": str(out)}
+        figures = run([sys.executable, "-m", "bench.probe", *arguments], env=probe_env)
+        figures.update(json.loads(out.read_text()))
+    return figures
+
+
 def median_run(command: Sequence[str], *, times: int) -> dict[str, Any]:
     runs = [run(command) for _ in range(times)]
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
@@ -102,7 +114,7 @@ def startup(times: int) -> dict[str, Any]:
 
 
 def validate(tree: Path) -> dict[str, Any]:
-    figures = run([str(SCRIPT), "validate", str(tree)])
+    figures = probed(["validate", str(tree)])
     done = subprocess.run(
         [sys.executable, "-c", COMPOSE_ONLY, str(tree)], capture_output=True, text=True, check=True
     )
@@ -120,7 +132,7 @@ def plan(tree: Path, servers: int, emulator: Any, *, latency_ms: float, concurre
         "MCP_RECONCILER_RATE_LIMIT": "100000/1",  # the tool itself, not a client-side limit
         "MCP_RECONCILER_CONCURRENCY": str(concurrency),
     }
-    figures = run([str(SCRIPT), "plan", str(tree)], env=env)
+    figures = probed(["plan", str(tree)], env=env)
     figures["calls"] = emulator.admin("GET", "stats")["total"]
     figures["floor_s"] = (2 + math.ceil(servers / concurrency)) * latency_ms / 1000
     figures["ratio"] = figures["wall_s"] / figures["floor_s"]
