@@ -136,20 +136,26 @@ def quick_check(kind: str) -> Check:
     judgement on thousands of valid and broken documents; jsonschema alone says what is wrong."""
     import jsonschema_rs  # noqa: PLC0415 - only loading manifests needs it
 
-    registry = jsonschema_rs.Registry(
-        [(SCHEMA_BASE + name, load_schema(name)) for name in _ALL_SCHEMAS], draft=jsonschema_rs.Draft202012
-    )
     validator = jsonschema_rs.Draft202012Validator(
         load_schema(KIND_SCHEMAS[kind]),
         formats={"uri": _is_uri},
         validate_formats=True,
         ignore_unknown_formats=False,
-        registry=registry,
+        registry=_rs_registry(),
         base_uri=SCHEMA_BASE + KIND_SCHEMAS[kind],
         offline=True,
     )
     valid: Check = validator.is_valid
     return valid
+
+
+@cache
+def _rs_registry() -> Any:
+    """Every shipped schema under its ``$id``, for jsonschema-rs (read once for all kinds)."""
+    import jsonschema_rs  # noqa: PLC0415 - only loading manifests needs it
+
+    resources = [(SCHEMA_BASE + name, load_schema(name)) for name in _ALL_SCHEMAS]
+    return jsonschema_rs.Registry(resources, draft=jsonschema_rs.Draft202012)
 
 
 def _is_uri(value: str) -> bool:

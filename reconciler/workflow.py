@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.applier import Applier, Progress
-from reconciler.delivery import Courier, Handoff, Masker, resume_all
+from reconciler.delivery import Courier, Handoff, Masker, Outcome, resume_all
 from reconciler.descope.client import DescopeClient
 from reconciler.descope.transport import resolve_base_url
 from reconciler.descope.wire import LiveState
@@ -509,15 +509,16 @@ async def _fix(
     courier: Courier, checked: Sequence[tuple[SecretStatus, Handoff | None]]
 ) -> list[SecretStatus]:
     """Deliver again every checked secret not in its sink, in one batch per sink (like an apply step)."""
-    wrong = [
-        (status, handoff) for status, handoff in checked if handoff is not None and status.state != "match"
+    handoffs = [h for status, h in checked if h is not None and status.state != "match"]
+    outcomes = iter(await courier.hand_off_many(handoffs))
+    return [
+        _redelivered(status, next(outcomes)) if h is not None and status.state != "match" else status
+        for status, h in checked
     ]
-    outcomes = iter(await courier.hand_off_many([handoff for _, handoff in wrong]))
-    fixed = {
-        id(status): replace(status, state="fixed" if outcome.delivered else "error", detail=outcome.reason)
-        for (status, _), outcome in zip(wrong, outcomes, strict=True)
-    }
-    return [fixed.get(id(status), status) for status, _ in checked]
+
+
+def _redelivered(status: SecretStatus, outcome: Outcome) -> SecretStatus:
+    return replace(status, state="fixed" if outcome.delivered else "error", detail=outcome.reason)
 
 
 def _clients(manifest: Manifest) -> list[tuple[str, ClientSpec, str]]:

@@ -127,18 +127,9 @@ class VaultSink:
         )
 
     def verify(self, record: SecretRecord, secret: Secret) -> Verification:
-        path = self._path(record)
-        try:
-            response = self._call(
-                f"read {self.mount}/{path}",
-                lambda c: c.secrets.kv.v2.read_secret_version(
-                    path=path, mount_point=self.mount, raise_on_deleted_version=True
-                ),
-                absent=vault_errors.InvalidPath,
-            )
-        except _Absent:
+        stored = self._latest(self._path(record))
+        if stored is None:
             return Verification.MISSING
-        stored = ((response or {}).get("data") or {}).get("data") or {}
         return same_secret(stored.get("client_secret"), secret)
 
     def remove(self, record: SecretRecord) -> Removal:
@@ -146,20 +137,11 @@ class VaultSink:
         client), unless its latest version names another client id. Needs ``delete`` on
         ``{mount}/metadata/{pathPrefix}*``."""
         path = self._path(record)
-        try:
-            response = self._call(
-                f"read {self.mount}/{path}",
-                lambda c: c.secrets.kv.v2.read_secret_version(
-                    path=path, mount_point=self.mount, raise_on_deleted_version=True
-                ),
-                absent=vault_errors.InvalidPath,
-            )
-        except _Absent:
-            if self._version(path) == 0:
-                return Removal.ABSENT
-            response = None  # only deleted or destroyed versions are left: their metadata goes too
-        stored = ((response or {}).get("data") or {}).get("data") or {}
-        foreign = other_client(stored.get("client_id"), record)
+        stored = self._latest(path)
+        if stored is None and self._version(path) == 0:
+            return Removal.ABSENT
+        # None with versions left: only deleted or destroyed ones, whose metadata goes too.
+        foreign = other_client((stored or {}).get("client_id"), record)
         if foreign is not None:
             raise self._error(not_removed(record, where=f"{self.mount}/{path}", stored=foreign))
         self._call(
@@ -187,6 +169,21 @@ class VaultSink:
                 f"would be written outside pathPrefix {self.path_prefix!r} of the mount {self.mount}/"
             )
         return vault_path(self.path_prefix, key=record.key)
+
+    def _latest(self, path: str) -> dict[str, Any] | None:
+        """The data of the latest version of ``path``; None when there is none (or it is deleted)."""
+        try:
+            response = self._call(
+                f"read {self.mount}/{path}",
+                lambda c: c.secrets.kv.v2.read_secret_version(
+                    path=path, mount_point=self.mount, raise_on_deleted_version=True
+                ),
+                absent=vault_errors.InvalidPath,
+            )
+        except _Absent:
+            return None
+        stored = ((response or {}).get("data") or {}).get("data") or {}
+        return stored if isinstance(stored, dict) else {}
 
     def _version(self, path: str) -> int:
         """The current version of ``path``, 0 when it does not exist yet (what ``cas`` expects)."""
