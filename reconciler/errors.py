@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from reconciler.descope.endpoints import Endpoint
@@ -54,6 +54,18 @@ class ReconcilerError(Exception):
     """Base of every error the tool reports to a person."""
 
     exit_code: ExitCode = ExitCode.ERROR
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Copied whole, whatever the subclass's __init__ takes: a fetch made in another process
+        # (reconciler.prefetch) raises its error here as if it had been made in this one.
+        return (_restored, (type(self), self.args, dict(self.__dict__)))
+
+
+def _restored(cls: type[ReconcilerError], args: tuple[Any, ...], state: dict[str, Any]) -> ReconcilerError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class UsageError(ReconcilerError):

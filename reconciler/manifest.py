@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Iterable, Mapping
+import re
+import stat
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from reconciler.schemas import KIND_SCHEMAS, api_version_problem, did_you_mean, 
 from reconciler.sinks.base import aws_name_problem, env_name, leaves_prefix, secret_name, vault_path
 from reconciler.tags import reserved_tag_problem
 from reconciler.variables import manifest_variables
-from reconciler.yamlsource import DocPath, Document, read_documents
+from reconciler.yamlsource import MAX_FILE_BYTES, DocPath, Document, read_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")
 PROJECT_ID_VARIABLE = "DESCOPE_PROJECT_ID"  # read by the API client too; a manifest's projectId must agree
@@ -122,8 +124,13 @@ def load_manifest(
     *,
     environ: Mapping[str, str] | None = None,
     var_values: Mapping[str, str] | None = None,
+    on_project: Callable[[str], None] | None = None,
 ) -> Manifest:
     """Load and validate the manifests under ``paths``; raise ManifestError listing every problem.
+
+    ``on_project`` is told the project's id as soon as the file holding the Project is read and its
+    Project document is valid, before the other files are read (``reconciler.prefetch`` starts reading
+    the live project then). It is a hint: the loaded Manifest, or its problems, are what count.
 
     Variables resolve from ``var_values`` (a values file) and from ``MCP_VAR_*`` in ``environ`` (the
     process environment by default), which wins, so one run can override a file's value; see
@@ -138,12 +145,49 @@ def load_manifest(
     environ = os.environ if environ is None else environ
     variables = manifest_variables(environ, var_values)
     loader = _Loader(environment_project=environ.get(PROJECT_ID_VARIABLE, ""))
-    for path, display in find_manifest_files(paths):
-        documents, problems = read_documents(path, display, variables)
+    files = find_manifest_files(paths)
+    read_first: dict[Path, tuple[list[Document], list[Problem]]] = {}
+    if on_project is not None and (project_file := _project_file(files)) is not None:
+        read_first[project_file[0]] = read_documents(*project_file, variables)
+        if (project_id := _project_id(read_first[project_file[0]][0])) is not None:
+            on_project(project_id)
+    for path, display in files:
+        early = read_first.pop(path, None)
+        documents, problems = early if early is not None else read_documents(path, display, variables)
         loader.problems.extend(problems)
         for doc in documents:
             loader.add(doc)
     return loader.finish(paths[0] if paths else ".")
+
+
+# A line that starts a Project document in block style, as ``export`` and people write it.
+_PROJECT_LINE = re.compile(rb"""^kind:[ \t]*(Project|'Project'|"Project")[ \t]*(#.*)?\r?$""", re.MULTILINE)
+
+
+def _project_file(files: list[tuple[Path, str]]) -> tuple[Path, str] | None:
+    """The first file with a ``kind: Project`` line (a guess, for a head start; None when none)."""
+    for path, display in files:
+        try:
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+                return None  # read_documents says what is wrong, in its turn
+            if _PROJECT_LINE.search(path.read_bytes()):
+                return path, display
+        except OSError:
+            return None
+    return None
+
+
+def _project_id(documents: list[Document]) -> str | None:
+    """The projectId of the one valid Project document among ``documents``, if there is one."""
+    probe = _Loader()
+    for doc in documents:
+        if isinstance(doc.data, dict) and doc.data.get("kind") == "Project":
+            probe.add(doc)
+    if probe.problems or len(probe.projects) != 1:
+        return None
+    project_id: str = probe.projects[0].spec.projectId
+    return project_id
 
 
 @dataclass
@@ -344,6 +388,14 @@ class _Loader:
                 self.problems.append(project.problem(("pruneSecrets",), problem))
         self._check_file_sinks(project, specs)
         seen: dict[tuple[str, ...], _Use] = {}
+        base = folder_of(project)
+        resolved: dict[str, str] = {}  # one realpath per sink path, not one per client
+
+        def resolve(path: str) -> str:
+            if path not in resolved:
+                resolved[path] = _resolved(path, base)
+            return resolved[path]
+
         for server_name, (_, source) in servers.items():
             for client in source.clients:
                 named = client.spec.secret.sink
@@ -356,7 +408,7 @@ class _Loader:
                     )
                 elif sink in declared:
                     self._check_destination(
-                        client, server_name, sink=sink, spec=specs[sink], seen=seen, base=folder_of(project)
+                        client, server_name, sink=sink, spec=specs[sink], seen=seen, resolve=resolve
                     )
 
     def _check_file_sinks(self, project: Document, specs: Mapping[str, SinkSpec | None]) -> None:
@@ -388,7 +440,7 @@ class _Loader:
         sink: str,
         spec: SinkSpec | None,
         seen: dict[tuple[str, ...], _Use],
-        base: Path,
+        resolve: Callable[[str], str],
     ) -> None:
         """The client's secret stays inside its sink's prefix, and no earlier client's secret is
         written to the same place, compared as the sink will write it (see :func:`_destination`)."""
@@ -398,7 +450,7 @@ class _Loader:
             where = ("secret", "key") if client.spec.secret.key else ("name",)
             self.problems.append(client.problem(where, refused))
             return
-        identity, place = _destination(sink, spec, key, base=base)
+        identity, place = _destination(sink, spec, key, resolve=resolve)
         use = _Use(client, server_name, sink, key, place)
         first = seen.setdefault(identity, use)
         if first is not use:
@@ -486,12 +538,14 @@ def _sink_spec(raw: Any) -> SinkSpec | None:
         return None
 
 
-def _destination(sink: str, spec: SinkSpec | None, key: str, *, base: Path) -> tuple[tuple[str, ...], str]:
+def _destination(
+    sink: str, spec: SinkSpec | None, key: str, *, resolve: Callable[[str], str]
+) -> tuple[tuple[str, ...], str]:
     """Where ``key`` ends up, as an identity that is equal for two keys exactly when the sinks would
     write one place, and as words. It uses the sinks' own name functions (``env_name``,
     ``secret_name``, ``vault_path``), so validate and the sinks cannot disagree."""
     if isinstance(spec, FileSinkSpec):
-        path = _resolved(spec.path, base)
+        path = resolve(spec.path)  # see _resolved
         if spec.format == "dotenv":
             variable = env_name(key)
             return ("file", path, "dotenv", variable), f"the variable {variable} in {path}"
@@ -623,15 +677,21 @@ def control_character_warnings(manifest: Manifest) -> list[str]:
     at the object that holds it: a Manifest keeps no finer positions."""
     from reconciler.textsafe import visible  # noqa: PLC0415 - needed by this function alone
 
+    def unsafe(*texts: str) -> bool:
+        return any(visible(text) != text for text in texts)
+
     texts: list[tuple[Location | None, str, str, str]] = []  # where, object, field ("" for its name), text
     for server in manifest.servers:
-        where = manifest.locations.get(("server", server.name))
-        address = f'server "{visible(server.name)}"'
-        texts.append((where, address, "", server.name))
-        texts += [(where, address, f"tags[{i}]", tag) for i, tag in enumerate(server.tags)]
-        scopes = enumerate(server.approvedScopes)
-        texts += [(where, address, f"approvedScopes[{i}].name", scope.name) for i, scope in scopes]
+        names = [scope.name for scope in server.approvedScopes]
+        if unsafe(server.name, *server.tags, *names):  # most manifests hold none: skip the rest
+            where = manifest.locations.get(("server", server.name))
+            address = f'server "{visible(server.name)}"'
+            texts.append((where, address, "", server.name))
+            texts += [(where, address, f"tags[{i}]", tag) for i, tag in enumerate(server.tags)]
+            texts += [(where, address, f"approvedScopes[{i}].name", name) for i, name in enumerate(names)]
         for client in server.clients:
+            if not unsafe(server.name, client.name, *client.tags):
+                continue
             where = manifest.locations.get(("client", server.name, client.name))
             address = f'client "{visible(server.name)}/{visible(client.name)}"'
             texts.append((where, address, "", client.name))

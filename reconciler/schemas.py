@@ -54,6 +54,7 @@ _ALL_SCHEMAS = (*KIND_SCHEMAS.values(), "common.schema.json", *OUTPUT_SCHEMAS)
 SCHEMA_BASE = "https://mcp-reconciler.dev/schemas/v1/"  # v1: the manifest format, API_VERSION
 EDITOR_BASE = SCHEMA_BASE + "editor/"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+_SPACE = re.compile(r"\s")  # what str.isspace() accepts: re's \s is Py_UNICODE_ISSPACE too
 
 format_checker = FormatChecker(formats=())
 
@@ -64,7 +65,7 @@ def is_absolute_url(value: object) -> bool:
     if not isinstance(value, str):
         return True
     parts = urlsplit(value)
-    if not parts.scheme or not _SCHEME.fullmatch(parts.scheme) or any(c.isspace() for c in value):
+    if not parts.scheme or not _SCHEME.fullmatch(parts.scheme) or _SPACE.search(value):
         raise ValueError("is not an absolute URL (expected e.g. https://host/path)")
     if parts.scheme.lower() in ("http", "https") and not parts.hostname:
         raise ValueError("is not an absolute URL: it has no host")

@@ -29,6 +29,7 @@ from reconciler.lock import LockSettings, ProjectLock
 from reconciler.models import ClientSpec, Manifest, secret_key
 from reconciler.plan import FORMAT_VERSION, ApplyResult, Plan, checksum, signature
 from reconciler.planner import PlanOptions, Target, build_plan, check_targets
+from reconciler.prefetch import Prefetch, prefetching
 from reconciler.provenance import differences, manifest_digests, unsafe_path
 from reconciler.schemas import validator_for_document
 from reconciler.sinks import build_sinks, close_sinks
@@ -75,10 +76,26 @@ class Connection:
         )
 
 
-async def plan_project(manifest: Manifest, connection: Connection, options: PlanOptions) -> Plan:
-    """Fetch the live state the manifests need and plan against it."""
-    live = await connection.fetch(manifest.project.projectId, _servers_needed(options))
+async def plan_project(
+    manifest: Manifest, connection: Connection, options: PlanOptions, *, live: LiveState | None = None
+) -> Plan:
+    """Fetch the live state the manifests need (unless ``live`` was read already) and plan against it."""
+    if live is None:
+        live = await connection.fetch(manifest.project.projectId, _servers_needed(options))
     return _plan_against(manifest, live, options)
+
+
+def early_reader(
+    connection: Connection, options: PlanOptions | None = None
+) -> contextlib.AbstractContextManager[Prefetch | None]:
+    """A head start on what :func:`plan_project` (with ``options``) or :func:`drift_project` (without)
+    fetches, read in another process while the manifests load (see reconciler.prefetch)."""
+    servers = _servers_needed(options) if options is not None else None
+
+    def fetch(project_id: str) -> LiveState:
+        return asyncio.run(connection.fetch(project_id, servers))
+
+    return prefetching(fetch, connection.environ)
 
 
 def _servers_needed(options: PlanOptions) -> set[str] | None:
@@ -92,8 +109,12 @@ def _plan_against(manifest: Manifest, live: LiveState, options: PlanOptions) -> 
     return build_plan(manifest, live, options)
 
 
-async def drift_project(manifest: Manifest, connection: Connection) -> DriftReport:
-    return detect_drift(manifest, await connection.fetch(manifest.project.projectId))
+async def drift_project(
+    manifest: Manifest, connection: Connection, *, live: LiveState | None = None
+) -> DriftReport:
+    if live is None:
+        live = await connection.fetch(manifest.project.projectId)
+    return detect_drift(manifest, live)
 
 
 def plan_key(environ: Mapping[str, str]) -> bytes | None:

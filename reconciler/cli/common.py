@@ -26,6 +26,7 @@ from reconciler.render.github import in_github_actions
 
 if TYPE_CHECKING:
     from reconciler.models import Manifest
+    from reconciler.prefetch import Prefetch
     from reconciler.workflow import Connection
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -199,12 +200,14 @@ def journal_for(manifest: Manifest, *, journal: Path | None, state_dir: Path | N
     return journal_path(manifest.base, journal=journal, state_dir=state_dir)
 
 
-def load(paths: Sequence[str], *, var_files: Sequence[str]) -> Manifest:
+def load(paths: Sequence[str], *, var_files: Sequence[str], early: Prefetch | None = None) -> Manifest:
+    """The manifests under ``paths``; ``early`` starts reading the live project once its id is known."""
     refuse_saved_plans(paths)
     values: dict[str, str] = {}
     for var_file in var_files:
         values.update(read_var_file(var_file))
-    return load_manifest(paths or DEFAULT_PATHS, var_values=values)
+    on_project = early.start if early is not None else None
+    return load_manifest(paths or DEFAULT_PATHS, var_values=values, on_project=on_project)
 
 
 # Bytes read to tell a saved plan (its first key is format_version) from a manifest.

@@ -31,6 +31,7 @@ from reconciler.textsafe import visible
 from reconciler.workflow import (
     check_sinks,
     drift_project,
+    early_reader,
     plan_key,
     plan_project,
     save_plan,
@@ -66,18 +67,20 @@ def plan_command(
     Reads DESCOPE_MANAGEMENT_KEY (and DESCOPE_BASE_URL) from the environment; the
     project is the Project manifest's projectId.
     """
-    manifest = load(paths, var_files=var_files)
     options = PlanOptions(
         prune=prune, allow_deletes=allow_deletes, targets=tuple(Target.parse(t) for t in targets)
     )
     link = connection(concurrency, rate_limit)
-    signing_key = plan_key(link.environ)
-    refusal: DeleteBudgetError | None = None
-    with group("Reading the live project and planning"):
-        try:
-            plan = asyncio.run(plan_project(manifest, link, options))
-        except DeleteBudgetError as refused:  # shown whole first: it is what the reviewer decides on
-            plan, refusal = refused.plan, refused
+    with early_reader(link, options) as early:
+        manifest = load(paths, var_files=var_files, early=early)
+        signing_key = plan_key(link.environ)
+        refusal: DeleteBudgetError | None = None
+        with group("Reading the live project and planning"):
+            live = early.take(manifest.project.projectId) if early is not None else None
+            try:
+                plan = asyncio.run(plan_project(manifest, link, options, live=live))
+            except DeleteBudgetError as refused:  # shown whole first: it is what the reviewer decides on
+                plan, refusal = refused.plan, refused
     sources = made_from(
         manifest, options, paths=recorded_paths(paths or DEFAULT_PATHS), var_files=recorded_paths(var_files)
     )
@@ -124,9 +127,12 @@ def drift_command(
 
     For a scheduled job: with --detailed-exitcode it exits 2 when anything drifted.
     """
-    manifest = load(paths, var_files=var_files)
-    with group("Reading the live project"):
-        report = asyncio.run(drift_project(manifest, connection(concurrency, rate_limit)))
+    link = connection(concurrency, rate_limit)
+    with early_reader(link) as early:
+        manifest = load(paths, var_files=var_files, early=early)
+        with group("Reading the live project"):
+            live = early.take(manifest.project.projectId) if early is not None else None
+            report = asyncio.run(drift_project(manifest, link, live=live))
     publish(render_drift_markdown(report), {"has-changes": report.has_drift, **report.summary})
     emit(report, output_format)
     return ExitCode.CHANGES if detailed_exitcode and report.has_drift else ExitCode.OK
