@@ -55,6 +55,7 @@ def emulator(*, latency_ms: float, rate: str | None = None) -> Iterator[Emulator
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "reconciler", "emulator", "--port", str(port), "--project-id", PROJECT]
+    command += ["--no-access-log"]  # its stdout is thrown away: formatting 1,000s of lines is not the API
     command += ["--latency-ms", str(latency_ms)] + (["--rate-limit", rate] if rate else [])
     env = {**os.environ, "DESCOPE_MANAGEMENT_KEY": key}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -129,7 +129,7 @@ class KindDescriptor:
 
     def payload(self, spec: Spec) -> dict[str, Any]:
         """The API fields a manifest entry states (manifest-only settings left out)."""
-        return {k: v for k, v in spec.mentioned().items() if k not in self.manifest_only}
+        return {k: v for k, v in spec.mentioned(self.manifest_only).items() if k not in self.manifest_only}
 
 
 # ---- the kinds ---------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,9 +34,10 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def mentioned(self) -> dict[str, Any]:
-        """The fields the manifest set, as API-shaped JSON (nested unset fields left out)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    def mentioned(self, exclude: AbstractSet[str] = frozenset()) -> dict[str, Any]:
+        """The fields the manifest set, as API-shaped JSON (nested unset fields left out), without the
+        fields named in ``exclude`` (never serialized: a server's clients are not dumped with it)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude=set(exclude) or None)
 
 
 ScopeCategory = Literal["permissions", "attributes", "connections"]

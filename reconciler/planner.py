@@ -89,9 +89,17 @@ class PlanOptions:
     lenient: bool = False
 
 
-def build_plan(manifest: Manifest, live: LiveState, options: PlanOptions | None = None) -> Plan:
-    """The changes that make ``live`` match ``manifest``; raises PlanError listing every problem."""
-    return _Planner(manifest, live, options or PlanOptions()).plan()
+def build_plan(
+    manifest: Manifest,
+    live: LiveState,
+    options: PlanOptions | None = None,
+    *,
+    desired: Sequence[Desired] | None = None,
+) -> Plan:
+    """The changes that make ``live`` match ``manifest``; raises PlanError listing every problem.
+    ``desired`` is ``desired_objects(manifest)`` when the caller made it already (while it waited)."""
+    wanted = tuple(desired) if desired is not None else desired_objects(manifest)
+    return _Planner(manifest, live, options or PlanOptions()).plan(wanted)
 
 
 @dataclass(frozen=True)
@@ -118,8 +126,7 @@ class _Planner:
         self.problems: list[str] = []
         self.moved_from: dict[tuple[Kind, tuple[str, ...]], LiveObject] = {}  # → its copy on another surface
 
-    def plan(self) -> Plan:
-        desired = desired_objects(self.manifest)
+    def plan(self, desired: tuple[Desired, ...]) -> Plan:
         for kind in roots():
             self._plan_under(kind, [d for d in desired if d.kind is kind.kind], _Parent())
         changes = self._targeted(self.changes)

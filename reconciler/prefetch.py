@@ -19,6 +19,7 @@ memory).
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import marshal
 import os
@@ -72,6 +73,7 @@ class Prefetch:
         except OSError:
             return
         sys.stderr.flush()  # what the parent has said so far is not said twice by the child
+        gc.freeze()  # what both hold stays shared: no collection in either writes to its pages
         try:
             pid = os.fork()
         except OSError as exc:  # no process to spare: read in this one later

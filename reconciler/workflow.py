@@ -24,6 +24,7 @@ from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, U
 from reconciler.files import write_atomically
 from reconciler.journal import Journal, OpenDelivery, open_deliveries
 from reconciler.journal_retention import compact_quietly, keep_runs
+from reconciler.kinds import Desired
 from reconciler.live import FetchProgress, fetch_live_state
 from reconciler.lock import LockSettings, ProjectLock
 from reconciler.models import ClientSpec, Manifest, secret_key
@@ -77,12 +78,18 @@ class Connection:
 
 
 async def plan_project(
-    manifest: Manifest, connection: Connection, options: PlanOptions, *, live: LiveState | None = None
+    manifest: Manifest,
+    connection: Connection,
+    options: PlanOptions,
+    *,
+    live: LiveState | None = None,
+    desired: Sequence[Desired] | None = None,
 ) -> Plan:
-    """Fetch the live state the manifests need (unless ``live`` was read already) and plan against it."""
+    """Fetch the live state the manifests need (unless ``live`` was read already) and plan against it
+    (with ``desired``, the manifests' objects, when they were made already)."""
     if live is None:
         live = await connection.fetch(manifest.project.projectId, _servers_needed(options))
-    return _plan_against(manifest, live, options)
+    return _plan_against(manifest, live, options, desired)
 
 
 def early_reader(
@@ -103,10 +110,12 @@ def _servers_needed(options: PlanOptions) -> set[str] | None:
     return {t.root for t in options.targets} if options.targets else None
 
 
-def _plan_against(manifest: Manifest, live: LiveState, options: PlanOptions) -> Plan:
+def _plan_against(
+    manifest: Manifest, live: LiveState, options: PlanOptions, desired: Sequence[Desired] | None = None
+) -> Plan:
     """The plan that makes ``live`` what ``manifest`` says, once every --target is known to exist."""
     check_targets(manifest, live, options.targets)
-    return build_plan(manifest, live, options)
+    return build_plan(manifest, live, options, desired=desired)
 
 
 async def drift_project(

@@ -263,10 +263,11 @@ def group(title: str) -> Iterator[None]:
             click.echo("::endgroup::", err=True)
 
 
-def publish(markdown: str, outputs: Mapping[str, str | int | bool]) -> None:
-    """Inside GitHub Actions: the markdown to the job summary, the counts to the step outputs."""
+def publish(markdown: Callable[[], str], outputs: Mapping[str, str | int | bool]) -> None:
+    """Inside GitHub Actions: the markdown (rendered only there) to the job summary, the counts to the
+    step outputs."""
     if in_github_actions(os.environ):
-        append_summary(os.environ, markdown)
+        append_summary(os.environ, markdown())
         write_outputs(os.environ, outputs)
 
 

@@ -85,6 +85,12 @@ if TYPE_CHECKING:
     "sees the other's objects; projected, servers/all and server/load also answer each Resource of type "
     "mcp as an MCP server. Clients of a Resource work through the client endpoints either way.",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Print a line for every request it answers (--no-access-log: a long benchmark or a busy CI log).",
+)
 def emulator(**options: Any) -> int:
     """Run the local Descope emulator (MCP server and Resource management API) until interrupted.
 
@@ -134,7 +140,8 @@ def emulator(**options: Any) -> int:
     if config.resource_surface == "projected":
         click.echo("Projected: MCP server endpoints also answer Resources of type mcp.", err=True)
     click.echo(f"Use it with: export DESCOPE_BASE_URL=http://{netloc}", err=True)
-    server = uvicorn.Server(uvicorn_config(app, host=host, port=port, quiet=False))
+    logged = options["access_log"]
+    server = uvicorn.Server(uvicorn_config(app, host=host, port=port, quiet=False, access_log=logged))
     try:
         server.run(sockets=[listener])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down cleanly

@@ -24,6 +24,7 @@ from reconciler.cli.common import (
 )
 from reconciler.cli.output import emit
 from reconciler.errors import DeleteBudgetError, ExitCode
+from reconciler.kinds import desired_objects
 from reconciler.planner import PlanOptions, Target
 from reconciler.provenance import made_from
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
@@ -74,19 +75,20 @@ def plan_command(
     with early_reader(link, options) as early:
         manifest = load(paths, var_files=var_files, early=early)
         signing_key = plan_key(link.environ)
+        # What needs only the manifests is made while the live project may still be being read.
+        recorded = recorded_paths(paths or DEFAULT_PATHS)
+        sources = made_from(manifest, options, paths=recorded, var_files=recorded_paths(var_files))
+        desired = desired_objects(manifest)
         refusal: DeleteBudgetError | None = None
         with group("Reading the live project and planning"):
             live = early.take(manifest.project.projectId) if early is not None else None
             try:
-                plan = asyncio.run(plan_project(manifest, link, options, live=live))
+                plan = asyncio.run(plan_project(manifest, link, options, live=live, desired=desired))
             except DeleteBudgetError as refused:  # shown whole first: it is what the reviewer decides on
                 plan, refusal = refused.plan, refused
-    sources = made_from(
-        manifest, options, paths=recorded_paths(paths or DEFAULT_PATHS), var_files=recorded_paths(var_files)
-    )
     plan = replace(plan, made_from=sources, sink_problems=check_sinks(plan, manifest, link.environ))
     publish(
-        render_plan_markdown(plan),
+        lambda: render_plan_markdown(plan),
         {"has-changes": plan.has_changes, **plan.summary, "changeset": plan.change_set},
     )
     if output_format != "text":  # the text plan shows each beside the changes it stops
@@ -133,7 +135,7 @@ def drift_command(
         with group("Reading the live project"):
             live = early.take(manifest.project.projectId) if early is not None else None
             report = asyncio.run(drift_project(manifest, link, live=live))
-    publish(render_drift_markdown(report), {"has-changes": report.has_drift, **report.summary})
+    publish(lambda: render_drift_markdown(report), {"has-changes": report.has_drift, **report.summary})
     emit(report, output_format)
     return ExitCode.CHANGES if detailed_exitcode and report.has_drift else ExitCode.OK
 

@@ -194,10 +194,19 @@ def is_zero(value: Any) -> bool:
 
 
 def omit_zero(value: Any) -> Any:
-    """``value`` without zero-valued object fields, recursively (a field emptied by this goes too)."""
+    """``value`` without zero-valued object fields, recursively (a field emptied by this goes too).
+    One pass per object: every search answer goes through it, once per client."""
     if isinstance(value, dict):
-        cleaned = {key: omit_zero(item) for key, item in value.items()}
-        return {key: item for key, item in cleaned.items() if not is_zero(item)}
+        cleaned: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(item, dict | list):
+                item = omit_zero(item)  # noqa: PLW2901 - the cleaned value replaces the raw one
+                if not item:
+                    continue
+            elif is_zero(item):
+                continue
+            cleaned[key] = item
+        return cleaned
     if isinstance(value, list):
         return [omit_zero(item) for item in value]
     return value

@@ -38,8 +38,11 @@ def quiet_dropped_connections() -> None:
         logger.addFilter(QuietDroppedConnections())
 
 
-def uvicorn_config(app: ASGIApp, *, host: str, port: int, quiet: bool) -> uvicorn.Config:
-    """Settings for either use; ``quiet`` leaves the process's logging configuration alone."""
+def uvicorn_config(
+    app: ASGIApp, *, host: str, port: int, quiet: bool, access_log: bool | None = None
+) -> uvicorn.Config:
+    """Settings for either use; ``quiet`` leaves the process's logging configuration alone and logs no
+    request, unless ``access_log`` says otherwise."""
     extra: dict[str, Any] = {"log_config": None, "log_level": "warning"} if quiet else {"log_level": "info"}
     config = uvicorn.Config(
         app,
@@ -48,7 +51,7 @@ def uvicorn_config(app: ASGIApp, *, host: str, port: int, quiet: bool) -> uvicor
         http="h11",  # the dropped-connection fault is proven against this protocol implementation
         ws="none",
         lifespan="off",
-        access_log=not quiet,
+        access_log=not quiet if access_log is None else access_log,
         timeout_graceful_shutdown=5,
         **extra,
     )
