@@ -1,0 +1,236 @@
+"""Security findings: rules judge each MCP server and client as it would stand, under a team policy (pure).
+
+A :class:`Rule` looks at one :class:`Subject` (a server, or a client with its server beside it, in the
+API's shape) and reports :class:`Hit` s; :func:`evaluate` turns hits into :class:`Finding` s under a
+:class:`Policy` (rules turned off, severities changed, parameters, exceptions with a reason). A plan
+judges the objects twice, as they stand and as they would stand after apply, and :func:`compare` marks
+each finding new, existing or resolved: what a pull request makes worse is what a reviewer looks at.
+
+The built-in rules live in ``reconciler.rules``; a team's own rules come from installed packages
+(``reconciler.rule_plugins``). The catalogue, its sources and how to tune it: README, "Security checks".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, Literal
+
+from reconciler.models import Location
+
+Severity = Literal["low", "medium", "high", "critical"]
+SEVERITIES: tuple[Severity, ...] = ("low", "medium", "high", "critical")  # mildest first
+SubjectKind = Literal["server", "client"]
+Status = Literal["new", "existing", "resolved"]
+FieldPath = tuple[str | int, ...]
+
+
+def severity_rank(severity: Severity) -> int:
+    """0 for low up to 3 for critical: findings sort worst first by minus this."""
+    return SEVERITIES.index(severity)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A source that motivates a rule: a specification section, an RFC, Descope's documentation."""
+
+    title: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Param:
+    """A rule's setting that a team may change in its Project's policy (a whole number)."""
+
+    default: int
+    description: str
+    minimum: int = 1
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One object as a rule sees it: its API fields (``approvedScopes`` a flat list of scope items,
+    each with its ``category`` where known), and for a client, its server's fields too. A field that
+    is absent is unknown to the manifests (not managed) or zero on the API; rules judge only what is
+    there."""
+
+    kind: SubjectKind
+    server: str
+    fields: Mapping[str, Any]
+    client: str | None = None
+    server_fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def address(self) -> str:
+        return f'client "{self.server}/{self.client}"' if self.kind == "client" else f'server "{self.server}"'
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a rule found on one subject: a message for people, the field it is about (for its file
+    position), and what tells two hits of one rule on one object apart (a URL, a pattern)."""
+
+    message: str
+    path: FieldPath = ()
+    detail: str = ""
+
+
+Check = Callable[[Subject, Mapping[str, int]], Iterable[Hit]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One check: its id and name, default severity, what it flags, why, where that comes from, how to
+    fix it, and the check itself (given the subject and the rule's parameters)."""
+
+    id: str
+    name: str
+    severity: Severity
+    applies_to: SubjectKind
+    summary: str
+    rationale: str
+    fix: str
+    references: tuple[Reference, ...]
+    check: Check = field(repr=False, compare=False)
+    params: Mapping[str, Param] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class PolicyException:
+    """A finding a team accepts, with the reason shown wherever the finding is: one rule, on one server
+    (and all its clients) or one client."""
+
+    rule: str
+    server: str
+    reason: str
+    client: str | None = None
+
+    def covers(self, finding: Finding) -> bool:
+        if finding.rule != self.rule or finding.server != self.server:
+            return False
+        return self.client is None or finding.client == self.client
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A team's settings of the rules (its Project's ``policy``); by default every rule on, as shipped."""
+
+    disabled: frozenset[str] = frozenset()
+    severities: Mapping[str, Severity] = field(default_factory=lambda: MappingProxyType({}))
+    params: Mapping[str, Mapping[str, int]] = field(default_factory=lambda: MappingProxyType({}))
+    exceptions: tuple[PolicyException, ...] = ()
+    fail_on: Severity | None = None  # the default of --fail-on; None: the command's own default
+
+    def settings(self, rule: Rule) -> dict[str, int]:
+        """The rule's parameters: its defaults, with the team's values over them."""
+        chosen = self.params.get(rule.id, {})
+        return {name: chosen.get(name, param.default) for name, param in rule.params.items()}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule's hit on one object, as reported: effective severity, where (the object, the field, and
+    the file position when the object comes from a manifest), and in a plan whether it is new."""
+
+    rule: str
+    name: str
+    severity: Severity
+    server: str
+    message: str
+    client: str | None = None
+    path: FieldPath = ()
+    detail: str = ""
+    location: Location | None = None
+    status: Status | None = None
+    excepted: str | None = None  # the reason of the policy exception that accepts it
+
+    @property
+    def key(self) -> tuple[str, str, str | None, str]:
+        """What makes two findings the same one, before and after a change."""
+        return (self.rule, self.server, self.client, self.detail)
+
+    @property
+    def address(self) -> str:
+        return (
+            f'client "{self.server}/{self.client}"' if self.client is not None else f'server "{self.server}"'
+        )
+
+    @property
+    def counts(self) -> bool:
+        """Whether it counts towards --fail-on and the summary's worst: not accepted, not gone."""
+        return self.excepted is None and self.status != "resolved"
+
+
+def evaluate(
+    subjects: Iterable[Subject], rules: Sequence[Rule], policy: Policy | None = None
+) -> list[Finding]:
+    """Every finding of ``rules`` on ``subjects`` under ``policy``, worst first, then by object."""
+    policy = policy or Policy()
+    active = [rule for rule in rules if rule.id not in policy.disabled]
+    found: list[Finding] = []
+    for subject in subjects:
+        for rule in active:
+            if rule.applies_to != subject.kind:
+                continue
+            settings = policy.settings(rule)
+            for hit in rule.check(subject, settings):
+                finding = Finding(
+                    rule=rule.id,
+                    name=rule.name,
+                    severity=policy.severities.get(rule.id, rule.severity),
+                    server=subject.server,
+                    client=subject.client,
+                    message=hit.message,
+                    path=hit.path,
+                    detail=hit.detail,
+                )
+                reason = next((e.reason for e in policy.exceptions if e.covers(finding)), None)
+                found.append(replace(finding, excepted=reason))
+    return ordered(found)
+
+
+def ordered(findings: Iterable[Finding]) -> list[Finding]:
+    """Worst first; then by object, rule and detail, so that output is stable."""
+    return sorted(
+        findings, key=lambda f: (-severity_rank(f.severity), f.server, f.client or "", f.rule, f.detail)
+    )
+
+
+def compare(after: Sequence[Finding], before: Sequence[Finding]) -> list[Finding]:
+    """``after`` marked new (not in ``before``) or existing, and what ``before`` had that ``after``
+    has not, marked resolved: what a change makes worse, leaves, and fixes."""
+    known = {finding.key for finding in before}
+    remaining = {finding.key for finding in after}
+    marked = [replace(f, status="existing" if f.key in known else "new") for f in after]
+    marked += [replace(f, status="resolved") for f in before if f.key not in remaining]
+    return ordered(marked)
+
+
+def at_or_above(
+    findings: Iterable[Finding], threshold: Severity | None, *, new_only: bool = False
+) -> list[Finding]:
+    """The findings that fail a run with ``--fail-on threshold`` (None: none do): counted ones at or
+    above it, and in a plan (``new_only``) only those the change introduces."""
+    if threshold is None:
+        return []
+    floor = severity_rank(threshold)
+    return [
+        f
+        for f in findings
+        if f.counts and severity_rank(f.severity) >= floor and (not new_only or f.status == "new")
+    ]
+
+
+def counts(findings: Iterable[Finding]) -> dict[str, int]:
+    """How many counted findings of each severity, and how many were accepted by an exception."""
+    tally: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+    accepted = 0
+    for finding in findings:
+        if finding.status == "resolved":
+            continue
+        if finding.excepted is not None:
+            accepted += 1
+        else:
+            tally[finding.severity] += 1
+    return {**tally, "excepted": accepted}
