@@ -47,6 +47,7 @@ class ExitCode(IntEnum):
     ERROR = 1
     CHANGES = 2
     SECRET_UNDELIVERED = 3
+    POLICY = 4  # a security finding at or above --fail-on (lint; plan: a new one)
     INTERRUPTED = 130
 
 

@@ -161,6 +161,63 @@ class Finding:
         """Whether it counts towards --fail-on and the summary's worst: not accepted, not gone."""
         return self.excepted is None and self.status != "resolved"
 
+    @property
+    def field(self) -> str:
+        """The field it is about, as a path (``approvedCallbackUrls[1]``); "" for the whole object."""
+        text = ""
+        for part in self.path:
+            text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        where = self.location
+        return {
+            "rule": self.rule,
+            "name": self.name,
+            "severity": self.severity,
+            "object": self.address,
+            "server": self.server,
+            "client": self.client,
+            "field": self.field,
+            "detail": self.detail,
+            "message": self.message,
+            "location": None
+            if where is None
+            else {"file": where.file, "line": where.line, "column": where.column},
+            "status": self.status,
+            "excepted": self.excepted,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Finding:
+        """A finding as ``to_json`` wrote it (in a saved plan, checked against its schema first)."""
+        where = data.get("location")
+        return cls(
+            rule=str(data["rule"]),
+            name=str(data["name"]),
+            severity=_severity(data["severity"]),
+            server=str(data["server"]),
+            client=None if data.get("client") is None else str(data["client"]),
+            message=str(data["message"]),
+            path=(str(data["field"]),) if data.get("field") else (),
+            detail=str(data.get("detail") or ""),
+            location=None
+            if not isinstance(where, Mapping)
+            else Location(str(where["file"]), int(where["line"]), int(where["column"])),
+            status=next((s for s in STATUSES if s == data.get("status")), None),
+            excepted=None if data.get("excepted") is None else str(data["excepted"]),
+        )
+
+
+STATUSES: tuple[Status, ...] = ("new", "existing", "resolved")
+
+
+def _severity(value: object) -> Severity:
+    found = next((s for s in SEVERITIES if s == value), None)
+    if found is None:
+        raise ValueError(f"not a severity: {value!r}")
+    return found
+
 
 def evaluate(
     subjects: Iterable[Subject], rules: Sequence[Rule], policy: Policy | None = None

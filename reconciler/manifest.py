@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from pydantic import ValidationError as ModelError
 from reconciler.descope import assumptions
 from reconciler.descope.resource_wire import UNSUPPORTED
 from reconciler.errors import ManifestError, Problem, UsageError
+from reconciler.findings import Rule
 from reconciler.models import (
     DEFAULT_OWNERSHIP_TAG,
     KIND_MODELS,
@@ -33,6 +34,7 @@ from reconciler.models import (
     GithubSinkSpec,
     Location,
     Manifest,
+    PolicySpec,
     ProjectSpec,
     ServerSpec,
     SinkSpec,
@@ -40,6 +42,8 @@ from reconciler.models import (
     VaultSinkSpec,
     secret_key,
 )
+from reconciler.policy import policy_problems
+from reconciler.rules import BUILTIN_RULES
 from reconciler.schemas import KIND_SCHEMAS, api_version_problem, did_you_mean, schema_issues, usable_part
 from reconciler.sinks.base import aws_name_problem, env_name, leaves_prefix, secret_name, vault_path
 from reconciler.tags import reserved_tag_problem
@@ -125,6 +129,7 @@ def load_manifest(
     environ: Mapping[str, str] | None = None,
     var_values: Mapping[str, str] | None = None,
     on_project: Callable[[str], None] | None = None,
+    rules: Sequence[Rule] | Callable[[], Sequence[Rule]] | None = None,
 ) -> Manifest:
     """Load and validate the manifests under ``paths``; raise ManifestError listing every problem.
 
@@ -140,11 +145,15 @@ def load_manifest(
 
     Relative paths in the Project (file sinks, command sinks' programs) count from the folder of its
     file, never from the working directory: :attr:`Manifest.folder`, which also holds the state folder.
+
+    The Project's ``policy`` may name only the rules in ``rules`` (None: the built-in ones; a caller
+    that runs installed plugins' rules passes them too), with their parameters, and only servers and
+    clients the manifests declare.
     """
     paths = list(paths)
     environ = os.environ if environ is None else environ
     variables = manifest_variables(environ, var_values)
-    loader = _Loader(environment_project=environ.get(PROJECT_ID_VARIABLE, ""))
+    loader = _Loader(environment_project=environ.get(PROJECT_ID_VARIABLE, ""), rules=rules)
     files = find_manifest_files(paths)
     read_first: dict[Path, tuple[list[Document], list[Problem]]] = {}
     if on_project is not None and (project_file := _project_file(files)) is not None:
@@ -199,8 +208,16 @@ class _Entry:
 
 
 class _Loader:
-    def __init__(self, *, environment_project: str = "") -> None:
+    def __init__(
+        self,
+        *,
+        environment_project: str = "",
+        rules: Sequence[Rule] | Callable[[], Sequence[Rule]] | None = None,
+    ) -> None:
         self.environment_project = environment_project  # DESCOPE_PROJECT_ID, "" when unset
+        # What the Project's policy may name; a function (the installed plugins' rules too) is called
+        # only when the policy names a rule that is not built in: plugins are someone else's code.
+        self.rules = BUILTIN_RULES if rules is None else rules
         self.problems: list[Problem] = []
         self.projects: list[_Entry] = []
         self.servers: list[_Entry] = []
@@ -247,6 +264,7 @@ class _Loader:
             self._check_project_id(project_doc)
             self._check_sinks(project_doc, servers)
             self._check_reserved_tags(project_doc, servers)
+            self._check_policy(project_doc, servers)
         if self.projects:
             self._check_surfaces(self.projects[0].spec, servers)
         if self.problems or not self.projects:
@@ -480,6 +498,30 @@ class _Loader:
                 for i, tag in enumerate(client.spec.tags):
                     if problem := reserved_tag_problem(tag, ownership_tag=owner):
                         self.problems.append(client.problem(("tags", i), problem))
+
+    def _check_policy(self, project: Document, servers: dict[str, tuple[ServerSpec, _ServerSource]]) -> None:
+        """The policy names rules, parameters, servers and clients that exist, and each exception can
+        apply (``reconciler.policy.policy_problems``). Read from the raw document, like the sinks, but
+        only once its schema passes: the schema check has reported what is wrong with it (the same key
+        twice would be noise), and the built Project lacks the broken parts, which shifts indexes."""
+        raw = project.data.get("policy")
+        if raw is None or any(
+            issue.unusable[:1] == ("policy",) for issue in schema_issues(project, "Project")
+        ):
+            return
+        try:
+            spec = PolicySpec.model_validate(raw)
+        except ModelError:
+            return  # what the model refuses and the schema let by: building the Project reported it
+        declared = {name: {client.name for client in server.clients} for name, (server, _) in servers.items()}
+        for path, message in policy_problems(spec, self._known_rules(spec), declared):
+            self.problems.append(project.problem(path, message, key=True))
+
+    def _known_rules(self, spec: PolicySpec) -> Sequence[Rule]:
+        if not callable(self.rules):
+            return self.rules
+        named = set(spec.rules) | {exception.rule for exception in spec.exceptions}
+        return BUILTIN_RULES if named <= {rule.id for rule in BUILTIN_RULES} else self.rules()
 
     def _locations(
         self, servers: dict[str, tuple[ServerSpec, _ServerSource]]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_OWNERSHIP_TAG = "managed-by:mcp-reconciler"
 # The manifest format: a document may say so in an optional ``apiVersion``; any other value is refused
@@ -205,6 +205,46 @@ class IgnoreRule(Spec):
         return str(getattr(self, self.key)) if self.key else ""
 
 
+# The severities of security findings, mildest first: the same as ``reconciler.findings.Severity``,
+# written out again because that module imports this one (a test holds the two to each other).
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class RuleSetting(Spec):
+    """A team's setting of one security rule, under the policy's ``rules``: off, another severity,
+    other parameters (names and minimums are the rule's own, checked by ``reconciler.policy``)."""
+
+    enabled: bool = True
+    severity: Severity | None = None  # None: the rule's own
+    params: dict[str, int] = Field(default_factory=dict)
+
+
+class PolicyExceptionSpec(Spec):
+    """A finding the team accepts: one rule on one server and all its clients, or on one client."""
+
+    rule: str
+    server: str
+    client: str | None = None  # None: the server and every client of it
+    reason: str
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_says_something(cls, reason: str) -> str:
+        # The one check a model makes beyond types (the schema makes it too): a reason is what a
+        # reviewer reads instead of the finding, so a policy built in code needs one as well.
+        if not reason.strip():
+            raise ValueError("a reason must say why the finding is accepted, not be empty or white space")
+        return reason
+
+
+class PolicySpec(Spec):
+    """The Project's ``policy``: how the security rules judge these manifests (``reconciler.policy``)."""
+
+    failOn: Literal["low", "medium", "high", "critical", "never"] | None = None  # None: each command's own
+    rules: dict[str, RuleSetting] = Field(default_factory=dict)
+    exceptions: tuple[PolicyExceptionSpec, ...] = ()
+
+
 class ProjectSpec(Spec):
     """The ``kind: Project`` document: settings of the reconciled Descope project."""
 
@@ -220,6 +260,9 @@ class ProjectSpec(Spec):
     defaultSink: str | None = None
     sinks: dict[str, SinkSpec] = Field(default_factory=dict)
     ignore: tuple[IgnoreRule, ...] = ()  # live objects that are someone else's: never planned or drift
+    # How the security rules judge the manifests; never sent to the API, but part of the digest of the
+    # "project settings" (reconciler.provenance): a saved plan's findings were judged under it.
+    policy: PolicySpec | None = None
 
     def sink_settings(self) -> dict[str, dict[str, Any]]:
         """Each sink's settings as written (no tokens ever live here), for digests; sinks are built

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.descope.wire import SURFACES, Surface
+from reconciler.findings import Finding
 from reconciler.kinds import KINDS, SECRET_ACTIONS, Action, JsonValue, Kind
 from reconciler.scopes import ScopesFormat
 from reconciler.textsafe import visible
@@ -43,7 +44,7 @@ __all__ = [
     "signature",
 ]
 
-FORMAT_VERSION = 4  # 3 added the surface of server changes; 4 list items, cascades, sink problems
+FORMAT_VERSION = 5  # 3 added the surface of server changes; 4 list items, cascades, sink problems; 5 findings
 SIGNATURE_PREFIX = "hmac-sha256:"
 
 
@@ -293,6 +294,9 @@ class Plan:
     # Found by plan, for people: a sink that cannot take the secrets the plan issues (sink → why).
     sink_problems: Mapping[str, str] = field(default_factory=dict)
     refused: str | None = None  # why planning refused this plan (a delete budget): shown, never applied
+    # Security findings on the objects the manifests name, marked new, existing or resolved (for people
+    # and policy tools: not part of the change set).
+    findings: tuple[Finding, ...] = ()
 
     @property
     def summary(self) -> dict[str, int]:
@@ -368,6 +372,7 @@ class Plan:
             "withheld": [w.to_json() for w in self.withheld],
             "madeFrom": self.made_from.to_json(),
             "sinkProblems": dict(sorted(self.sink_problems.items())),
+            "findings": [finding.to_json() for finding in self.findings],
         }
         if self.refused is not None:
             body["refused"] = self.refused
@@ -390,6 +395,7 @@ class Plan:
             made_from=Provenance.from_json(data["madeFrom"]),
             sink_problems=dict(data.get("sinkProblems") or {}),
             refused=data.get("refused"),
+            findings=tuple(Finding.from_json(f) for f in data.get("findings") or ()),
         )
 
 

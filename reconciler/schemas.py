@@ -48,7 +48,7 @@ KIND_SCHEMAS = {
 # The JSON documents the commands print (--format json, plan --out), each described by a schema.
 OUTPUT_SCHEMAS = (
     *("plan.schema.json", "drift.schema.json", "apply.schema.json", "validate.schema.json"),
-    *("export.schema.json", "secrets-check.schema.json"),
+    *("export.schema.json", "secrets-check.schema.json", "lint.schema.json"),
 )
 _ALL_SCHEMAS = (*KIND_SCHEMAS.values(), "common.schema.json", *OUTPUT_SCHEMAS)
 SCHEMA_BASE = "https://mcp-reconciler.dev/schemas/v1/"  # v1: the manifest format, API_VERSION

@@ -22,6 +22,8 @@ from reconciler.descope.wire import LiveState
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.files import write_atomically
+from reconciler.finding_locations import locate, object_location
+from reconciler.findings import SEVERITIES, Finding, Severity, at_or_above, compare, evaluate, ordered
 from reconciler.journal import Journal, OpenDelivery, open_deliveries
 from reconciler.journal_retention import compact_quietly, keep_runs
 from reconciler.kinds import Desired
@@ -30,12 +32,15 @@ from reconciler.lock import LockSettings, ProjectLock
 from reconciler.models import ClientSpec, Manifest, secret_key
 from reconciler.plan import FORMAT_VERSION, ApplyResult, Plan, checksum, signature
 from reconciler.planner import PlanOptions, Target, build_plan, check_targets
+from reconciler.policy import TeamPolicy, policy_of
 from reconciler.prefetch import Prefetch, prefetching
 from reconciler.provenance import differences, manifest_digests, unsafe_path
+from reconciler.rule_plugins import all_rules
 from reconciler.schemas import validator_for_document
 from reconciler.sinks import build_sinks, close_sinks
 from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
 from reconciler.stale import moved_since, plan_differences
+from reconciler.subjects import live_subjects, manifest_subjects
 from reconciler.textsafe import json_visible
 from reconciler.throttle import Throttle, ThrottleSettings
 
@@ -89,7 +94,7 @@ async def plan_project(
     (with ``desired``, the manifests' objects, when they were made already)."""
     if live is None:
         live = await connection.fetch(manifest.project.projectId, _servers_needed(options))
-    return _plan_against(manifest, live, options, desired)
+    return plan_against(manifest, live, options, desired)
 
 
 def early_reader(
@@ -110,7 +115,12 @@ def _servers_needed(options: PlanOptions) -> set[str] | None:
     return {t.root for t in options.targets} if options.targets else None
 
 
-def _plan_against(
+async def live_for_plan(manifest: Manifest, connection: Connection, options: PlanOptions) -> LiveState:
+    """The live state a plan with ``options`` reads: every server, and the clients of those it plans."""
+    return await connection.fetch(manifest.project.projectId, _servers_needed(options))
+
+
+def plan_against(
     manifest: Manifest, live: LiveState, options: PlanOptions, desired: Sequence[Desired] | None = None
 ) -> Plan:
     """The plan that makes ``live`` what ``manifest`` says, once every --target is known to exist."""
@@ -335,7 +345,7 @@ async def apply_fresh(
     """Finish open deliveries, plan, ask ``confirm``, apply, all under the project's lock (taken before
     the journal or the live project is read). No result when declined or nothing to do."""
     async with _writing(manifest, connection, settings, options) as run:
-        plan = _plan_against(manifest, run.live, options)
+        plan = plan_against(manifest, run.live, options)
         if not plan.changes:
             resumed = run.resumed
             return plan, resumed if resumed.delivered or resumed.undelivered or resumed.notices else None
@@ -594,3 +604,80 @@ async def _check_one(
 
 async def fetch_for_export(connection: Connection, project_id: str) -> LiveState:
     return await connection.fetch(project_id)
+
+
+# ---- security findings -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Review:
+    """The security findings of one run, the rules that ran, and the severity that fails it."""
+
+    findings: tuple[Finding, ...]
+    rules: tuple[str, ...]
+    fail_on: Severity | None
+
+    def failing(self, *, new_only: bool = False) -> list[Finding]:
+        return at_or_above(self.findings, self.fail_on, new_only=new_only)
+
+
+def fail_threshold(asked: str | None, team: TeamPolicy, default: Severity | None) -> Severity | None:
+    """``--fail-on`` when given, else the Project policy's ``failOn``, else the command's default."""
+    chosen = asked if asked is not None else team.fail_on
+    if chosen is None:
+        return default
+    return None if chosen == "never" else next((s for s in SEVERITIES if s == chosen), default)
+
+
+def lint_manifest(manifest: Manifest, *, fail_on: str | None = None) -> Review:
+    """The manifests' findings as written (offline), located at their fields, under the team's policy."""
+    rules = all_rules()
+    team = policy_of(manifest.project.policy)
+    found = evaluate(manifest_subjects(manifest), rules, team.policy)
+    return Review(
+        tuple(locate(found, manifest.locations)),
+        tuple(r.id for r in rules if r.id not in team.policy.disabled),
+        fail_threshold(fail_on, team, "high"),
+    )
+
+
+def review_plan(
+    manifest: Manifest,
+    live: LiveState,
+    plan: Plan,
+    options: PlanOptions,
+    *,
+    desired: Sequence[Desired] | None = None,
+    fail_on: str | None = None,
+) -> Review:
+    """The findings of the objects the manifests name, as they stand live and as they will stand once
+    ``plan`` is applied, marked new, existing or resolved (a targeted plan: only its targets' servers).
+    An object the plan leaves alone stands after as before: it is judged once."""
+    rules = all_rules()
+    team = policy_of(manifest.project.policy)
+    before, after = live_subjects(manifest, live, desired)
+    if options.targets:
+        roots = {target.root for target in options.targets}
+        before = [s for s in before if s.server in roots]
+        after = [s for s in after if s.server in roots]
+    changed = {change.path for change in plan.changes}
+
+    def rejudged(server: str, client: str | None) -> bool:
+        # A client is judged with its server's fields beside it: a changed server changes its clients'.
+        return (server,) in changed or (client is not None and (server, client) in changed)
+
+    found_before = evaluate(before, rules, team.policy)
+    found_after = evaluate([s for s in after if rejudged(s.server, s.client)], rules, team.policy)
+    found_after += [f for f in found_before if not rejudged(f.server, f.client)]
+    marked = compare(found_after, found_before)
+    # New and resolved ones point at their field (what the change touches: a few files read again);
+    # existing ones at their object, which costs nothing even when thousands are live.
+    moved = locate([f for f in marked if f.status != "existing"], manifest.locations)
+    kept = [
+        replace(f, location=object_location(f, manifest.locations)) for f in marked if f.status == "existing"
+    ]
+    return Review(
+        tuple(ordered([*moved, *kept])),
+        tuple(r.id for r in rules if r.id not in team.policy.disabled),
+        fail_threshold(fail_on, team, None),
+    )

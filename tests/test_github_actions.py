@@ -203,7 +203,8 @@ def test_every_action_is_pinned_to_a_commit() -> None:
             elif reference.startswith("$/"):  # this repository at the running commit: nothing to pin
                 assert reference == "$/.github/workflows/mcp-reconciler-apply-environment.yml", line
             else:
-                assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", reference), line
+                # owner/repo, or an action in a folder of it (github/codeql-action/upload-sarif)
+                assert re.fullmatch(r"[\w.-]+/[\w.-]+(?:/[\w.-]+)*@[0-9a-f]{40}", reference), line
                 assert re.match(r" # v\d+\.\d+\.\d+$", comment), line
     setup = next(steps_of(load(ACTION)))
     assert re.fullmatch(r"actions/setup-python@[0-9a-f]{40}", setup["uses"])
@@ -290,7 +291,12 @@ def test_plan_workflow() -> None:
     assert "github.event.pull_request.number" in workflow["concurrency"]["group"]
     job = workflow["jobs"]["plan"]
     assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
-    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert job["permissions"] == {
+        "contents": "read",
+        "pull-requests": "write",
+        "security-events": "write",
+        "actions": "read",
+    }
     # The read-only key and the project id of each environment: never an apply environment's.
     assert job["environment"].endswith("-read")
     plan = our_step(workflow)
@@ -316,6 +322,36 @@ def test_plan_workflow() -> None:
     text = WORKFLOWS["plan"].read_text(encoding="utf-8").lower()
     assert "can only read" in text
     assert "anyone who can push a branch" in text
+
+
+def test_plan_workflow_uploads_the_security_findings_to_code_scanning() -> None:
+    """lint --format sarif over the plan's manifests, uploaded per environment even after a failed plan."""
+    job = load(WORKFLOWS["plan"])["jobs"]["plan"]
+    assert job["permissions"]["security-events"] == "write"
+    (lint,) = [step for step in job["steps"] if "mcp-reconciler lint" in step.get("run", "")]
+    words = shlex.split(lint["run"])
+    assert words[:3] == ["mcp-reconciler", "lint", "$MANIFESTS"]  # what the plan reads: env.MANIFESTS
+    assert words[words.index("--format") + 1] == "sarif"
+    assert words[words.index("--fail-on") + 1] == "never"  # exit 4 would skip the upload
+    assert words[-2:] == [">", "mcp-reconciler.sarif"]
+    (upload,) = uses(job, "github/codeql-action/upload-sarif")
+    assert re.fullmatch(r"github/codeql-action/upload-sarif@[0-9a-f]{40}", upload["uses"])
+    line = next(
+        line for line in WORKFLOWS["plan"].read_text(encoding="utf-8").splitlines() if upload["uses"] in line
+    )
+    assert re.search(r" # v4\.\d+\.\d+$", line), line  # pinned within major version 4 (v3 is retired)
+    assert upload["with"]["sarif_file"] == "mcp-reconciler.sarif"
+    assert upload["with"]["category"] == "mcp-reconciler-${{ matrix.environment }}"
+    # Both run after a failed plan (!cancelled() overrides the implicit success()), lint once the plan
+    # step ran the tool, the upload once lint wrote the file.
+    assert lint["if"] == "${{ !cancelled() && steps.plan.outputs.exit-code != '' }}"
+    assert upload["if"] == "${{ !cancelled() && steps.lint.outcome == 'success' }}"
+    steps = job["steps"]
+    (plan,) = our_steps(job)
+    assert steps.index(plan) < steps.index(lint) < steps.index(upload)
+    # After every comment step: a failure here never marks the plan comment out of date.
+    comments = uses(job, "peter-evans/create-or-update-comment")
+    assert max(steps.index(step) for step in comments) < steps.index(lint)
 
 
 def test_the_comment_markers_of_the_environments_are_distinct() -> None:

@@ -63,6 +63,9 @@ MODEL_SCHEMAS: list[tuple[type[BaseModel], dict[str, Any]]] = [
     (models.VaultSinkSpec, _fragment("project.schema.json", "$defs", "vaultSink")),
     (models.AwsSinkSpec, _fragment("project.schema.json", "$defs", "awsSink")),
     (models.GithubSinkSpec, _fragment("project.schema.json", "$defs", "githubSink")),
+    (models.PolicySpec, _fragment("project.schema.json", "properties", "policy")),
+    (models.RuleSetting, _fragment("project.schema.json", "$defs", "ruleSetting")),
+    (models.PolicyExceptionSpec, _fragment("project.schema.json", "$defs", "policyException")),
 ]
 
 

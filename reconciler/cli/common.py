@@ -23,6 +23,7 @@ from reconciler.errors import UsageError
 from reconciler.ghactions import append_summary, write_outputs
 from reconciler.manifest import load_manifest, read_var_file
 from reconciler.render.github import in_github_actions
+from reconciler.rule_plugins import all_rules
 
 if TYPE_CHECKING:
     from reconciler.models import Manifest
@@ -207,7 +208,7 @@ def load(paths: Sequence[str], *, var_files: Sequence[str], early: Prefetch | No
     for var_file in var_files:
         values.update(read_var_file(var_file))
     on_project = early.start if early is not None else None
-    return load_manifest(paths or DEFAULT_PATHS, var_values=values, on_project=on_project)
+    return load_manifest(paths or DEFAULT_PATHS, var_values=values, on_project=on_project, rules=all_rules)
 
 
 # Bytes read to tell a saved plan (its first key is format_version) from a manifest.

@@ -62,6 +62,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "reconciler.cli.export:export_command",
         "Write manifests from the live project: one file per server, clients inline.",
     ),
+    "lint": (
+        "reconciler.cli.lint:lint_command",
+        "Check the manifests against the security rules, offline.",
+    ),
     "plan": (
         "reconciler.cli.plan:plan_command",
         "Show what apply would change in the Descope project, field by field.",
@@ -315,7 +319,7 @@ def write_crash_log(environ: Mapping[str, str]) -> Path | None:
     folder = Path(os.path.abspath(folder))  # the message names it absolute
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     text = (
-        f"mcp-reconciler {_version()} on Python {sys.version.split()[0]}\n"
+        f"mcp-reconciler {tool_version()} on Python {sys.version.split()[0]}\n"
         f"command: {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}"
     )
     text = blank_credentials(text, environ)
@@ -340,8 +344,9 @@ def blank_credentials(text: str, environ: Mapping[str, str]) -> str:
     return text
 
 
-def _version() -> str:
-    from importlib import metadata  # noqa: PLC0415 - slow to import, and only a crash log needs it
+def tool_version() -> str:
+    """This installation's version, for crash logs and SARIF."""
+    from importlib import metadata  # noqa: PLC0415 - slow to import, and only a few need it
 
     try:
         return metadata.version("mcp-reconciler")

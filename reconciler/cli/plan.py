@@ -20,8 +20,10 @@ from reconciler.cli.common import (
     group,
     load,
     manifest_options,
+    plural,
     publish,
 )
+from reconciler.cli.lint import FAIL_ON_OPTION
 from reconciler.cli.output import emit
 from reconciler.errors import DeleteBudgetError, ExitCode
 from reconciler.kinds import desired_objects
@@ -33,8 +35,10 @@ from reconciler.workflow import (
     check_sinks,
     drift_project,
     early_reader,
+    live_for_plan,
+    plan_against,
     plan_key,
-    plan_project,
+    review_plan,
     save_plan,
 )
 
@@ -50,6 +54,7 @@ from reconciler.workflow import (
 )
 @click.option("--allow-deletes", type=click.IntRange(min=0), help="Accept up to N deletes, over maxDeletes.")
 @TARGET_OPTION
+@FAIL_ON_OPTION
 def plan_command(
     *,
     paths: tuple[str, ...],
@@ -62,6 +67,7 @@ def plan_command(
     prune: bool | None,
     allow_deletes: int | None,
     targets: tuple[str, ...],
+    fail_on: str | None,
 ) -> int:
     """Show what apply would change in the Descope project, field by field.
 
@@ -82,11 +88,19 @@ def plan_command(
         refusal: DeleteBudgetError | None = None
         with group("Reading the live project and planning"):
             live = early.take(manifest.project.projectId) if early is not None else None
+            if live is None:
+                live = asyncio.run(live_for_plan(manifest, link, options))
             try:
-                plan = asyncio.run(plan_project(manifest, link, options, live=live, desired=desired))
+                plan = plan_against(manifest, live, options, desired)
             except DeleteBudgetError as refused:  # shown whole first: it is what the reviewer decides on
                 plan, refusal = refused.plan, refused
-    plan = replace(plan, made_from=sources, sink_problems=check_sinks(plan, manifest, link.environ))
+            review = review_plan(manifest, live, plan, options, desired=desired, fail_on=fail_on)
+    plan = replace(
+        plan,
+        made_from=sources,
+        sink_problems=check_sinks(plan, manifest, link.environ),
+        findings=review.findings,
+    )
     publish(
         lambda: render_plan_markdown(plan),
         {"has-changes": plan.has_changes, **plan.summary, "changeset": plan.change_set},
@@ -108,6 +122,14 @@ def plan_command(
             f"mcp-reconciler apply {out}",
             err=True,
         )
+    failing = review.failing(new_only=True)
+    if failing:
+        click.echo(
+            f"error: this change brings {len(failing)} security finding{plural(len(failing))} at or above "
+            f"{review.fail_on} (--fail-on, or the Project policy's failOn)",
+            err=True,
+        )
+        return ExitCode.POLICY
     return ExitCode.CHANGES if detailed_exitcode and plan.has_changes else ExitCode.OK
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.drift import DriftReport, Duplicated, Unmanaged
+from reconciler.findings import SEVERITIES, Finding, counts
 from reconciler.kinds import KINDS
 from reconciler.plan import ACTION_SYMBOLS, Action, Change, FieldChange, Plan, Withheld
 from reconciler.render.text import NO_CHANGES, NO_CHANGES_BUT_WITHHELD, WONT
@@ -294,7 +295,15 @@ def render_plan_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
         head += f"\nChange set {code(plan.change_set)}\n"
     else:
         head += (NO_CHANGES if not plan.withheld else NO_CHANGES_BUT_WITHHELD) + "\n"
+    head += _findings_banner(plan.findings)
+    new = [f for f in plan.findings if f.status == "new"]
     sections = [
+        # First: what the change makes worse is what a security reviewer must not miss under the cap.
+        _Section(
+            f"### Security findings this change brings ({len(new):,})",
+            tuple(_finding_item(f) for f in new),
+            ("new finding", "new findings"),
+        ),
         _Section(
             f"### Withheld: changes this plan will not make ({len(plan.withheld):,})",
             tuple(_withheld_item(w) for w in plan.withheld),
@@ -305,6 +314,20 @@ def render_plan_markdown(plan: Plan, *, limit: int = MARKDOWN_LIMIT) -> str:
             tuple(_plan_block(c, plan) for c in plan.changes),
             ("changed object", "changed objects"),
             separator="\n\n",
+        ),
+    ]
+    resolved = [f for f in plan.findings if f.status == "resolved"]
+    existing = [f for f in plan.findings if f.status == "existing"]
+    sections += [
+        _Section(
+            f"### Security findings this change resolves ({len(resolved):,})",
+            tuple(_finding_item(f) for f in resolved),
+            ("resolved finding", "resolved findings"),
+        ),
+        _Section(
+            f"### Security findings already live ({len(existing):,})",
+            tuple(_finding_item(f) for f in existing),
+            ("existing finding", "existing findings"),
         ),
     ]
     whole = "the full plan in the job log or the plan artifact"
@@ -370,6 +393,72 @@ def _plan_block(change: Change, plan: Plan) -> str:
 
 def _withheld_item(withheld: Withheld) -> str:
     return f"- {md_text(withheld.address)}: {md_text(withheld.reason)}"
+
+
+# ---- security findings ----------------------------------------------------------------------------
+
+SEVERITY_BADGES = {"critical": "🟥 critical", "high": "🟧 high", "medium": "🟨 medium", "low": "🟦 low"}
+
+
+def _findings_banner(findings: Sequence[Finding]) -> str:
+    """A line for the plan's head: how many findings the change brings, by severity, and the others."""
+    if not findings:
+        return ""
+    new = [f for f in findings if f.status == "new"]
+    existing = sum(1 for f in findings if f.status == "existing" and f.excepted is None)
+    resolved = sum(1 for f in findings if f.status == "resolved")
+    others = f"{existing:,} already live, {resolved:,} resolved by this change"
+    counted = [f for f in new if f.excepted is None]
+    if not counted:
+        return f"\nSecurity: no new findings ({others}).\n"
+    worst = counted[0].severity  # findings come worst first
+    kind = "CAUTION" if worst in ("critical", "high") else "WARNING"
+    brings = _count(len(counted), "security finding", plural="security findings")
+    return f"\n> [!{kind}]\n> This change brings {brings} ({_tally(counted)}); {others}.\n"
+
+
+def _tally(findings: Sequence[Finding]) -> str:
+    counted = counts(findings)
+    return ", ".join(f"{counted[s]:,} {s}" for s in reversed(SEVERITIES) if counted[s])
+
+
+def _finding_item(finding: Finding) -> str:
+    """One finding as a list item: severity, rule, object and field, what is wrong, where."""
+    at = finding.location
+    where = f" at {code(f'{at.file}:{at.line}:{at.column}')}" if at is not None else ""
+    field = f" {code(finding.field)}" if finding.field else ""
+    item = (
+        f"- {SEVERITY_BADGES[finding.severity]} {code(finding.rule)} {md_text(finding.name)}: "
+        f"{md_text(finding.address)}{field}{where}: {md_text(_one_line(finding.message))}"
+    )
+    if finding.excepted is not None:
+        item += f" (accepted by the policy: {md_text(_one_line(finding.excepted))})"
+    return item
+
+
+def render_findings_markdown(
+    findings: Sequence[Finding], *, project_id: str, limit: int = MARKDOWN_LIMIT
+) -> str:
+    """``lint``'s findings as a pull-request comment: counts, then every finding, worst first."""
+    head = _heading(lint_marker(project_id), title="mcp-reconciler lint", project_id=project_id)
+    shown = [f for f in findings if f.status != "resolved"]
+    counted = [f for f in shown if f.excepted is None]
+    if counted:
+        head += _summary_table("severity", [(s, counts(counted)[s]) for s in reversed(SEVERITIES)])
+    else:
+        head += "No security findings.\n"
+    accepted = len(shown) - len(counted)
+    if accepted:
+        head += f"\n{_count(accepted, 'finding', plural='findings')} accepted by the policy's exceptions.\n"
+    section = _Section(
+        f"### Findings ({len(shown):,})", tuple(_finding_item(f) for f in shown), ("finding", "findings")
+    )
+    return _assemble(head, [section], limit=limit, whole="mcp-reconciler lint in the job log")
+
+
+def lint_marker(project_id: str) -> str:
+    """The hidden first line of a lint comment, to find and update that one comment."""
+    return f"<!-- mcp-reconciler:lint project={_marker_id(project_id)} -->"
 
 
 # ---- drift ---------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 from reconciler.drift import DriftReport, Duplicated
 from reconciler.plan import ACTION_SYMBOLS, Action, ApplyResult, Change, FieldChange, Plan
+from reconciler.render.findings import plan_findings_text
 from reconciler.textsafe import visible
 
 SYMBOLS = ACTION_SYMBOLS
@@ -138,6 +139,10 @@ def render_plan_text(plan: Plan, *, colour: bool = False) -> str:
         out.add(f"Not changed ({len(plan.withheld):,}):")
         for item in plan.withheld:
             out.add(f"  {visible(item.address)} is kept: {visible(item.reason)}")
+    if plan.findings:
+        out.add()
+        for line in plan_findings_text(plan.findings, colour=colour):
+            out.add(line)
     if plan.changes:
         out.add()
         out.add(summary_line(plan))
