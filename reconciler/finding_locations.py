@@ -9,6 +9,7 @@ scanning expects them (relative to the repository's root).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -49,11 +50,16 @@ def _key(finding: Finding) -> tuple[str, ...]:
 
 
 def _from_here(location: Location) -> Location:
-    here = Path.cwd().resolve()
-    resolved = Path(location.file).resolve()
+    return Location(_relative(location.file, os.getcwd()), location.line, location.column)
+
+
+@functools.lru_cache(maxsize=4096)  # one answer per file and folder: thousands of findings, a few files
+def _relative(file: str, cwd: str) -> str:
+    here = Path(cwd).resolve()
+    resolved = Path(file).resolve()
     if resolved != here and here not in resolved.parents:
-        return location
-    return Location(os.path.relpath(resolved, here), location.line, location.column)
+        return file
+    return os.path.relpath(resolved, here)
 
 
 def _read(file: str) -> list[Document]:

@@ -224,18 +224,21 @@ def evaluate(
 ) -> list[Finding]:
     """Every finding of ``rules`` on ``subjects`` under ``policy``, worst first, then by object."""
     policy = policy or Policy()
-    active = [rule for rule in rules if rule.id not in policy.disabled]
+    # Each rule's kind, settings and severity are decided once, not once per object: a large plan
+    # judges tens of thousands of objects.
+    active: dict[SubjectKind, list[tuple[Rule, dict[str, int], Severity]]] = {"server": [], "client": []}
+    for rule in rules:
+        if rule.id not in policy.disabled:
+            severity = policy.severities.get(rule.id, rule.severity)
+            active[rule.applies_to].append((rule, policy.settings(rule), severity))
     found: list[Finding] = []
     for subject in subjects:
-        for rule in active:
-            if rule.applies_to != subject.kind:
-                continue
-            settings = policy.settings(rule)
+        for rule, settings, severity in active[subject.kind]:
             for hit in rule.check(subject, settings):
                 finding = Finding(
                     rule=rule.id,
                     name=rule.name,
-                    severity=policy.severities.get(rule.id, rule.severity),
+                    severity=severity,
                     server=subject.server,
                     client=subject.client,
                     message=hit.message,
@@ -243,7 +246,7 @@ def evaluate(
                     detail=hit.detail,
                 )
                 reason = next((e.reason for e in policy.exceptions if e.covers(finding)), None)
-                found.append(replace(finding, excepted=reason))
+                found.append(finding if reason is None else replace(finding, excepted=reason))
     return ordered(found)
 
 

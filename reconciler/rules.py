@@ -11,9 +11,10 @@ the check function is shared and each kind has a rule of its own (MCP007 and MCP
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
@@ -98,7 +99,10 @@ def is_loopback_host(host: str | None) -> bool:
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
-    """``value`` if it is a JSON object, else an empty one: a field of another type is not judged."""
+    """``value`` if it is a JSON object, else an empty one: a field of another type is not judged.
+    (The concrete types first: an abstract-class check costs more than the rest of a rule.)"""
+    if isinstance(value, dict | MappingProxyType):
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -158,6 +162,7 @@ def _quoted(names: Sequence[str]) -> str:
     return ", ".join(f"'{name}'" for name in names)
 
 
+@functools.lru_cache(maxsize=8192)  # the same URLs are judged before and after a change
 def _scheme_and_host(url: str) -> tuple[str, str | None]:
     try:
         parts = urlsplit(url.strip())
@@ -414,12 +419,34 @@ def _session_token_lifetime(subject: Subject, params: Mapping[str, int]) -> Iter
         )
 
 
-def _client_all_scopes(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    approved = {
+def _approved_names(server_fields: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(
         name
-        for item in _items(subject.server_fields.get("approvedScopes"))
+        for item in _items(server_fields.get("approvedScopes"))
         if isinstance(name := _mapping(item).get("name"), str) and name
-    }
+    )
+
+
+class _ByServer:
+    """What a client rule derives from its server's fields, kept for the next client of the same
+    server (a server's clients are judged one after another): once per server, not once per client."""
+
+    def __init__(self, derive: Callable[[Mapping[str, Any]], Any]) -> None:
+        self._derive = derive
+        self._last: tuple[Mapping[str, Any], Any] | None = None
+
+    def __call__(self, server_fields: Mapping[str, Any]) -> Any:
+        if self._last is None or self._last[0] is not server_fields:
+            self._last = (server_fields, self._derive(server_fields))
+        return self._last[1]
+
+
+_approved_of = _ByServer(_approved_names)
+_connections_of = _ByServer(lambda fields: tuple(connection_scopes(fields)))
+
+
+def _client_all_scopes(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
+    approved: frozenset[str] = _approved_of(subject.server_fields)
     requested = {scope for _index, scope in _strings(subject.fields.get("scopes"))}
     # With one approved scope, having all of them is having the only one: nothing to narrow.
     if len(approved) >= 2 and approved <= requested:
@@ -431,8 +458,10 @@ def _client_all_scopes(subject: Subject, _params: Mapping[str, int]) -> Iterator
 
 
 def _force_all_authorization_info(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    connections = connection_scopes(subject.server_fields)
-    if _is_on(subject.fields, "forceAddAllAuthorizationInfo") and connections:
+    if not _is_on(subject.fields, "forceAddAllAuthorizationInfo"):
+        return
+    connections: tuple[str, ...] = _connections_of(subject.server_fields)
+    if connections:
         yield Hit(
             "forceAddAllAuthorizationInfo puts all of the user's tenants, roles and permissions in this "
             f"client's tokens, on a server with connection scopes ({_quoted(connections)})",

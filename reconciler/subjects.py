@@ -3,7 +3,7 @@ live, and as it would stand after apply (pure)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -27,11 +27,16 @@ def manifest_subjects(manifest: Manifest, desired: Sequence[Desired] | None = No
 
 
 def live_subjects(
-    manifest: Manifest, live: LiveState, desired: Sequence[Desired] | None = None
+    manifest: Manifest,
+    live: LiveState,
+    desired: Sequence[Desired] | None = None,
+    changes: Callable[[str, str | None], bool] | None = None,
 ) -> tuple[list[Subject], list[Subject]]:
     """The objects the manifests name, as they stand live (``before``: only those that exist) and as
     they would stand once applied (``after``: the live fields with the manifests' fields over them;
-    a new object has only the manifests')."""
+    a new object has only the manifests'). With ``changes``, ``after`` holds only the objects it says
+    a plan changes (by server name, and client name or None): the others stand after as before."""
+    changed = changes or (lambda _server, _client: True)
     before: list[Subject] = []
     after: list[Subject] = []
     by_name = _servers_by_name(live)
@@ -39,14 +44,16 @@ def live_subjects(
         now = by_name.get(server.name)
         live_fields: Mapping[str, Any] = now.fields if now is not None else {}
         merged = MappingProxyType({**live_fields, **server.fields})
-        after.append(Subject("server", server.name, merged, server_fields=merged))
+        if changed(server.name, None):
+            after.append(Subject("server", server.name, merged, server_fields=merged))
         clients = {c.name: c for c in live.clients_of(now.id)} if now is not None else {}
         if now is not None:
             before.append(Subject("server", server.name, now.fields, server_fields=now.fields))
         for child in server.children:
             current = clients.get(child.name)
-            fields = {**(current.fields if current is not None else {}), **child.fields}
-            after.append(Subject("client", server.name, MappingProxyType(fields), child.name, merged))
+            if changed(server.name, child.name):
+                fields = {**(current.fields if current is not None else {}), **child.fields}
+                after.append(Subject("client", server.name, MappingProxyType(fields), child.name, merged))
             if current is not None and now is not None:
                 before.append(Subject("client", server.name, current.fields, child.name, now.fields))
     return before, after

@@ -655,19 +655,19 @@ def review_plan(
     An object the plan leaves alone stands after as before: it is judged once."""
     rules = all_rules()
     team = policy_of(manifest.project.policy)
-    before, after = live_subjects(manifest, live, desired)
-    if options.targets:
-        roots = {target.root for target in options.targets}
-        before = [s for s in before if s.server in roots]
-        after = [s for s in after if s.server in roots]
     changed = {change.path for change in plan.changes}
 
     def rejudged(server: str, client: str | None) -> bool:
         # A client is judged with its server's fields beside it: a changed server changes its clients'.
         return (server,) in changed or (client is not None and (server, client) in changed)
 
+    before, after = live_subjects(manifest, live, desired, rejudged)
+    if options.targets:
+        roots = {target.root for target in options.targets}
+        before = [s for s in before if s.server in roots]
+        after = [s for s in after if s.server in roots]
     found_before = evaluate(before, rules, team.policy)
-    found_after = evaluate([s for s in after if rejudged(s.server, s.client)], rules, team.policy)
+    found_after = evaluate(after, rules, team.policy)
     found_after += [f for f in found_before if not rejudged(f.server, f.client)]
     marked = compare(found_after, found_before)
     # New and resolved ones point at their field (what the change touches: a few files read again);

@@ -360,3 +360,22 @@ def test_list_rules_prints_the_catalogue(capsys: pytest.CaptureFixture[str]) -> 
     listed = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in listed] == [r.id for r in BUILTIN_RULES]
     assert all(r["references"] and r["references"][0]["url"].startswith("https://") for r in listed)
+
+
+def test_plan_in_github_actions_annotates_the_new_findings_on_stderr(
+    write: Writer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write("m/project.yaml", project_yaml(PROJECT))
+    folder = write("m/servers/calendar.yaml", RISKY_SERVER) / "m"
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    monkeypatch.delenv("GITHUB_OUTPUT", raising=False)
+    with serving(monkeypatch, PROJECT, KEY):
+        code = run(["plan", str(folder), "--format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    json.loads(out)  # stdout stays one JSON document
+    annotations = [line for line in err.splitlines() if line.startswith(("::error", "::warning", "::notice"))]
+    assert len(annotations) == 2
+    assert annotations[0].startswith(f"::error file={folder / 'servers' / 'calendar.yaml'},line=14,col=24,")
+    assert "title=MCP002 cimd-broad-domain::" in annotations[0]

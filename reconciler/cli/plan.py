@@ -29,6 +29,7 @@ from reconciler.errors import DeleteBudgetError, ExitCode
 from reconciler.kinds import desired_objects
 from reconciler.planner import PlanOptions, Target
 from reconciler.provenance import made_from
+from reconciler.render.github import in_github_actions
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
 from reconciler.textsafe import visible
 from reconciler.workflow import (
@@ -122,6 +123,11 @@ def plan_command(
             f"mcp-reconciler apply {out}",
             err=True,
         )
+    if in_github_actions(os.environ):  # the new findings at their lines of the pull request's files
+        from reconciler.render.annotations import finding_annotations  # noqa: PLC0415
+
+        for line in finding_annotations([f for f in review.findings if f.status == "new"]):
+            click.echo(visible(line), err=True)  # stderr: stdout may be the JSON plan
     failing = review.failing(new_only=True)
     if failing:
         click.echo(
