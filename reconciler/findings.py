@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
+from reconciler.errors import UsageError
 from reconciler.models import Location
 
 Severity = Literal["low", "medium", "high", "critical"]
@@ -94,6 +95,9 @@ class Rule:
     references: tuple[Reference, ...]
     check: Check = field(repr=False, compare=False)
     params: Mapping[str, Param] = field(default_factory=lambda: MappingProxyType({}))
+    # Who wrote it: None for mcp-reconciler's own rules, else the plugin (reconciler.rule_plugins).
+    # A plugin's check that fails, or gives something that is not a Hit, is an error naming it.
+    plugin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,7 +238,12 @@ def evaluate(
     found: list[Finding] = []
     for subject in subjects:
         for rule, settings, severity in active[subject.kind]:
-            for hit in rule.check(subject, settings):
+            hits = (
+                rule.check(subject, settings)
+                if rule.plugin is None
+                else _plugin_hits(rule, subject, settings)
+            )
+            for hit in hits:
                 finding = Finding(
                     rule=rule.id,
                     name=rule.name,
@@ -248,6 +257,23 @@ def evaluate(
                 reason = next((e.reason for e in policy.exceptions if e.covers(finding)), None)
                 found.append(finding if reason is None else replace(finding, excepted=reason))
     return ordered(found)
+
+
+def _plugin_hits(rule: Rule, subject: Subject, settings: Mapping[str, int]) -> list[Hit]:
+    """A plugin rule's hits, checked: its failure is the plugin's to fix, said as such, never a crash."""
+    where = f"rule {rule.id} of {rule.plugin}, on {subject.address}"
+    try:
+        hits = list(rule.check(subject, settings))
+    except Exception as exc:  # someone else's code: any failure of it is theirs
+        raise UsageError(f"{where} failed: {type(exc).__name__}: {exc}") from None
+    for hit in hits:
+        path_ok = isinstance(hit, Hit) and all(isinstance(p, str | int) for p in tuple(hit.path))
+        if not (path_ok and isinstance(hit.message, str) and isinstance(hit.detail, str)):
+            raise UsageError(
+                f"{where} gave {type(hit).__name__}: a rule yields reconciler.findings.Hit "
+                "(message: str, path: a tuple of str and int, detail: str)"
+            )
+    return [replace(hit, path=tuple(hit.path)) for hit in hits]
 
 
 def ordered(findings: Iterable[Finding]) -> list[Finding]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from importlib import metadata
 
 from reconciler.errors import UsageError
@@ -43,7 +44,7 @@ def plugin_rules() -> tuple[Rule, ...]:
             if rule.id in taken:
                 raise UsageError(f"{source} gives the rule {rule.id}, which {taken[rule.id]} already has")
             taken[rule.id] = source
-            found.append(rule)
+            found.append(replace(rule, plugin=source))
     return tuple(found)
 
 

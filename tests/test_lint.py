@@ -316,8 +316,18 @@ def test_a_plugin_s_rules_run_with_the_built_in_ones(risky: Path, tmp_path: Path
             PLUGIN.replace('id="ACME001"', 'id="MCP001"'),
             "gives the rule MCP001, which mcp-reconciler already has",
         ),
+        (
+            PLUGIN.replace('if not subject.fields.get("description"):', "if 1 / 0:"),
+            "failed: ZeroDivisionError: division by zero",
+        ),
+        (
+            PLUGIN.replace(
+                'yield Hit("the server has no description", ("description",), "")', 'yield "oops"'
+            ),
+            "gave str: a rule yields reconciler.findings.Hit",
+        ),
     ],
-    ids=["raises", "not-a-rule", "taken-id"],
+    ids=["raises", "not-a-rule", "taken-id", "check-fails", "yields-text"],
 )
 def test_a_broken_plugin_is_an_error_naming_it(risky: Path, tmp_path: Path, module: str, said: str) -> None:
     env = install_plugin(tmp_path / "site", module=module)
