@@ -61,6 +61,9 @@ class Subject:
     fields: Mapping[str, Any]
     client: str | None = None
     server_fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    # True when the fields are the manifests' alone (lint): apply merges a nested object key by key,
+    # so a key the manifests leave out inside one keeps its live value, unknown here: not judged.
+    written: bool = False
 
     @property
     def address(self) -> str:
@@ -283,12 +286,18 @@ def ordered(findings: Iterable[Finding]) -> list[Finding]:
     )
 
 
-def compare(after: Sequence[Finding], before: Sequence[Finding]) -> list[Finding]:
+def compare(
+    after: Sequence[Finding],
+    before: Sequence[Finding],
+    *,
+    taken_on: Callable[[Finding], bool] = lambda _finding: False,
+) -> list[Finding]:
     """``after`` marked new (not in ``before``) or existing, and what ``before`` had that ``after``
-    has not, marked resolved: what a change makes worse, leaves, and fixes."""
+    has not, marked resolved: what a change makes worse, leaves, and fixes. A finding ``taken_on``
+    says the change takes on (an adopted object's: it was someone else's) is new even when live had it."""
     known = {finding.key for finding in before}
     remaining = {finding.key for finding in after}
-    marked = [replace(f, status="existing" if f.key in known else "new") for f in after]
+    marked = [replace(f, status="existing" if f.key in known and not taken_on(f) else "new") for f in after]
     marked += [replace(f, status="resolved") for f in before if f.key not in remaining]
     return ordered(marked)
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from importlib import metadata
 
 from reconciler.errors import UsageError
-from reconciler.findings import Rule
+from reconciler.findings import SEVERITIES, Param, Reference, Rule
 from reconciler.rules import BUILTIN_RULES
 
 GROUP = "mcp_reconciler.rules"
@@ -37,6 +37,8 @@ def plugin_rules() -> tuple[Rule, ...]:
         source = f"rule plugin {point.name!r} ({point.value}"
         source += f", package {point.dist.name})" if point.dist is not None else ")"
         for rule in _rules_of(point, source):
+            if (problem := rule_problem(rule)) is not None:
+                raise UsageError(f"{source} gives a rule that cannot be used: {problem}")
             if not _ID.fullmatch(rule.id):
                 raise UsageError(
                     f"{source} gives a rule with the id {rule.id!r}: use letters, digits, - and _"
@@ -46,6 +48,47 @@ def plugin_rules() -> tuple[Rule, ...]:
             taken[rule.id] = source
             found.append(replace(rule, plugin=source))
     return tuple(found)
+
+
+def rule_problem(rule: Rule) -> str | None:
+    """What is wrong with a plugin's Rule, field by field (a dataclass checks no types), or None."""
+    texts = {name: getattr(rule, name) for name in ("id", "name", "summary", "rationale", "fix")}
+    wrong = [name for name, value in texts.items() if not isinstance(value, str) or not value.strip()]
+    if wrong:
+        return f"{', '.join(wrong)} must be text that is not empty"
+    references = rule.references if isinstance(rule.references, list | tuple) else ()
+    params = rule.params if isinstance(rule.params, Mapping) else None
+    checks = [
+        (rule.severity in SEVERITIES, f"severity {rule.severity!r} is not one of {', '.join(SEVERITIES)}"),
+        (
+            rule.applies_to in ("server", "client"),
+            f"applies_to {rule.applies_to!r} is not 'server' or 'client'",
+        ),
+        (callable(rule.check), "check is not a function"),
+        (
+            bool(references) and all(_is_reference(r) for r in references),
+            "references must be a non-empty list of reconciler.findings.Reference",
+        ),
+        (
+            params is not None and all(_is_param(n, p) for n, p in params.items()),
+            "params must map names to reconciler.findings.Param (a whole default, at least its minimum)",
+        ),
+    ]
+    return next((f"{rule.id}: {message}" for ok, message in checks if not ok), None)
+
+
+def _is_reference(value: object) -> bool:
+    return isinstance(value, Reference) and isinstance(value.title, str) and isinstance(value.url, str)
+
+
+def _is_param(name: object, value: object) -> bool:
+    return (
+        isinstance(name, str)
+        and isinstance(value, Param)
+        and isinstance(value.default, int)
+        and isinstance(value.minimum, int)
+        and value.default >= value.minimum
+    )
 
 
 def all_rules() -> tuple[Rule, ...]:

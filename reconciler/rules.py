@@ -90,12 +90,15 @@ def is_loopback_host(host: str | None) -> bool:
     specification allow plain http for a redirect."""
     if not host:
         return False
+    host = host.rstrip(".")  # "localhost." is localhost
     if host.lower() == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
@@ -167,8 +170,9 @@ def _scheme_and_host(url: str) -> tuple[str, str | None]:
     try:
         parts = urlsplit(url.strip())
         return parts.scheme.lower(), parts.hostname
-    except ValueError:
-        return "", None
+    except ValueError:  # "http://[::1/cb": its host cannot be read, so it is not known to be loopback
+        found = _URI_SCHEME.match(url.strip())
+        return (found.group(1).lower() if found else ""), None
 
 
 def _lifetime(settings: Mapping[str, Any], field: str) -> tuple[float, str] | None:
@@ -204,7 +208,8 @@ def is_single_label_wildcard(pattern: str) -> bool:
     is not told apart from an organization's own domain (``*.example.com``): that needs the Public
     Suffix List, which this rule does not carry. Its fix says so to the reader."""
     head, dot, rest = pattern.strip().rstrip(".").partition(".")
-    return head == "*" and bool(dot) and bool(rest) and "." not in rest and "*" not in rest
+    wildcard = bool(head) and not head.replace("*", "")  # "*", or "**" as a live answer may hold
+    return wildcard and bool(dot) and bool(rest) and "." not in rest and "*" not in rest
 
 
 def _cimd_broad_domain(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
@@ -218,8 +223,16 @@ def _cimd_broad_domain(subject: Subject, _params: Mapping[str, int]) -> Iterator
             )
 
 
+def _unwritten(subject: Subject, settings: Mapping[str, Any], key: str) -> bool:
+    """Whether ``key`` inside a nested setting is left out by the manifests (lint): apply keeps its
+    live value then, which lint cannot know (plan judges the value apply leaves)."""
+    return subject.written and key not in settings
+
+
 def _dcr_scopes_by_default(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
     registration = _mapping(subject.fields.get("dynamicRegistration"))
+    if _unwritten(subject, registration, "disableApprovedScopesAsDefault"):
+        return
     if _is_on(registration, "enabled") and not _is_on(registration, "disableApprovedScopesAsDefault"):
         yield Hit(
             "dynamic registration is enabled and disableApprovedScopesAsDefault is not true: every "
@@ -230,6 +243,8 @@ def _dcr_scopes_by_default(subject: Subject, _params: Mapping[str, int]) -> Iter
 
 def _dcr_without_flow(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
     registration = _mapping(subject.fields.get("dynamicRegistration"))
+    if _unwritten(subject, registration, "flowId"):
+        return
     flow = registration.get("flowId")
     unset = flow is None or (isinstance(flow, str) and not flow.strip())
     if _is_on(registration, "enabled") and unset:
@@ -519,6 +534,23 @@ def for_clients(rule: Rule, rule_id: str) -> Rule:
     return replace(rule, id=rule_id, name=f"client-{rule.name}", applies_to="client")
 
 
+CALLBACK_CUSTOM_SCHEME = Rule(
+    id="MCP008",
+    name="callback-custom-scheme",
+    severity="medium",
+    applies_to="server",
+    summary="A callback URL uses a scheme other than http or https (com.example.app:, javascript:)",
+    rationale="MCP requires redirect URIs to be localhost or https; any app can typically register "
+    "a private-use scheme, and whichever handles it receives the authorization code.",
+    fix="Use an https callback URL (a claimed https link for a mobile app) or http to loopback.",
+    references=(
+        MCP_REDIRECTS,
+        rfc(8252, "8.1", "Protecting the Authorization Code"),
+        rfc(8252, "7.1", "Private-Use URI Scheme Redirection"),
+    ),
+    check=_callback_custom_scheme,
+)
+
 BUILTIN_RULES: tuple[Rule, ...] = (
     Rule(
         id="MCP001",
@@ -598,22 +630,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
         check=_consent_skipped_open_registration,
     ),
     CALLBACK_PLAIN_HTTP,
-    Rule(
-        id="MCP008",
-        name="callback-custom-scheme",
-        severity="medium",
-        applies_to="server",
-        summary="A callback URL uses a scheme other than http or https (com.example.app:, javascript:)",
-        rationale="MCP requires redirect URIs to be localhost or https; any app can typically register "
-        "a private-use scheme, and whichever handles it receives the authorization code.",
-        fix="Use an https callback URL (a claimed https link for a mobile app) or http to loopback.",
-        references=(
-            MCP_REDIRECTS,
-            rfc(8252, "8.1", "Protecting the Authorization Code"),
-            rfc(8252, "7.1", "Private-Use URI Scheme Redirection"),
-        ),
-        check=_callback_custom_scheme,
-    ),
+    CALLBACK_CUSTOM_SCHEME,
     CALLBACK_WILDCARD,
     CALLBACK_FRAGMENT,
     Rule(
@@ -719,6 +736,7 @@ BUILTIN_RULES: tuple[Rule, ...] = (
     for_clients(CALLBACK_PLAIN_HTTP, "MCP019"),
     for_clients(CALLBACK_WILDCARD, "MCP020"),
     for_clients(CALLBACK_FRAGMENT, "MCP021"),
+    for_clients(CALLBACK_CUSTOM_SCHEME, "MCP022"),
 )
 
 

@@ -40,7 +40,7 @@ from reconciler.schemas import validator_for_document
 from reconciler.sinks import build_sinks, close_sinks
 from reconciler.sinks.base import SecretRecord, SecretSink, SinkError
 from reconciler.stale import moved_since, plan_differences
-from reconciler.subjects import live_subjects, manifest_subjects
+from reconciler.subjects import manifest_subjects, plan_subjects
 from reconciler.textsafe import json_visible
 from reconciler.throttle import Throttle, ThrottleSettings
 
@@ -647,35 +647,37 @@ def review_plan(
     plan: Plan,
     options: PlanOptions,
     *,
-    desired: Sequence[Desired] | None = None,
     fail_on: str | None = None,
 ) -> Review:
-    """The findings of the objects the manifests name, as they stand live and as they will stand once
-    ``plan`` is applied, marked new, existing or resolved (a targeted plan: only its targets' servers).
-    An object the plan leaves alone stands after as before: it is judged once."""
+    """The findings of the objects the manifests name or ``plan`` deletes, as they stand live and as
+    they will stand once it is applied (``reconciler.subjects.plan_subjects``), marked new, existing or
+    resolved; an adopted object's findings are new (the change takes them on). A targeted plan: only
+    its targets' servers. An object the plan leaves alone is judged once."""
     rules = all_rules()
     team = policy_of(manifest.project.policy)
-    changed = {change.path for change in plan.changes}
-
-    def rejudged(server: str, client: str | None) -> bool:
-        # A client is judged with its server's fields beside it: a changed server changes its clients'.
-        return (server,) in changed or (client is not None and (server, client) in changed)
-
-    before, after = live_subjects(manifest, live, desired, rejudged)
+    subjects = plan_subjects(manifest, live, plan)
+    before, after = subjects.before, subjects.after
     if options.targets:
         roots = {target.root for target in options.targets}
         before = [s for s in before if s.server in roots]
         after = [s for s in after if s.server in roots]
+
+    def changed(server: str, client: str | None) -> bool:
+        return ((server,) if client is None else (server, client)) in subjects.changed
+
+    def adopted(finding: Finding) -> bool:
+        path = (finding.server,) if finding.client is None else (finding.server, finding.client)
+        return path in subjects.adopted
+
     found_before = evaluate(before, rules, team.policy)
-    found_after = evaluate(after, rules, team.policy)
-    found_after += [f for f in found_before if not rejudged(f.server, f.client)]
-    marked = compare(found_after, found_before)
-    # New and resolved ones point at their field (what the change touches: a few files read again);
-    # existing ones at their object, which costs nothing even when thousands are live.
-    moved = locate([f for f in marked if f.status != "existing"], manifest.locations)
-    kept = [
-        replace(f, location=object_location(f, manifest.locations)) for f in marked if f.status == "existing"
-    ]
+    found_after = evaluate([s for s in after if changed(s.server, s.client)], rules, team.policy)
+    found_after += [f for f in found_before if not changed(f.server, f.client)]
+    marked = compare(found_after, found_before, taken_on=adopted)
+    # New ones point at their field (what the change brings: a few files read again); existing and
+    # resolved ones at their object: cheap with thousands live, and a resolved finding's field may
+    # no longer be where the manifests have one.
+    moved = locate([f for f in marked if f.status == "new"], manifest.locations)
+    kept = [replace(f, location=object_location(f, manifest.locations)) for f in marked if f.status != "new"]
     return Review(
         tuple(ordered([*moved, *kept])),
         tuple(r.id for r in rules if r.id not in team.policy.disabled),

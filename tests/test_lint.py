@@ -326,8 +326,32 @@ def test_a_plugin_s_rules_run_with_the_built_in_ones(risky: Path, tmp_path: Path
             ),
             "gave str: a rule yields reconciler.findings.Hit",
         ),
+        (PLUGIN.replace('applies_to="server"', 'applies_to="servers"'), "applies_to 'servers' is not"),
+        (PLUGIN.replace('severity="low"', 'severity="urgent"'), "severity 'urgent' is not one of"),
+        (
+            PLUGIN.replace("check=_no_description,", "check=_no_description, params={'max': 3},"),
+            "params must map",
+        ),
+        (PLUGIN.replace('id="ACME001"', "id=5"), "id must be text that is not empty"),
+        (
+            PLUGIN.replace(
+                'references=(Reference("ACME handbook", "https://acme.example/handbook"),)', "references=None"
+            ),
+            "references must be",
+        ),
     ],
-    ids=["raises", "not-a-rule", "taken-id", "check-fails", "yields-text"],
+    ids=[
+        "raises",
+        "not-a-rule",
+        "taken-id",
+        "check-fails",
+        "yields-text",
+        "applies-to",
+        "severity",
+        "params",
+        "id-not-text",
+        "no-references",
+    ],
 )
 def test_a_broken_plugin_is_an_error_naming_it(risky: Path, tmp_path: Path, module: str, said: str) -> None:
     env = install_plugin(tmp_path / "site", module=module)
@@ -389,3 +413,82 @@ def test_plan_in_github_actions_annotates_the_new_findings_on_stderr(
     assert len(annotations) == 2
     assert annotations[0].startswith(f"::error file={folder / 'servers' / 'calendar.yaml'},line=14,col=24,")
     assert "title=MCP002 cimd-broad-domain::" in annotations[0]
+
+
+# --- the after-apply state, as apply writes it (review of issue 19) -------------------------------------
+
+
+def statuses(body: dict[str, Any]) -> dict[tuple[str, str], str]:
+    return {(f["rule"], f["object"]): f["status"] for f in body["findings"]}
+
+
+def applied(folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["apply", str(folder), "--auto-approve"]) == 0
+    capsys.readouterr()
+
+
+def test_a_nested_setting_the_manifest_leaves_out_is_judged_as_apply_keeps_it(
+    write: Writer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write("m/project.yaml", project_yaml(PROJECT))
+    server = SAFE_SERVER + (
+        "dynamicRegistration:\n  enabled: true\n  disableApprovedScopesAsDefault: true\n  flowId: sign-up\n"
+    )
+    folder = write("m/servers/calendar.yaml", server) / "m"
+    with serving(monkeypatch, PROJECT, KEY):
+        applied(folder, capsys)
+        # flowId left out: apply merges dynamicRegistration key by key and keeps the live flow
+        changed = server.replace("  flowId: sign-up\n", "").replace(
+            "name: calendar\n", "name: calendar\ndescription: x\n"
+        )
+        (folder / "servers" / "calendar.yaml").write_text(changed)
+        code, body = plan_json(capsys, folder, "--fail-on", "medium")
+    assert code == 0
+    assert ("MCP004", 'server "calendar"') not in statuses(body)
+
+
+def test_a_scope_category_the_manifest_leaves_out_stays_as_live_has_it(
+    write: Writer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write("m/project.yaml", project_yaml(PROJECT))
+    server = (
+        "kind: MCPServer\nname: calendar\nskipConsentScreen: true\napprovedScopes:\n"
+        "  - name: drive\n    category: connections\n    values: [google-drive]\n"
+    )
+    folder = write("m/servers/calendar.yaml", server) / "m"
+    with serving(monkeypatch, PROJECT, KEY):
+        applied(folder, capsys)
+        changed = server.replace("    category: connections\n", "") + "description: x\n"
+        (folder / "servers" / "calendar.yaml").write_text(changed)
+        _, body = plan_json(capsys, folder)
+    assert statuses(body)[("MCP005", 'server "calendar"')] == "existing"
+
+
+def test_what_prune_deletes_has_its_findings_resolved(
+    write: Writer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write("m/project.yaml", project_yaml(PROJECT) + "prune: true\n")
+    write("m/servers/calendar.yaml", SAFE_SERVER)
+    folder = write("m/servers/legacy.yaml", RISKY_SERVER.replace("name: calendar", "name: legacy")) / "m"
+    with serving(monkeypatch, PROJECT, KEY):
+        applied(folder, capsys)
+        (folder / "servers" / "legacy.yaml").unlink()
+        _, body = plan_json(capsys, folder)
+    assert statuses(body) == {
+        ("MCP002", 'server "legacy"'): "resolved",
+        ("MCP007", 'server "legacy"'): "resolved",
+    }
+
+
+def test_adopting_an_object_takes_on_its_findings_as_new(
+    write: Writer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write("m/project.yaml", project_yaml(PROJECT))
+    folder = write("m/servers/calendar.yaml", "kind: MCPServer\nname: calendar\nadopt: true\n") / "m"
+    with serving(monkeypatch, PROJECT, KEY) as emulator:
+        emulator.seed(
+            {"servers": [{"name": "calendar", "approvedCallbackUrls": ["http://agents.example.com/cb"]}]}
+        )
+        code, body = plan_json(capsys, folder, "--fail-on", "high")
+    assert code == ExitCode.POLICY
+    assert statuses(body) == {("MCP007", 'server "calendar"'): "new"}

@@ -90,11 +90,9 @@ CASES = [
         [],
         id="MCP002-cimd-disabled",
     ),
-    pytest.param(
-        "dynamicRegistration: {enabled: true, flowId: dcr}\n",
-        [("MCP003", "dynamicRegistration.disableApprovedScopesAsDefault", "")],
-        id="MCP003-all-scopes-by-default",
-    ),
+    # A key left out of a nested setting keeps its live value (apply merges key by key): lint does
+    # not judge it; plan judges the value apply leaves (tests/test_lint.py).
+    pytest.param("dynamicRegistration: {enabled: true, flowId: dcr}\n", [], id="MCP003-left-out-offline"),
     pytest.param(
         "dynamicRegistration: {enabled: true, flowId: dcr, disableApprovedScopesAsDefault: false}\n",
         [("MCP003", "dynamicRegistration.disableApprovedScopesAsDefault", "")],
@@ -104,8 +102,8 @@ CASES = [
     pytest.param("dynamicRegistration: {enabled: false}\n", [], id="MCP003+MCP004-dcr-disabled"),
     pytest.param(
         "dynamicRegistration: {enabled: true, disableApprovedScopesAsDefault: true}\n",
-        [("MCP004", "dynamicRegistration.flowId", "")],
-        id="MCP004-no-flow",
+        [],
+        id="MCP004-left-out-offline",
     ),
     pytest.param(
         "dynamicRegistration: {enabled: true, disableApprovedScopesAsDefault: true, flowId: ''}\n",
@@ -259,7 +257,14 @@ CASES = [
         id="MCP020-wildcard",
     ),
     pytest.param(
-        _client(f"approvedCallbackUrls: {CLEAN_CALLBACKS}"), [], id="MCP019+MCP020+MCP021-https-and-loopback"
+        _client(f"approvedCallbackUrls: {CLEAN_CALLBACKS}"),
+        [],
+        id="MCP019+MCP020+MCP021+MCP022-https-and-loopback",
+    ),
+    pytest.param(
+        _client("approvedCallbackUrls: ['myapp://cb']"),
+        [("MCP022", "approvedCallbackUrls[0]", "myapp://cb")],
+        id="MCP022-custom-scheme",
     ),
     # MCP010, MCP012 and MCP021 (a fragment) cannot be written in a manifest: see the live tests below.
 ]
@@ -519,3 +524,23 @@ def test_catalogue_lists_every_rule_and_parameter() -> None:
         "maxRefreshTokenDays",
         "maxSessionTokenMinutes",
     }
+
+
+@pytest.mark.parametrize(
+    ("url", "flagged"),
+    [
+        ("http://localhost./cb", False),
+        ("http://[::ffff:127.0.0.1]:8080/cb", False),
+        ("http://[::1/cb", True),  # unparseable: its host is not known to be loopback
+    ],
+)
+def test_callback_hosts_at_the_edges(url: str, flagged: bool) -> None:
+    subject = Subject("server", "s", {"approvedCallbackUrls": [url]})
+    found = [f.rule for f in evaluate([subject], BUILTIN_RULES)]
+    assert ("MCP007" in found) is flagged
+
+
+def test_a_live_double_wildcard_over_a_top_level_domain_is_broad() -> None:
+    policies = {"policies": [{"domainPattern": "**.com", "enabled": True}]}
+    subject = Subject("server", "s", {"cimdSettings": {"enabled": True, "domainPolicies": policies}})
+    assert [f.rule for f in evaluate([subject], BUILTIN_RULES)] == ["MCP002"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -119,7 +121,7 @@ def _sarif(review: Review) -> str:
     from reconciler.rule_plugins import all_rules  # noqa: PLC0415
 
     ran = [rule for rule in all_rules() if rule.id in review.rules]
-    log = to_sarif(review.findings, ran, tool_version=tool_version())
+    log = to_sarif(review.findings, ran, tool_version=tool_version(), base=repository_root())
     return json_visible(json.dumps(log, indent=2, ensure_ascii=False)) + "\n"
 
 
@@ -155,3 +157,13 @@ def _catalogue(output_format: str) -> str:
         return json_visible(json.dumps(listed, indent=2, ensure_ascii=False)) + "\n"
     lines = [f"{r.id} {r.severity:<8} {r.applies_to:<6} {r.name}: {r.summary}" for r in rules]
     return "".join(visible(line) + "\n" for line in lines)
+
+
+def repository_root() -> Path:
+    """What code scanning resolves file paths against: the checkout (``GITHUB_WORKSPACE`` in Actions),
+    else the repository around the working directory (the nearest folder with ``.git``), else it."""
+    workspace = os.environ.get("GITHUB_WORKSPACE", "")
+    if workspace:
+        return Path(workspace)
+    here = Path.cwd()
+    return next((folder for folder in (here, *here.parents) if (folder / ".git").exists()), here)

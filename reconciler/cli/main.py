@@ -151,7 +151,8 @@ def cli(verbose: int) -> None:
 
     \b
     Exit codes: 0 success (for plan/drift: no changes), 1 error, 2 changes or drift
-    present (with --detailed-exitcode), 3 a secret was not delivered to its sink.
+    present (with --detailed-exitcode), 3 a secret was not delivered to its sink, 4 a
+    security finding at or above --fail-on (lint; plan: one the change brings).
     """
     # Log messages quote names and API answers: the handler shows them made visible. Without -v it
     # prints what Python's last-resort handler would (warnings and worse, the message alone), and the

@@ -95,7 +95,7 @@ def plan_command(
                 plan = plan_against(manifest, live, options, desired)
             except DeleteBudgetError as refused:  # shown whole first: it is what the reviewer decides on
                 plan, refusal = refused.plan, refused
-            review = review_plan(manifest, live, plan, options, desired=desired, fail_on=fail_on)
+            review = review_plan(manifest, live, plan, options, fail_on=fail_on)
     plan = replace(
         plan,
         made_from=sources,
