@@ -31,6 +31,7 @@ from reconciler.planner import PlanOptions, Target
 from reconciler.provenance import made_from
 from reconciler.render.github import in_github_actions
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
+from reconciler.rule_plugins import all_rules
 from reconciler.textsafe import visible
 from reconciler.workflow import (
     check_sinks,
@@ -86,6 +87,7 @@ def plan_command(
         recorded = recorded_paths(paths or DEFAULT_PATHS)
         sources = made_from(manifest, options, paths=recorded, var_files=recorded_paths(var_files))
         desired = desired_objects(manifest)
+        all_rules()  # the installed plugins' rules looked up now, not after the live project arrives
         refusal: DeleteBudgetError | None = None
         with group("Reading the live project and planning"):
             live = early.take(manifest.project.projectId) if early is not None else None
