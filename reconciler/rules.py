@@ -284,6 +284,8 @@ def _consent_skipped_open_registration(subject: Subject, _params: Mapping[str, i
 
 def _callback_plain_http(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
     for index, url in callback_urls(subject):
+        if url.lstrip()[:5].lower() != "http:":  # the host matters only for plain http: most are not
+            continue
         scheme, host = _scheme_and_host(url)
         if scheme == "http" and not is_loopback_host(host):
             yield Hit(
