@@ -120,6 +120,13 @@ async def live_for_plan(manifest: Manifest, connection: Connection, options: Pla
     return await connection.fetch(manifest.project.projectId, _servers_needed(options))
 
 
+async def reviewed_plan(manifest: Manifest, connection: Connection, options: PlanOptions) -> Plan:
+    """The plan, with its security findings marked new, existing or resolved, as ``plan`` shows it."""
+    live = await live_for_plan(manifest, connection, options)
+    plan = plan_against(manifest, live, options)
+    return replace(plan, findings=review_plan(manifest, live, plan, options).findings)
+
+
 def plan_against(
     manifest: Manifest, live: LiveState, options: PlanOptions, desired: Sequence[Desired] | None = None
 ) -> Plan:

@@ -26,7 +26,7 @@ from reconciler.manifest import load_manifest
 from reconciler.models import Manifest
 from reconciler.planner import PlanOptions
 from reconciler.render.text import apply_summary, render_drift_text, render_plan_text
-from reconciler.workflow import ApplySettings, Connection, apply_fresh, drift_project, plan_project
+from reconciler.workflow import ApplySettings, Connection, apply_fresh, drift_project, reviewed_plan
 
 # What the emulator holds before the demo: a server someone made by hand in the console, with a
 # client an end user registered dynamically. The reconciler must leave both alone.
@@ -89,7 +89,7 @@ def _walkthrough(paths: tuple[str, ...], work: Path, *, kept: bool) -> None:
         )
         _step(2, f"mcp-reconciler plan {' '.join(paths)}", why="Compare them with the live project.")
         click.echo(
-            render_plan_text(asyncio.run(plan_project(manifest, link, PlanOptions())), colour=colour()),
+            render_plan_text(asyncio.run(reviewed_plan(manifest, link, PlanOptions())), colour=colour()),
             nl=False,
         )
         _step(3, f"mcp-reconciler apply {' '.join(paths)} --auto-approve", why="Make the project match.")
@@ -110,7 +110,7 @@ def _walkthrough(paths: tuple[str, ...], work: Path, *, kept: bool) -> None:
             why="The next plan puts the manifests back in charge.",
         )
         click.echo(
-            render_plan_text(asyncio.run(plan_project(manifest, link, PlanOptions())), colour=colour()),
+            render_plan_text(asyncio.run(reviewed_plan(manifest, link, PlanOptions())), colour=colour()),
             nl=False,
         )
     _outro(work, kept=kept)
