@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from reconciler.findings import Hit, Param, Reference, Rule, Subject
+from reconciler.findings import Check, Hit, Param, Reference, Rule, Subject
 
 # ---- the sources -----------------------------------------------------------------------------------
 
@@ -124,16 +124,6 @@ def _strings(value: object) -> Iterator[tuple[int, str]]:
 def _is_on(settings: Mapping[str, Any], key: str) -> bool:
     """Whether the flag ``key`` is true: only a boolean true counts, not a string that reads like one."""
     return settings.get(key) is True
-
-
-def callback_urls(subject: Subject) -> Iterator[tuple[int, str]]:
-    """The subject's own callback URLs, with their index in ``approvedCallbackUrls``."""
-    return _strings(subject.fields.get("approvedCallbackUrls"))
-
-
-def audiences(subject: Subject) -> Iterator[tuple[int, str]]:
-    """The server's allowed token audiences, with their index in ``audienceWhitelist``."""
-    return _strings(subject.fields.get("audienceWhitelist"))
 
 
 def connection_scopes(fields: Mapping[str, Any]) -> list[str]:
@@ -282,77 +272,92 @@ def _consent_skipped_open_registration(subject: Subject, _params: Mapping[str, i
         )
 
 
-def _callback_plain_http(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    for index, url in callback_urls(subject):
-        if url.lstrip()[:5].lower() != "http:":  # the host matters only for plain http: most are not
-            continue
-        scheme, host = _scheme_and_host(url)
-        if scheme == "http" and not is_loopback_host(host):
-            yield Hit(
-                f"callback URL '{url}' is plain http on a host that is not loopback: an authorization "
-                "code sent there can be read on the network",
-                ("approvedCallbackUrls", index),
-                url,
-            )
+def _each_value(field: str, judge: Callable[[str], str | None]) -> Check:
+    """A check over one list field of URLs: ``judge`` says what is wrong with a value (None: nothing);
+    each hit points at the value and is told apart by it."""
+
+    def check(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
+        for index, value in _strings(subject.fields.get(field)):
+            if (message := judge(value)) is not None:
+                yield Hit(message, (field, index), value)
+
+    return check
 
 
-def _callback_custom_scheme(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    for index, url in callback_urls(subject):
-        found = _URI_SCHEME.match(url.strip())
-        scheme = found.group(1).lower() if found else ""
-        if scheme in ("http", "https"):
-            continue
-        what = f"uses the scheme '{scheme}'" if scheme else "has no scheme"
-        yield Hit(
-            f"callback URL '{url}' {what}, neither https nor http to loopback: whoever handles that "
-            "scheme receives the authorization code",
-            ("approvedCallbackUrls", index),
-            url,
-        )
+def _plain_http_callback(url: str) -> str | None:
+    if url.lstrip()[:5].lower() != "http:":  # the host matters only for plain http: most are not
+        return None
+    scheme, host = _scheme_and_host(url)
+    if scheme != "http" or is_loopback_host(host):
+        return None
+    return (
+        f"callback URL '{url}' is plain http on a host that is not loopback: an authorization code "
+        "sent there can be read on the network"
+    )
 
 
-def _callback_wildcard(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    for index, url in callback_urls(subject):
-        if "*" in url:
-            yield Hit(
-                f"callback URL '{url}' holds a wildcard '*': redirect URIs are matched exactly, and a "
-                "pattern lets an authorization code go to any address it matches",
-                ("approvedCallbackUrls", index),
-                url,
-            )
+def _custom_scheme_callback(url: str) -> str | None:
+    found = _URI_SCHEME.match(url.strip())
+    scheme = found.group(1).lower() if found else ""
+    if scheme in ("http", "https"):
+        return None
+    what = f"uses the scheme '{scheme}'" if scheme else "has no scheme"
+    return (
+        f"callback URL '{url}' {what}, neither https nor http to loopback: whoever handles that "
+        "scheme receives the authorization code"
+    )
 
 
-def _callback_fragment(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    for index, url in callback_urls(subject):
-        if "#" in url:
-            yield Hit(
-                f"callback URL '{url}' holds a fragment ('#'), which a redirection endpoint must not have",
-                ("approvedCallbackUrls", index),
-                url,
-            )
+def _wildcard_callback(url: str) -> str | None:
+    if "*" not in url:
+        return None
+    return (
+        f"callback URL '{url}' holds a wildcard '*': redirect URIs are matched exactly, and a "
+        "pattern lets an authorization code go to any address it matches"
+    )
 
 
-def _audience_not_https(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    for index, audience in audiences(subject):
-        scheme, host = _scheme_and_host(audience)
-        if host and (scheme == "https" or (scheme == "http" and is_loopback_host(host))):
-            continue
-        why = (
-            "is plain http on a host that is not loopback: bearer tokens sent to it travel unencrypted"
-            if scheme == "http" and host
-            else "is not an absolute https URI, as the server's canonical URI is"
-        )
-        yield Hit(f"audience '{audience}' {why}", ("audienceWhitelist", index), audience)
+def _fragment_callback(url: str) -> str | None:
+    if "#" not in url:
+        return None
+    return f"callback URL '{url}' holds a fragment ('#'), which a redirection endpoint must not have"
 
 
-def _audience_fragment(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    for index, audience in audiences(subject):
-        if "#" in audience:
-            yield Hit(
-                f"audience '{audience}' holds a fragment ('#'), which a resource indicator must not have",
-                ("audienceWhitelist", index),
-                audience,
-            )
+def _audience_not_https_value(audience: str) -> str | None:
+    scheme, host = _scheme_and_host(audience)
+    if host and (scheme == "https" or (scheme == "http" and is_loopback_host(host))):
+        return None
+    why = (
+        "is plain http on a host that is not loopback: bearer tokens sent to it travel unencrypted"
+        if scheme == "http" and host
+        else "is not an absolute https URI, as the server's canonical URI is"
+    )
+    return f"audience '{audience}' {why}"
+
+
+def _audience_fragment_value(audience: str) -> str | None:
+    if "#" not in audience:
+        return None
+    return f"audience '{audience}' holds a fragment ('#'), which a resource indicator must not have"
+
+
+def _audience_not_canonical_value(audience: str) -> str | None:
+    problems = canonical_uri_problems(audience)
+    if not problems:
+        return None
+    return (
+        f"audience '{audience}' is not in canonical form (it has {', '.join(problems)}), so a client "
+        "sending the server's canonical URI as its resource may not match it"
+    )
+
+
+_callback_plain_http = _each_value("approvedCallbackUrls", _plain_http_callback)
+_callback_custom_scheme = _each_value("approvedCallbackUrls", _custom_scheme_callback)
+_callback_wildcard = _each_value("approvedCallbackUrls", _wildcard_callback)
+_callback_fragment = _each_value("approvedCallbackUrls", _fragment_callback)
+_audience_not_https = _each_value("audienceWhitelist", _audience_not_https_value)
+_audience_fragment = _each_value("audienceWhitelist", _audience_fragment_value)
+_audience_not_canonical = _each_value("audienceWhitelist", _audience_not_canonical_value)
 
 
 def canonical_uri_problems(uri: str) -> list[str]:
@@ -376,18 +381,6 @@ def canonical_uri_problems(uri: str) -> list[str]:
     if "?" in text.partition("#")[0]:
         problems.append("a query component")
     return problems
-
-
-def _audience_not_canonical(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
-    for index, audience in audiences(subject):
-        problems = canonical_uri_problems(audience)
-        if problems:
-            yield Hit(
-                f"audience '{audience}' is not in canonical form (it has {', '.join(problems)}), so "
-                "a client sending the server's canonical URI as its resource may not match it",
-                ("audienceWhitelist", index),
-                audience,
-            )
 
 
 def _no_audience(subject: Subject, _params: Mapping[str, int]) -> Iterator[Hit]:
