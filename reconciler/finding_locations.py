@@ -44,9 +44,8 @@ def object_location(finding: Finding, locations: Mapping[tuple[str, ...], Locati
 
 
 def _key(finding: Finding) -> tuple[str, ...]:
-    if finding.client is None:
-        return ("server", finding.server)
-    return ("client", finding.server, finding.client)
+    """The finding's key in ``Manifest.locations``: ``("server", s)`` or ``("client", s, c)``."""
+    return ("server" if finding.client is None else "client", *finding.object_path)
 
 
 def _from_here(location: Location) -> Location:

@@ -27,6 +27,14 @@ Status = Literal["new", "existing", "resolved"]
 FieldPath = tuple[str | int, ...]
 
 
+def _address(server: str, client: str | None) -> str:
+    return f'server "{server}"' if client is None else f'client "{server}/{client}"'
+
+
+def _object_path(server: str, client: str | None) -> tuple[str, ...]:
+    return (server,) if client is None else (server, client)
+
+
 def severity_rank(severity: Severity) -> int:
     """0 for low up to 3 for critical: findings sort worst first by minus this."""
     return SEVERITIES.index(severity)
@@ -67,7 +75,11 @@ class Subject:
 
     @property
     def address(self) -> str:
-        return f'client "{self.server}/{self.client}"' if self.kind == "client" else f'server "{self.server}"'
+        return _address(self.server, self.client)
+
+    @property
+    def object_path(self) -> tuple[str, ...]:
+        return _object_path(self.server, self.client)
 
 
 @dataclass(frozen=True)
@@ -159,9 +171,12 @@ class Finding:
 
     @property
     def address(self) -> str:
-        return (
-            f'client "{self.server}/{self.client}"' if self.client is not None else f'server "{self.server}"'
-        )
+        return _address(self.server, self.client)
+
+    @property
+    def object_path(self) -> tuple[str, ...]:
+        """``(server,)`` or ``(server, client)``: the object's names from the root, as a plan's."""
+        return _object_path(self.server, self.client)
 
     @property
     def counts(self) -> bool:

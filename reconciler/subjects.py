@@ -46,10 +46,10 @@ class PlanSubjects:
     """The objects a plan touches or the manifests name, before and after it is applied.
 
     ``before``: those of them live has (the manifests' objects found by name, and those the plan
-    deletes). ``after``: each as apply will leave it: a change's fields laid over the live ones as
-    apply lays them (nested objects merged, scope categories settled: ``Change.desired``), a new
-    object as the plan creates it, a deleted one gone. ``changed``: the objects whose judgement may
-    differ after (changed ones, and the clients of a changed server, judged with its fields);
+    deletes). ``after``: the ``changed`` ones (those the plan changes, and the clients of a changed
+    server, judged with its fields) as apply will leave them: a change's fields laid over the live
+    ones as apply lays them (nested objects merged, scope categories settled: ``Change.desired``), a
+    new object as the plan creates it, a deleted one gone; every other object stands after as before.
     ``adopted``: those the plan adopts, whose findings it takes on."""
 
     before: list[Subject]
@@ -75,9 +75,9 @@ def plan_subjects(manifest: Manifest, live: LiveState, plan: Plan) -> PlanSubjec
             base = current.fields if current is not None and current.id == change.id else {}
             then[change.path] = _Object(change.id, MappingProxyType(overlay(base, change.desired)))
     touched = {c.path for c in plan.changes if c.action is not Action.ROTATE_SECRET}
-    changed = {p for p in {*now, *then} if p in touched or (p[:1] in touched)}
+    changed = frozenset(p for p in {*now, *then} if p[:1] in touched or p in touched)
     adopted = frozenset(c.path for c in plan.changes if c.action is Action.ADOPT)
-    return PlanSubjects(_subjects(now), _subjects(then), frozenset(changed), adopted)
+    return PlanSubjects(_subjects(now), _subjects(then, only=changed), changed, adopted)
 
 
 def _named_live_objects(manifest: Manifest, live: LiveState) -> dict[Path, _Object]:
@@ -121,9 +121,11 @@ def _under(path: Path, change: Change) -> bool:
     return change.kind is Kind.SERVER and len(path) == 2 and path[:1] == change.path
 
 
-def _subjects(objects: Mapping[Path, _Object]) -> list[Subject]:
+def _subjects(objects: Mapping[Path, _Object], only: frozenset[Path] | None = None) -> list[Subject]:
     subjects: list[Subject] = []
     for path, obj in objects.items():
+        if only is not None and path not in only:
+            continue
         if len(path) == 1:
             subjects.append(Subject("server", path[0], obj.fields, server_fields=obj.fields))
         else:

@@ -23,7 +23,7 @@ from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.files import write_atomically
 from reconciler.finding_locations import locate, object_location
-from reconciler.findings import SEVERITIES, Finding, Severity, at_or_above, compare, evaluate, ordered
+from reconciler.findings import SEVERITIES, Finding, Rule, Severity, at_or_above, compare, evaluate, ordered
 from reconciler.journal import Journal, OpenDelivery, open_deliveries
 from reconciler.journal_retention import compact_quietly, keep_runs
 from reconciler.kinds import Desired
@@ -82,19 +82,9 @@ class Connection:
         )
 
 
-async def plan_project(
-    manifest: Manifest,
-    connection: Connection,
-    options: PlanOptions,
-    *,
-    live: LiveState | None = None,
-    desired: Sequence[Desired] | None = None,
-) -> Plan:
-    """Fetch the live state the manifests need (unless ``live`` was read already) and plan against it
-    (with ``desired``, the manifests' objects, when they were made already)."""
-    if live is None:
-        live = await connection.fetch(manifest.project.projectId, _servers_needed(options))
-    return plan_against(manifest, live, options, desired)
+async def plan_project(manifest: Manifest, connection: Connection, options: PlanOptions) -> Plan:
+    """Fetch the live state the manifests need and plan against it."""
+    return plan_against(manifest, await live_for_plan(manifest, connection, options), options)
 
 
 def early_reader(
@@ -636,15 +626,18 @@ def fail_threshold(asked: str | None, team: TeamPolicy, default: Severity | None
     return None if chosen == "never" else next((s for s in SEVERITIES if s == chosen), default)
 
 
+def _ran(rules: Sequence[Rule], team: TeamPolicy) -> tuple[str, ...]:
+    """The ids of the rules that ran: all but those the policy turns off."""
+    return tuple(rule.id for rule in rules if rule.id not in team.policy.disabled)
+
+
 def lint_manifest(manifest: Manifest, *, fail_on: str | None = None) -> Review:
     """The manifests' findings as written (offline), located at their fields, under the team's policy."""
     rules = all_rules()
     team = policy_of(manifest.project.policy)
     found = evaluate(manifest_subjects(manifest), rules, team.policy)
     return Review(
-        tuple(locate(found, manifest.locations)),
-        tuple(r.id for r in rules if r.id not in team.policy.disabled),
-        fail_threshold(fail_on, team, "high"),
+        tuple(locate(found, manifest.locations)), _ran(rules, team), fail_threshold(fail_on, team, "high")
     )
 
 
@@ -659,7 +652,8 @@ def review_plan(
     """The findings of the objects the manifests name or ``plan`` deletes, as they stand live and as
     they will stand once it is applied (``reconciler.subjects.plan_subjects``), marked new, existing or
     resolved; an adopted object's findings are new (the change takes them on). A targeted plan: only
-    its targets' servers. An object the plan leaves alone is judged once."""
+    its targets' servers. An object the plan leaves alone is judged once: its findings stand after as
+    before."""
     rules = all_rules()
     team = policy_of(manifest.project.policy)
     subjects = plan_subjects(manifest, live, plan)
@@ -668,25 +662,13 @@ def review_plan(
         roots = {target.root for target in options.targets}
         before = [s for s in before if s.server in roots]
         after = [s for s in after if s.server in roots]
-
-    def changed(server: str, client: str | None) -> bool:
-        return ((server,) if client is None else (server, client)) in subjects.changed
-
-    def adopted(finding: Finding) -> bool:
-        path = (finding.server,) if finding.client is None else (finding.server, finding.client)
-        return path in subjects.adopted
-
     found_before = evaluate(before, rules, team.policy)
-    found_after = evaluate([s for s in after if changed(s.server, s.client)], rules, team.policy)
-    found_after += [f for f in found_before if not changed(f.server, f.client)]
-    marked = compare(found_after, found_before, taken_on=adopted)
+    found_after = evaluate(after, rules, team.policy)
+    found_after += [f for f in found_before if f.object_path not in subjects.changed]
+    marked = compare(found_after, found_before, taken_on=lambda f: f.object_path in subjects.adopted)
     # New ones point at their field (what the change brings: a few files read again); existing and
     # resolved ones at their object: cheap with thousands live, and a resolved finding's field may
     # no longer be where the manifests have one.
     moved = locate([f for f in marked if f.status == "new"], manifest.locations)
     kept = [replace(f, location=object_location(f, manifest.locations)) for f in marked if f.status != "new"]
-    return Review(
-        tuple(ordered([*moved, *kept])),
-        tuple(r.id for r in rules if r.id not in team.policy.disabled),
-        fail_threshold(fail_on, team, None),
-    )
+    return Review(tuple(ordered([*moved, *kept])), _ran(rules, team), fail_threshold(fail_on, team, None))

@@ -203,8 +203,7 @@ def test_plan_marks_findings_new_existing_and_resolved(
     live_server = RISKY_SERVER  # applied first: MCP002 and MCP007 are live
     folder = write("m/servers/calendar.yaml", live_server) / "m"
     with serving(monkeypatch, PROJECT, KEY):
-        assert run(["apply", str(folder), "--auto-approve"]) == 0
-        capsys.readouterr()
+        applied(folder, capsys)
         # the change: fixes the CIMD pattern, keeps the http URL, adds a wildcard callback
         changed = live_server.replace('domainPattern: "*.com"', "domainPattern: agents.example.com").replace(
             "  - https://agents.example.com/cb\n",
@@ -231,8 +230,7 @@ def test_plan_fails_on_new_findings_only(
         code, body = plan_json(capsys, folder, "--fail-on", "high")
         assert code == ExitCode.POLICY  # both are new: nothing is live yet
         assert {f["status"] for f in body["findings"]} == {"new"}
-        assert run(["apply", str(folder), "--auto-approve"]) == 0
-        capsys.readouterr()
+        applied(folder, capsys)
         code, body = plan_json(capsys, folder, "--fail-on", "high")
         assert code == ExitCode.OK  # the same findings, now existing: this change brings none
         assert {f["status"] for f in body["findings"]} == {"existing"}
