@@ -245,17 +245,30 @@ def evaluate(
     subjects: Iterable[Subject], rules: Sequence[Rule], policy: Policy | None = None
 ) -> list[Finding]:
     """Every finding of ``rules`` on ``subjects`` under ``policy``, worst first, then by object."""
-    policy = policy or Policy()
-    # Each rule's kind, settings and severity are decided once, not once per object: a large plan
-    # judges tens of thousands of objects.
-    active: dict[SubjectKind, list[tuple[Rule, dict[str, int], Severity]]] = {"server": [], "client": []}
-    for rule in rules:
-        if rule.id not in policy.disabled:
-            severity = policy.severities.get(rule.id, rule.severity)
-            active[rule.applies_to].append((rule, policy.settings(rule), severity))
-    found: list[Finding] = []
-    for subject in subjects:
-        for rule, settings, severity in active[subject.kind]:
+    judge = Judge(rules, policy)
+    return ordered(finding for subject in subjects for finding in judge(subject))
+
+
+class Judge:
+    """``rules`` under ``policy``, judging one subject at a time."""
+
+    def __init__(self, rules: Sequence[Rule], policy: Policy | None = None) -> None:
+        self.rules = tuple(rules)
+        self.policy = policy = policy or Policy()
+        # Each rule's kind, settings and severity are decided once, not once per object: a large plan
+        # judges tens of thousands of objects.
+        self._active: dict[SubjectKind, list[tuple[Rule, dict[str, int], Severity]]] = {
+            "server": [],
+            "client": [],
+        }
+        for rule in rules:
+            if rule.id not in policy.disabled:
+                severity = policy.severities.get(rule.id, rule.severity)
+                self._active[rule.applies_to].append((rule, policy.settings(rule), severity))
+
+    def __call__(self, subject: Subject) -> list[Finding]:
+        found: list[Finding] = []
+        for rule, settings, severity in self._active[subject.kind]:
             hits = (
                 rule.check(subject, settings)
                 if rule.plugin is None
@@ -272,9 +285,42 @@ def evaluate(
                     path=hit.path,
                     detail=hit.detail,
                 )
-                reason = next((e.reason for e in policy.exceptions if e.covers(finding)), None)
+                reason = next((e.reason for e in self.policy.exceptions if e.covers(finding)), None)
                 found.append(finding if reason is None else replace(finding, excepted=reason))
-    return ordered(found)
+        return found
+
+
+class JudgedAhead:
+    """Findings of subjects judged ahead of need (the live objects, judged as they arrive while the
+    rest is still being read), kept by the subject's very objects: a subject made later of the same
+    names and the same field mappings is not judged again. It holds the subjects, so that the
+    mappings it keys on live as long as it does."""
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
+        self._known: dict[tuple[Any, ...], tuple[Subject, list[Finding]]] = {}
+
+    def add(self, subject: Subject) -> None:
+        self._known[_identity(subject)] = (subject, self.judge(subject))
+
+    def evaluate(self, subjects: Iterable[Subject]) -> list[Finding]:
+        """As :func:`evaluate` with the judge's rules and policy, judging only the subjects not known."""
+        found: list[Finding] = []
+        for subject in subjects:
+            known = self._known.get(_identity(subject))
+            found += known[1] if known is not None else self.judge(subject)
+        return ordered(found)
+
+
+def _identity(subject: Subject) -> tuple[Any, ...]:
+    return (
+        subject.kind,
+        subject.server,
+        subject.client,
+        subject.written,
+        id(subject.fields),
+        id(subject.server_fields),
+    )
 
 
 def _plugin_hits(rule: Rule, subject: Subject, settings: Mapping[str, int]) -> list[Hit]:

@@ -10,11 +10,10 @@ fetch at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from types import MappingProxyType
 
 from reconciler.descope.client import DescopeClient
 from reconciler.descope.transport import gather_or_cancel
-from reconciler.descope.wire import LiveClient, LiveServer, LiveState
+from reconciler.descope.wire import FetchListener, LiveClient, LiveServer, LiveState, live_state
 
 FetchProgress = Callable[[int, int], None]  # (servers whose clients are read, servers to read)
 
@@ -24,23 +23,26 @@ async def fetch_live_state(
     *,
     server_names: Collection[str] | None = None,
     progress: FetchProgress | None = None,
+    listener: FetchListener | None = None,
 ) -> LiveState:
     """Fetch every server, and the clients of those in ``server_names`` (all when None)."""
     # One surface after the other, so that a failing project reports the same call every time.
     servers = (*await api.load_all_servers(), *await api.load_all_resources())
     wanted = [s for s in servers if server_names is None or s.name in server_names]
+    if listener is not None:
+        listener.servers(servers, [s.id for s in wanted], complete=server_names is None)
     read = 0
 
-    async def clients_of(server: LiveServer) -> list[LiveClient]:
+    async def clients_of(server: LiveServer) -> tuple[LiveClient, ...]:
         nonlocal read
-        found = await api.search_clients(server.id)
+        found = tuple(await api.search_clients(server.id))
         read += 1
+        if listener is not None:
+            listener.clients(server.id, found)
         if progress is not None:
             progress(read, len(wanted))
         return found
 
     found = await gather_or_cancel(clients_of(server) for server in wanted)
-    clients = {server.id: tuple(items) for server, items in zip(wanted, found, strict=True)}
-    # The shape of the MCP Server API's answers (a Resource's scopes are always categorized).
-    scopes = next((s.scopes_format for s in servers if s.scopes_format and s.surface == "mcp-servers"), None)
-    return LiveState(servers, MappingProxyType(clients), scopes, complete=server_names is None)
+    clients = {server.id: items for server, items in zip(wanted, found, strict=True)}
+    return live_state(servers, clients, complete=server_names is None)

@@ -10,8 +10,9 @@ reconciler does not own), and a plan with more deletes than the budget is refuse
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from reconciler.descope.wire import LiveState, Surface
 from reconciler.diff import field_changes
@@ -99,7 +100,47 @@ def build_plan(
     """The changes that make ``live`` match ``manifest``; raises PlanError listing every problem.
     ``desired`` is ``desired_objects(manifest)`` when the caller made it already (while it waited)."""
     wanted = tuple(desired) if desired is not None else desired_objects(manifest)
-    return _Planner(manifest, live, options or PlanOptions()).plan(wanted)
+    planner = _Planner(manifest, live, options or PlanOptions())
+    planner.start(wanted)
+    return planner.finish()
+
+
+class PlanWhileReading:
+    """A plan made while the live project is still being read: ``live`` holds every server and fills
+    with clients as they arrive (its ``clients`` a view of a mapping still being filled), ``reading``
+    names the servers whose clients are yet to come, and :meth:`read` says one's have. What needs a
+    server's clients waits for them; what planning finds keeps the place it has in :func:`build_plan`,
+    so :meth:`plan` is exactly the plan that :func:`build_plan` makes of the whole live state."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        live: LiveState,
+        options: PlanOptions,
+        desired: Sequence[Desired],
+        reading: Collection[str],
+    ) -> None:
+        self.live = live
+        self._planner = _Planner(manifest, live, options, reading=reading)
+        self._planner.start(tuple(desired))
+
+    def read(self, server_id: str) -> None:
+        """The clients of ``server_id`` are in ``live`` now: plan what waited for them."""
+        self._planner.read(server_id)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether some server's clients are yet to be read."""
+        return bool(self._planner.reading)
+
+    def plan(self) -> Plan:
+        """The plan (raises as :func:`build_plan` does), once every server's clients are read."""
+        if self.waiting:
+            raise ValueError("the plan is not made yet: some servers' clients are still being read")
+        return self._planner.finish()
+
+
+_Found = list["Change | Withheld | str | _Found"]  # a problem is a str; a list is a place kept for later
 
 
 @dataclass(frozen=True)
@@ -112,7 +153,9 @@ class _Parent:
 
 
 class _Planner:
-    def __init__(self, manifest: Manifest, live: LiveState, options: PlanOptions) -> None:
+    def __init__(
+        self, manifest: Manifest, live: LiveState, options: PlanOptions, *, reading: Collection[str] = ()
+    ) -> None:
         self.manifest = manifest
         self.live = live
         self.options = options
@@ -121,17 +164,43 @@ class _Planner:
         self.prune = manifest.project.prune if options.prune is None else options.prune
         # The shape scopes are written in: the one the project's API answers in, else the setting.
         self.scopes_format = live.scopes_shape or manifest.project.scopesFormat
-        self.changes: list[Change] = []
-        self.withheld: list[Withheld] = []
-        self.problems: list[str] = []
+        # What planning finds, in the order it finds it: a step that waits for a server's clients
+        # (see PlanWhileReading) fills a place kept for it, so the order never depends on arrivals.
+        self.found: _Found = []
+        self.reading = set(reading)  # the servers whose clients are yet to be read
+        self.waiting: dict[str, list[tuple[_Found, Callable[[], None]]]] = {}
         self.moved_from: dict[tuple[Kind, tuple[str, ...]], LiveObject] = {}  # → its copy on another surface
 
-    def plan(self, desired: tuple[Desired, ...]) -> Plan:
+    def start(self, desired: tuple[Desired, ...]) -> None:
         for kind in roots():
             self._plan_under(kind, [d for d in desired if d.kind is kind.kind], _Parent())
-        changes = self._targeted(self.changes)
-        if self.problems and not self.options.lenient:
-            raise PlanError(self.problems)
+
+    def read(self, server_id: str) -> None:
+        """The clients of ``server_id`` have arrived: run the steps that waited, each in its place."""
+        self.reading.discard(server_id)
+        for place, step in self.waiting.pop(server_id, []):
+            outer, self.found = self.found, place
+            try:
+                step()
+            finally:
+                self.found = outer
+
+    def _once_read(self, live_id: str, step: Callable[[], None]) -> None:
+        """Run ``step`` now, or once the objects under ``live_id`` are read, keeping its place."""
+        if live_id not in self.reading:
+            step()
+            return
+        place: _Found = []
+        self.found.append(place)
+        self.waiting.setdefault(live_id, []).append((place, step))
+
+    def finish(self) -> Plan:
+        found: tuple[list[Change], list[Withheld], list[str]] = ([], [], [])
+        _flatten(self.found, *found)
+        changes, withheld, problems = found
+        changes = self._targeted(changes, problems)
+        if problems and not self.options.lenient:
+            raise PlanError(problems)
         project = self.manifest.project
         plan = Plan(
             project_id=project.projectId,
@@ -140,7 +209,7 @@ class _Planner:
             scopes_format=self.scopes_format,
             partial=bool(self.options.targets),
             targets=tuple(str(t) for t in self.options.targets),
-            withheld=tuple(w for w in self.withheld if self._in_scope(w.server)),
+            withheld=tuple(w for w in withheld if self._in_scope(w.server)),
         )
         refusal = None if self.options.lenient else self._over_budget(plan)
         if refusal is not None:
@@ -160,7 +229,7 @@ class _Planner:
             hidden = [] if matches else candidates.ignored.get(desired.name, [])
             if hidden:  # creating it would make a second object of the name
                 obj, rule = hidden[0]
-                self.problems.append(
+                self.found.append(
                     f"{_address(kind.kind, desired.path)} exists in Descope ({obj.id}) but the Project "
                     f"ignores it ({rule}); rename the manifest entry or change the rule"
                 )
@@ -172,14 +241,14 @@ class _Planner:
                 matches = here
             if len(matches) > 1:
                 ids = ", ".join(m.id for m in matches)
-                self.problems.append(
+                self.found.append(
                     f"{_address(kind.kind, desired.path)} matches {len(matches)} live {kind.plural} ({ids}); "
                     "rename or delete all but one"
                 )
             elif not matches:
                 self._create(kind, desired, parent)
             elif (other := self.scope.other_owner(matches[0].tags)) is not None and not desired.adopt:
-                self.problems.append(
+                self.found.append(
                     f"{_address(kind.kind, desired.path)} exists in Descope ({matches[0].id}) but is not "
                     f'managed by mcp-reconciler: another reconciler owns it (ownership tag "{other}"); '
                     "set adopt: true to take it over, or choose another name"
@@ -203,7 +272,7 @@ class _Planner:
         if desired.surface is None:
             if len(surfaces) > 1:
                 where = ", ".join(f"{obj.id} on {obj.surface}" for obj in matches)
-                self.problems.append(
+                self.found.append(
                     f"{address} exists on both surfaces ({where}): say which one it lives on with surface:"
                 )
                 return None
@@ -211,7 +280,7 @@ class _Planner:
         here = [obj for obj in matches if obj.surface == desired.surface]
         for copy in (obj for obj in matches if obj.surface != desired.surface):
             if self.owner not in copy.tags:
-                self.problems.append(
+                self.found.append(
                     f"{address} is to live on {desired.surface}, but {copy.surface} holds one of its name "
                     f"({copy.id}) that mcp-reconciler does not manage: adopt it there first (surface: "
                     f"{copy.surface}, adopt: true), or rename or delete it"
@@ -235,7 +304,7 @@ class _Planner:
             _text_list(desired.fields.get("tags")), self.owner, protect=desired.protect, rotation=rotation
         )
         fields = [FieldChange(key, None, value) for key, value in sorted(desired.fields.items())]
-        self.changes.append(
+        self.found.append(
             Change(
                 kind.kind,
                 Action.CREATE,
@@ -270,7 +339,7 @@ class _Planner:
         )
         desired = replace(desired, fields=kind.settle(desired.fields, live.fields, shape))
         if not owned and not desired.adopt:
-            self.problems.append(_conflict(_address(kind.kind, desired.path), live_id=live.id))
+            self.found.append(_conflict(_address(kind.kind, desired.path), live_id=live.id))
             return
         target = self._secret_target(kind, desired)
         rotation: str | None = None
@@ -283,7 +352,7 @@ class _Planner:
             rotation = target.rotation if not owned else marker
         change = self._update(kind.kind, desired, live=live, owned=owned, rotation=rotation)
         if change:
-            self.changes.append(
+            self.found.append(
                 replace(
                     change,
                     server=_parent_name(parent),
@@ -293,7 +362,7 @@ class _Planner:
                 )
             )
         if owned and target is not None and target.rotation is not None and target.rotation != marker:
-            self.changes.append(
+            self.found.append(
                 Change(
                     kind.kind,
                     Action.ROTATE_SECRET,
@@ -306,12 +375,15 @@ class _Planner:
                     secret=target,
                 )
             )
-        self._plan_children(desired, _Parent(desired.path, live.id))
+        self._once_read(live.id, partial(self._plan_children, desired, _Parent(desired.path, live.id)))
 
     def _prune(
         self, kind: KindDescriptor, obj: LiveObject, parent: _Parent, *, moved_to: Surface | None = None
     ) -> None:
         """Delete an object we own that no manifest wants (or the copy a move leaves) when pruning."""
+        if children(kind.kind) and obj.id in self.reading:  # what is below it decides
+            self._once_read(obj.id, partial(self._prune, kind, obj, parent, moved_to=moved_to))
+            return
         path = (*parent.path, obj.name)
         address = _address(kind.kind, path)
         root = path[0]
@@ -322,14 +394,14 @@ class _Planner:
             reason = (
                 f"{moved}: pruning is off" if moved else "in no manifest; not deleted, since pruning is off"
             )
-            self.withheld.append(Withheld(address, root, reason))
+            self.found.append(Withheld(address, root, reason))
             return
         if PROTECT_TAG in obj.tags:
-            self.withheld.append(Withheld(address, root, "protected (protect: true when last applied)"))
+            self.found.append(Withheld(address, root, "protected (protect: true when last applied)"))
             return
         registration = registered_elsewhere(obj)
         if registration is not None:
-            self.withheld.append(Withheld(address, root, f"registered dynamically ({registration})"))
+            self.found.append(Withheld(address, root, f"registered dynamically ({registration})"))
             return
         cascade: tuple[Cascaded, ...] = ()
         if children(kind.kind):
@@ -343,13 +415,13 @@ class _Planner:
                     if foreign
                     else f"its {plural} were not fetched"
                 )
-                self.withheld.append(Withheld(address, root, reason))
+                self.found.append(Withheld(address, root, reason))
                 return
             if kind.delete_cascades:  # listed under it, and counted by the summary and the budget alike
                 cascade = tuple(Cascaded(k.kind, o.name, o.id) for k, o in sorted(below, key=_by_kind_name))
             for below_kind, below_obj in below if not kind.delete_cascades else ():
                 self._prune(below_kind, below_obj, _Parent(path, obj.id))
-        self.changes.append(
+        self.found.append(
             Change(
                 kind.kind,
                 Action.DELETE,
@@ -434,7 +506,7 @@ class _Planner:
             notes=notes,
         )
 
-    def _targeted(self, changes: list[Change]) -> list[Change]:
+    def _targeted(self, changes: list[Change], problems: list[str]) -> list[Change]:
         if not self.options.targets:
             return changes
         chosen = [c for c in changes if any(t.covers(c) for t in self.options.targets)]
@@ -444,7 +516,7 @@ class _Planner:
             if parent_kind is None or change.server_id is not None:
                 continue
             if (parent_kind, change.path[:-1]) not in created:
-                self.problems.append(
+                problems.append(
                     f"{change.address} needs its {parent_kind} created first: "
                     f"add --target {parent_kind}:{'/'.join(change.path[:-1])}"
                 )
@@ -476,6 +548,18 @@ class _Planner:
             return setting
         managed = sum(1 for _kind, _path, obj in live_objects(self.live) if self.owner in obj.tags)
         return math.floor(managed * int(setting.rstrip("%")) / 100)
+
+
+def _flatten(found: _Found, changes: list[Change], withheld: list[Withheld], problems: list[str]) -> None:
+    for item in found:
+        if isinstance(item, list):
+            _flatten(item, changes, withheld, problems)
+        elif isinstance(item, Change):
+            changes.append(item)
+        elif isinstance(item, Withheld):
+            withheld.append(item)
+        else:
+            problems.append(item)
 
 
 def check_targets(manifest: Manifest, live: LiveState, targets: Iterable[Target]) -> None:

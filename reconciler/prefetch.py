@@ -3,9 +3,11 @@
 Loading a large tree of manifests and reading the live project each take seconds, and neither needs
 the other until the plan is made: both are CPU-bound Python, so threads would take turns, while a
 second process runs beside this one. The fetch starts as soon as the Project's ``projectId`` is
-known (its file is read first), and its result comes back through a pipe that only the two processes
-hold, as plain data (``marshal``: dicts, lists and strings, never code) that is turned back into a
-:class:`LiveState` here.
+known (its file is read first). What it reads comes back as it is read, through a pipe that only the
+two processes hold, in frames of plain data (``marshal``: dicts, lists and strings, never code): first
+every server, then the clients of each server as its search answers, then the end. Once its manifests
+are loaded, this process takes each frame as it comes (:class:`Arrivals`): a plan is made server by
+server while the last searches are still on the network.
 
 It is only ever a head start: the parent uses the result when the manifests, fully loaded, name the
 same project, and otherwise reads the project itself as it always did. An API error the child met is
@@ -24,19 +26,33 @@ import logging
 import marshal
 import os
 import pickle
+import queue
 import signal
+import struct
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import IO, Any, Protocol
 
-from reconciler.descope.wire import LiveClient, LiveServer, LiveState
+from reconciler.descope.wire import FetchListener, LiveClient, LiveServer, LiveState, live_state
 from reconciler.errors import ReconcilerError
 
 PREFETCH_VARIABLE = "MCP_RECONCILER_PREFETCH"
-_FORMAT = 1  # of what the child sends; both ends are this very file, but a stray reader is refused
+_FORMAT = 2  # of what the child sends; both ends are this very file, but a stray reader is refused
+_LENGTH = struct.Struct(">I")  # each frame's size, before it
 log = logging.getLogger(__name__)
+Fetch = Callable[[str, FetchListener], LiveState]  # (project id, told what is read as it is read)
+
+
+class Arrivals(Protocol):
+    """What the parent does with the live project as it arrives (see :meth:`Prefetch.take`)."""
+
+    def servers(self, live: LiveState, reading: Sequence[str]) -> None:
+        """``live`` holds every server; its clients fill in as the searches of ``reading`` answer."""
+
+    def clients(self, server_id: str) -> None:
+        """The clients of ``server_id`` are in ``live`` now."""
 
 
 def allowed(environ: Mapping[str, str]) -> bool:
@@ -57,7 +73,7 @@ def allowed(environ: Mapping[str, str]) -> bool:
 class Prefetch:
     """A fetch started early in a child process, at most once; :meth:`take` collects it."""
 
-    def __init__(self, fetch: Callable[[str], LiveState]) -> None:
+    def __init__(self, fetch: Fetch) -> None:
         self._fetch = fetch
         self._project_id: str | None = None
         self._pid: int | None = None
@@ -88,9 +104,10 @@ class Prefetch:
         self._pid, self._reader = pid, reader
         log.info("reading the live project in process %d while the manifests load", pid)
 
-    def take(self, project_id: str) -> LiveState | None:
+    def take(self, project_id: str, arrivals: Arrivals | None = None) -> LiveState | None:
         """The live state the child read, when it read ``project_id``; None to read it here instead.
-        An API error the child met is raised, as it would have been raised here."""
+        ``arrivals`` is told of each part as it arrives. An API error the child met is raised, as it
+        would have been raised here."""
         if self._pid is None or self._reader is None:
             return None
         if project_id != self._project_id:
@@ -101,10 +118,11 @@ class Prefetch:
         try:
             with os.fdopen(self._reader, "rb") as stream:
                 self._reader = None
-                data = stream.read()
-        finally:
-            self._reap()
-        live = _answer(data)
+                live = _received(stream, arrivals)
+        except BaseException:  # arrivals failed, or an interrupt: the child is not waited for
+            self.cancel()
+            raise
+        self._reap()
         if live is None:
             log.info("process %d did not finish reading the live project: reading it here", pid)
         else:
@@ -129,7 +147,7 @@ class Prefetch:
 
 
 @contextlib.contextmanager
-def prefetching(fetch: Callable[[str], LiveState], environ: Mapping[str, str]) -> Iterator[Prefetch | None]:
+def prefetching(fetch: Fetch, environ: Mapping[str, str]) -> Iterator[Prefetch | None]:
     """A :class:`Prefetch` for this run when one is allowed, never left running after the block."""
     if not allowed(environ):
         yield None
@@ -141,16 +159,17 @@ def prefetching(fetch: Callable[[str], LiveState], environ: Mapping[str, str]) -
         early.cancel()
 
 
-def _child(fetch: Callable[[str], LiveState], project_id: str, writer: int) -> None:
+def _child(fetch: Fetch, project_id: str, writer: int) -> None:
     code = 0
     try:
+        frames = _Frames(writer)
         try:
-            message: tuple[Any, ...] = ("live", _plain(fetch(project_id)))
+            live = fetch(project_id, frames)
+            frames.rest_of(live)
         except ReconcilerError as exc:  # the API's answer, or a setting: the parent says it
-            message = ("error", pickle.dumps(exc))
-        payload = marshal.dumps((_FORMAT, *message))
-        with os.fdopen(writer, "wb") as stream:
-            stream.write(payload)
+            frames.send(("error", pickle.dumps(exc)))
+        if not frames.close():
+            code = 1
     except BaseException:  # a bug or an interrupt: the parent reads the project itself
         code = 1
     finally:
@@ -159,46 +178,116 @@ def _child(fetch: Callable[[str], LiveState], project_id: str, writer: int) -> N
         os._exit(code)
 
 
-def _answer(data: bytes) -> LiveState | None:
+class _Frames:
+    """The child's side: each part of the live project sent as it is read. A thread writes them, so
+    that the reading never waits on the pipe while the parent is still loading its manifests."""
+
+    def __init__(self, writer: int) -> None:
+        self._writer = writer
+        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._sent_servers = False
+        self._sent_clients: set[str] = set()
+        self._failed = False
+        self._thread = threading.Thread(target=self._write, name="prefetch-writer", daemon=True)
+        self._thread.start()
+        self.send(("format", _FORMAT))
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self._queue.put(marshal.dumps(message))
+
+    def servers(self, servers: tuple[LiveServer, ...], reading: Sequence[str], *, complete: bool) -> None:
+        plain = [(s.id, s.name, dict(s.fields), s.scopes_format, s.surface) for s in servers]
+        self.send(("servers", plain, list(reading), complete))
+        self._sent_servers = True
+
+    def clients(self, server_id: str, clients: tuple[LiveClient, ...]) -> None:
+        plain = [(c.id, c.client_id, c.server_id, c.name, dict(c.fields)) for c in clients]
+        self.send(("clients", server_id, plain))
+        self._sent_clients.add(server_id)
+
+    def rest_of(self, live: LiveState) -> None:
+        """What a fetch that told nothing as it read left unsent, then the end."""
+        if not self._sent_servers:
+            self.servers(live.servers, list(live.clients), complete=live.complete)
+        for server_id, clients in live.clients.items():
+            if server_id not in self._sent_clients:
+                self.clients(server_id, clients)
+        self.send(("end", live.scopes_format, live.complete))
+
+    def close(self) -> bool:
+        """Wait until every frame is written; whether all were."""
+        self._queue.put(None)
+        self._thread.join()
+        return not self._failed
+
+    def _write(self) -> None:
+        try:
+            with os.fdopen(self._writer, "wb") as stream:
+                while (data := self._queue.get()) is not None:
+                    stream.write(_LENGTH.pack(len(data)))
+                    stream.write(data)
+        except OSError:  # the parent is gone or stopped reading: it reads the project itself, if at all
+            self._failed = True
+
+
+def _received(stream: IO[bytes], arrivals: Arrivals | None) -> LiveState | None:
+    """The live state in the child's frames, ``arrivals`` told of each part; None when the child
+    stopped before the end. An API error it met is raised."""
+    live: LiveState | None = None
+    clients: dict[str, tuple[LiveClient, ...]] = {}
+    reading: list[str] = []
+    first = True
+    while (message := _frame(stream)) is not None:
+        kind = message[0] if isinstance(message, tuple) and message else None
+        if first:
+            if message != ("format", _FORMAT):
+                return None
+            first = False
+        elif kind == "error":
+            raise pickle.loads(message[1])  # noqa: S301 - written by our own child, through our own pipe
+        elif kind == "servers" and live is None:
+            _kind, servers, reading, complete = message
+            live = live_state(_servers(servers), clients, complete=complete)
+            if arrivals is not None:
+                arrivals.servers(live, reading)
+        elif kind == "clients" and live is not None:
+            _kind, server_id, items = message
+            clients[server_id] = tuple(
+                LiveClient(id=i, client_id=c, server_id=s, name=n, fields=MappingProxyType(f))
+                for i, c, s, n, f in items
+            )
+            if arrivals is not None:
+                arrivals.clients(server_id)
+        elif kind == "end" and live is not None and set(clients) == set(reading):
+            _kind, scopes_format, complete = message
+            ordered = {server_id: clients[server_id] for server_id in reading}  # as a fetch here orders them
+            clients.clear()
+            clients.update(ordered)
+            if (scopes_format, complete) != (live.scopes_format, live.complete):  # not as it was told
+                return LiveState(live.servers, MappingProxyType(dict(clients)), scopes_format, complete)
+            return live
+        else:
+            return None
+    return None
+
+
+def _frame(stream: IO[bytes]) -> Any:
+    """The next frame (None at the end of the stream, or where it breaks off)."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
     try:
-        message = marshal.loads(data)  # noqa: S302 - from our own child, through our own pipe
-    except (EOFError, ValueError, TypeError):  # the child died or was interrupted before it said
+        return marshal.loads(data)  # noqa: S302 - from our own child, through our own pipe
+    except (EOFError, ValueError, TypeError):
         return None
-    if not isinstance(message, tuple) or len(message) != 3 or message[0] != _FORMAT:
-        return None
-    kind, body = message[1], message[2]
-    if kind == "error":
-        error = pickle.loads(body)  # noqa: S301 - written by our own child, through our own pipe
-        raise error
-    return _rebuilt(body)
 
 
-def _plain(live: LiveState) -> tuple[Any, ...]:
-    """``live`` as marshal-able data: tuples, dicts, lists, strings and numbers."""
-    servers = [(s.id, s.name, dict(s.fields), s.scopes_format, s.surface) for s in live.servers]
-    clients = {
-        server_id: [(c.id, c.client_id, c.server_id, c.name, dict(c.fields)) for c in items]
-        for server_id, items in live.clients.items()
-    }
-    return servers, clients, live.scopes_format, live.complete
-
-
-def _rebuilt(data: tuple[Any, ...]) -> LiveState:
-    servers, clients, scopes_format, complete = data
-    return LiveState(
-        tuple(
-            LiveServer(id=i, name=n, fields=MappingProxyType(f), scopes_format=shape, surface=surface)
-            for i, n, f, shape, surface in servers
-        ),
-        MappingProxyType(
-            {
-                server_id: tuple(
-                    LiveClient(id=i, client_id=c, server_id=s, name=n, fields=MappingProxyType(f))
-                    for i, c, s, n, f in items
-                )
-                for server_id, items in clients.items()
-            }
-        ),
-        scopes_format,
-        complete,
+def _servers(data: list[tuple[Any, ...]]) -> tuple[LiveServer, ...]:
+    return tuple(
+        LiveServer(id=i, name=n, fields=MappingProxyType(f), scopes_format=shape, surface=surface)
+        for i, n, f, shape, surface in data
     )

@@ -18,12 +18,22 @@ from reconciler.applier import Applier, Progress
 from reconciler.delivery import Courier, Handoff, Masker, Outcome, resume_all
 from reconciler.descope.client import DescopeClient
 from reconciler.descope.transport import resolve_base_url
-from reconciler.descope.wire import LiveState
+from reconciler.descope.wire import FetchListener, LiveState
 from reconciler.drift import DriftReport, detect_drift
 from reconciler.errors import ReconcilerError, SavedPlanError, StalePlanError, UsageError
 from reconciler.files import write_atomically
 from reconciler.finding_locations import locate, object_location
-from reconciler.findings import SEVERITIES, Finding, Rule, Severity, at_or_above, compare, evaluate, ordered
+from reconciler.findings import (
+    SEVERITIES,
+    Finding,
+    JudgedAhead,
+    Rule,
+    Severity,
+    at_or_above,
+    compare,
+    evaluate,
+    ordered,
+)
 from reconciler.journal import Journal, OpenDelivery, open_deliveries
 from reconciler.journal_retention import compact_quietly, keep_runs
 from reconciler.kinds import Desired
@@ -31,7 +41,7 @@ from reconciler.live import FetchProgress, fetch_live_state
 from reconciler.lock import LockSettings, ProjectLock
 from reconciler.models import ClientSpec, Manifest, secret_key
 from reconciler.plan import FORMAT_VERSION, ApplyResult, Plan, checksum, signature
-from reconciler.planner import PlanOptions, Target, build_plan, check_targets
+from reconciler.planner import PlanOptions, PlanWhileReading, Target, build_plan, check_targets
 from reconciler.policy import TeamPolicy, policy_of
 from reconciler.prefetch import Prefetch, prefetching
 from reconciler.provenance import differences, manifest_digests, unsafe_path
@@ -57,13 +67,22 @@ class Connection:
     throttle: ThrottleSettings = field(default_factory=ThrottleSettings)
     fetch_progress: FetchProgress | None = None
 
-    async def live_state(self, api: DescopeClient, server_names: set[str] | None = None) -> LiveState:
-        return await fetch_live_state(api, server_names=server_names, progress=self.fetch_progress)
+    async def live_state(
+        self,
+        api: DescopeClient,
+        server_names: set[str] | None = None,
+        listener: FetchListener | None = None,
+    ) -> LiveState:
+        return await fetch_live_state(
+            api, server_names=server_names, progress=self.fetch_progress, listener=listener
+        )
 
-    async def fetch(self, project_id: str, server_names: set[str] | None = None) -> LiveState:
+    async def fetch(
+        self, project_id: str, server_names: set[str] | None = None, listener: FetchListener | None = None
+    ) -> LiveState:
         """The live state of the project (only of ``server_names``, when given), over a client of its own."""
         async with self.client(project_id) as api:
-            return await self.live_state(api, server_names)
+            return await self.live_state(api, server_names, listener)
 
     def client(self, project_id: str) -> DescopeClient:
         timeout = self.environ.get("MCP_RECONCILER_TIMEOUT", "").strip()
@@ -94,8 +113,8 @@ def early_reader(
     fetches, read in another process while the manifests load (see reconciler.prefetch)."""
     servers = _servers_needed(options) if options is not None else None
 
-    def fetch(project_id: str) -> LiveState:
-        return asyncio.run(connection.fetch(project_id, servers))
+    def fetch(project_id: str, listener: FetchListener) -> LiveState:
+        return asyncio.run(connection.fetch(project_id, servers, listener))
 
     return prefetching(fetch, connection.environ)
 
@@ -118,10 +137,17 @@ async def reviewed_plan(manifest: Manifest, connection: Connection, options: Pla
 
 
 def plan_against(
-    manifest: Manifest, live: LiveState, options: PlanOptions, desired: Sequence[Desired] | None = None
+    manifest: Manifest,
+    live: LiveState,
+    options: PlanOptions,
+    desired: Sequence[Desired] | None = None,
+    planning: PlanWhileReading | None = None,
 ) -> Plan:
-    """The plan that makes ``live`` what ``manifest`` says, once every --target is known to exist."""
+    """The plan that makes ``live`` what ``manifest`` says, once every --target is known to exist;
+    ``planning`` is that plan made as ``live`` arrived (reconciler.plan_ahead), when it was."""
     check_targets(manifest, live, options.targets)
+    if planning is not None:
+        return planning.plan()
     return build_plan(manifest, live, options, desired=desired)
 
 
@@ -648,21 +674,24 @@ def review_plan(
     options: PlanOptions,
     *,
     fail_on: str | None = None,
+    judged: JudgedAhead | None = None,
 ) -> Review:
     """The findings of the objects the manifests name or ``plan`` deletes, as they stand live and as
     they will stand once it is applied (``reconciler.subjects.plan_subjects``), marked new, existing or
     resolved; an adopted object's findings are new (the change takes them on). A targeted plan: only
     its targets' servers. An object the plan leaves alone is judged once: its findings stand after as
-    before."""
+    before; one ``judged`` ahead (with these rules and this policy) is not judged again."""
     rules = all_rules()
     team = policy_of(manifest.project.policy)
+    if judged is not None and (judged.judge.rules != rules or judged.judge.policy != team.policy):
+        judged = None
     subjects = plan_subjects(manifest, live, plan)
     before, after = subjects.before, subjects.after
     if options.targets:
         roots = {target.root for target in options.targets}
         before = [s for s in before if s.server in roots]
         after = [s for s in after if s.server in roots]
-    found_before = evaluate(before, rules, team.policy)
+    found_before = judged.evaluate(before) if judged is not None else evaluate(before, rules, team.policy)
     found_after = evaluate(after, rules, team.policy)
     found_after += [f for f in found_before if f.object_path not in subjects.changed]
     marked = compare(found_after, found_before, taken_on=lambda f: f.object_path in subjects.adopted)

@@ -21,7 +21,7 @@ from types import MappingProxyType
 import pytest
 
 from reconciler.descope.endpoints import CLIENT_ENDPOINTS
-from reconciler.descope.wire import LiveClient, LiveServer, LiveState
+from reconciler.descope.wire import FetchListener, LiveClient, LiveServer, LiveState
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from reconciler.errors import ApiError, ApiUnavailable, ManifestError, RateLimited, Unauthorized, UsageError
 from reconciler.manifest import load_manifest
@@ -57,7 +57,7 @@ def gone(pid: int) -> bool:
 
 
 def test_the_state_read_in_the_child_comes_back_equal() -> None:
-    early = Prefetch(lambda _project: live_state())
+    early = Prefetch(lambda _project, _listener: live_state())
     early.start(PROJECT)
     assert early.take(PROJECT) == live_state()
 
@@ -84,7 +84,7 @@ def test_a_state_read_for_another_project_is_not_used_and_its_reader_is_stopped(
     ids=lambda e: type(e).__name__,
 )
 def test_an_error_the_child_met_is_raised_whole(error: Exception) -> None:
-    def failing(project: str) -> LiveState:
+    def failing(project: str, listener: FetchListener) -> LiveState:
         raise error
 
     early = Prefetch(failing)
@@ -98,7 +98,7 @@ def test_an_error_the_child_met_is_raised_whole(error: Exception) -> None:
 
 
 def test_a_child_that_crashes_is_not_used() -> None:
-    def buggy(project: str) -> LiveState:
+    def buggy(project: str, listener: FetchListener) -> LiveState:
         raise RuntimeError("a bug")
 
     early = Prefetch(buggy)
@@ -107,7 +107,7 @@ def test_a_child_that_crashes_is_not_used() -> None:
 
 
 def test_a_child_killed_midway_is_not_used() -> None:
-    def killed(project: str) -> LiveState:
+    def killed(project: str, listener: FetchListener) -> LiveState:
         os.kill(os.getpid(), signal.SIGKILL)
         return live_state()
 
@@ -116,7 +116,7 @@ def test_a_child_killed_midway_is_not_used() -> None:
     assert early.take(PROJECT) is None
 
 
-def slow(_project: str) -> LiveState:
+def slow(_project: str, _listener: FetchListener) -> LiveState:
     time.sleep(60)
     return live_state()
 

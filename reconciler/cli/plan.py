@@ -27,11 +27,11 @@ from reconciler.cli.lint import FAIL_ON_OPTION
 from reconciler.cli.output import emit
 from reconciler.errors import DeleteBudgetError, ExitCode
 from reconciler.kinds import desired_objects
+from reconciler.plan_ahead import PlanAhead
 from reconciler.planner import PlanOptions, Target
 from reconciler.provenance import made_from
 from reconciler.render.github import in_github_actions
 from reconciler.render.markdown import render_drift_markdown, render_plan_markdown
-from reconciler.rule_plugins import all_rules
 from reconciler.textsafe import visible
 from reconciler.workflow import (
     check_sinks,
@@ -87,17 +87,20 @@ def plan_command(
         recorded = recorded_paths(paths or DEFAULT_PATHS)
         sources = made_from(manifest, options, paths=recorded, var_files=recorded_paths(var_files))
         desired = desired_objects(manifest)
-        all_rules()  # the installed plugins' rules looked up now, not after the live project arrives
+        # Planned and judged as the live project arrives; the installed plugins' rules looked up now.
+        ahead = PlanAhead(manifest, options, desired)
         refusal: DeleteBudgetError | None = None
         with group("Reading the live project and planning"):
-            live = early.take(manifest.project.projectId) if early is not None else None
+            live = early.take(manifest.project.projectId, ahead) if early is not None else None
             if live is None:
                 live = asyncio.run(live_for_plan(manifest, link, options))
+            planning = ahead.planning(live)
             try:
-                plan = plan_against(manifest, live, options, desired)
+                plan = plan_against(manifest, live, options, desired, planning)
             except DeleteBudgetError as refused:  # shown whole first: it is what the reviewer decides on
                 plan, refusal = refused.plan, refused
-            review = review_plan(manifest, live, plan, options, fail_on=fail_on)
+            judged = ahead.judged if planning is not None else None
+            review = review_plan(manifest, live, plan, options, fail_on=fail_on, judged=judged)
     plan = replace(
         plan,
         made_from=sources,

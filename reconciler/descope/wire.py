@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from reconciler.scopes import CATEGORIES, ScopesFormat, read_scopes, write_scopes
 
@@ -343,6 +343,26 @@ class LiveState:
         return self.scopes_format or next(
             (s.scopes_format for s in self.servers if s.scopes_format and s.surface == "mcp-servers"), None
         )
+
+
+class FetchListener(Protocol):
+    """Told what a fetch reads as it reads it (reconciler.prefetch streams it to another process)."""
+
+    def servers(self, servers: tuple[LiveServer, ...], reading: Sequence[str], *, complete: bool) -> None:
+        """Every server is read; the clients of those in ``reading`` (ids) are read next (of every
+        server when ``complete``)."""
+
+    def clients(self, server_id: str, clients: tuple[LiveClient, ...]) -> None:
+        """The clients of ``server_id`` are read."""
+
+
+def live_state(
+    servers: tuple[LiveServer, ...], clients: dict[str, tuple[LiveClient, ...]], *, complete: bool
+) -> LiveState:
+    """The LiveState of what was read (``clients`` is viewed, not copied: it may still be filling)."""
+    # The shape of the MCP Server API's answers (a Resource's scopes are always categorized).
+    scopes = next((s.scopes_format for s in servers if s.scopes_format and s.surface == "mcp-servers"), None)
+    return LiveState(servers, MappingProxyType(clients), scopes, complete=complete)
 
 
 # ---- whole answers -----------------------------------------------------------------------------
