@@ -226,6 +226,8 @@ class _Frames:
                 while (data := self._queue.get()) is not None:
                     stream.write(_LENGTH.pack(len(data)))
                     stream.write(data)
+                    if self._queue.empty():  # sent as soon as there is nothing more to send with it
+                        stream.flush()
         except OSError:  # the parent is gone or stopped reading: it reads the project itself, if at all
             self._failed = True
 

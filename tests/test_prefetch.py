@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -25,7 +25,7 @@ from reconciler.descope.wire import FetchListener, LiveClient, LiveServer, LiveS
 from reconciler.emulator import EmulatorConfig, RunningEmulator, running_emulator
 from reconciler.errors import ApiError, ApiUnavailable, ManifestError, RateLimited, Unauthorized, UsageError
 from reconciler.manifest import load_manifest
-from reconciler.prefetch import PREFETCH_VARIABLE, Prefetch, allowed
+from reconciler.prefetch import PREFETCH_VARIABLE, Fetch, Prefetch, allowed
 from tests.conftest import Writer
 
 KEY = "K2-prefetch-key-7a1e"
@@ -129,6 +129,143 @@ def test_cancel_stops_and_reaps_the_child() -> None:
     early.cancel()
     assert gone(pid)
     assert early.take(PROJECT) is None
+
+
+def many_servers(count: int, clients: int, padding: int = 0) -> LiveState:
+    servers = tuple(
+        LiveServer(
+            id=f"MS{n}",
+            name=f"s{n}",
+            fields=MappingProxyType({"id": f"MS{n}", "name": f"s{n}", "description": "x" * padding}),
+            scopes_format="categorized",
+        )
+        for n in range(count)
+    )
+    found = {
+        f"MS{n}": tuple(
+            LiveClient(
+                id=f"C{n}-{k}",
+                client_id=f"cid{n}-{k}",
+                server_id=f"MS{n}",
+                name=f"c{k}",
+                fields=MappingProxyType({"tags": ["t"], "description": "y" * padding}),
+            )
+            for k in range(clients)
+        )
+        for n in range(count)
+    }
+    return LiveState(servers, MappingProxyType(found), "categorized", complete=True)
+
+
+class Recorder:
+    """An Arrivals that notes what it is told, and what ``live`` holds when it is told."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.told: list[tuple[str, object]] = []
+        self.live: LiveState | None = None
+        self.fail_at = fail_at
+
+    def servers(self, live: LiveState, reading: Sequence[str]) -> None:
+        self.live = live
+        self.told.append(("servers", (len(live.servers), tuple(reading), len(live.clients))))
+
+    def clients(self, server_id: str) -> None:
+        assert self.live is not None
+        self.told.append(("clients", (server_id, len(self.live.clients_of(server_id)))))
+        if self.fail_at is not None and len(self.told) > self.fail_at:
+            raise RuntimeError("arrivals failed")
+
+
+def streaming(state: LiveState, order: Sequence[str], pause: float = 0.0) -> Fetch:
+    """A fetch that tells what it reads as a real one does: the servers, then each server's clients."""
+
+    def fetch(_project: str, listener: FetchListener) -> LiveState:
+        listener.servers(state.servers, list(state.clients), complete=state.complete)
+        for server_id in order:
+            time.sleep(pause)
+            listener.clients(server_id, state.clients_of(server_id))
+        return state
+
+    return fetch
+
+
+def test_each_part_is_told_as_it_arrives_and_the_whole_comes_back_in_the_fetchs_order() -> None:
+    state = many_servers(5, 3)
+    order = ["MS3", "MS0", "MS4", "MS1", "MS2"]
+    early = Prefetch(streaming(state, order))
+    early.start(PROJECT)
+    told = Recorder()
+    live = early.take(PROJECT, told)
+    assert live == state
+    assert live is told.live  # the very state the arrivals planned against
+    assert list(live.clients) == list(state.clients)  # ordered as a fetch in this process orders them
+    assert told.told == [
+        ("servers", (5, tuple(state.clients), 0)),
+        *[("clients", (server_id, 3)) for server_id in order],
+    ]
+
+
+def test_a_fetch_that_tells_nothing_as_it_reads_is_still_told_whole() -> None:
+    state = many_servers(3, 2)
+    early = Prefetch(lambda _project, _listener: state)
+    early.start(PROJECT)
+    told = Recorder()
+    assert early.take(PROJECT, told) == state
+    assert [what for what, _ in told.told] == ["servers", "clients", "clients", "clients"]
+
+
+def test_more_than_a_pipe_holds_arrives_whole_while_the_parent_was_busy() -> None:
+    state = many_servers(200, 20, padding=200)  # several MB: the writer thread waits, the reading does not
+    early = Prefetch(streaming(state, list(state.clients)))
+    early.start(PROJECT)
+    time.sleep(0.5)  # the parent is loading its manifests
+    assert early.take(PROJECT, Recorder()) == state
+
+
+def test_a_child_killed_after_some_parts_is_not_used_though_they_were_told() -> None:
+    state = many_servers(4, 2)
+
+    def killed(_project: str, listener: FetchListener) -> LiveState:
+        listener.servers(state.servers, list(state.clients), complete=True)
+        listener.clients("MS0", state.clients_of("MS0"))
+        time.sleep(0.2)  # what was sent is written before the end
+        os.kill(os.getpid(), signal.SIGKILL)
+        return state
+
+    early = Prefetch(killed)
+    early.start(PROJECT)
+    told = Recorder()
+    assert early.take(PROJECT, told) is None
+    assert [what for what, _ in told.told] == ["servers", "clients"]
+
+
+def test_an_error_after_some_parts_is_raised_whole() -> None:
+    state = many_servers(4, 2)
+    error = Unauthorized("bad key", endpoint=CLIENT_ENDPOINTS.list, status=401, error_code="E1")
+
+    def failing(_project: str, listener: FetchListener) -> LiveState:
+        listener.servers(state.servers, list(state.clients), complete=True)
+        listener.clients("MS0", state.clients_of("MS0"))
+        raise error
+
+    early = Prefetch(failing)
+    early.start(PROJECT)
+    with pytest.raises(Unauthorized) as raised:
+        early.take(PROJECT, Recorder())
+    assert vars(raised.value) == vars(error)
+
+
+def test_arrivals_that_fail_stop_the_child_at_once_and_their_error_is_raised() -> None:
+    state = many_servers(50, 1)
+    early = Prefetch(streaming(state, list(state.clients), pause=1.0))  # 50 s, were it waited for
+    early.start(PROJECT)
+    pid = early._pid
+    assert pid is not None
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="arrivals failed"):
+        early.take(PROJECT, Recorder(fail_at=1))
+    assert time.monotonic() - started < 10
+    assert gone(pid)
 
 
 def test_it_is_off_when_asked_when_threads_run_or_when_stderr_is_not_a_file(
