@@ -54,11 +54,16 @@ def _from_here(location: Location) -> Location:
 
 @functools.lru_cache(maxsize=4096)  # one answer per file and folder: thousands of findings, a few files
 def _relative(file: str, cwd: str) -> str:
-    here = Path(cwd).resolve()
-    resolved = Path(file).resolve()
-    if resolved != here and here not in resolved.parents:
+    here = _real(cwd)
+    resolved = os.path.realpath(file)
+    if resolved != here and not resolved.startswith(os.path.join(here, "")):
         return file
     return os.path.relpath(resolved, here)
+
+
+@functools.lru_cache(maxsize=16)
+def _real(folder: str) -> str:
+    return os.path.realpath(folder)
 
 
 def _read(file: str) -> list[Document]:

@@ -45,4 +45,7 @@ async def fetch_live_state(
 
     found = await gather_or_cancel(clients_of(server) for server in wanted)
     clients = {server.id: items for server, items in zip(wanted, found, strict=True)}
-    return live_state(servers, clients, complete=server_names is None)
+    live = live_state(servers, clients, complete=server_names is None)
+    if listener is not None:
+        listener.done(live)
+    return live

@@ -31,6 +31,7 @@ import signal
 import struct
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import IO, Any, Protocol
@@ -41,6 +42,7 @@ from reconciler.errors import ReconcilerError
 PREFETCH_VARIABLE = "MCP_RECONCILER_PREFETCH"
 _FORMAT = 2  # of what the child sends; both ends are this very file, but a stray reader is refused
 _LENGTH = struct.Struct(">I")  # each frame's size, before it
+_ENDING_GRACE = 2.0  # seconds a child that sent everything has to close its connections
 log = logging.getLogger(__name__)
 Fetch = Callable[[str, FetchListener], LiveState]  # (project id, told what is read as it is read)
 
@@ -78,6 +80,7 @@ class Prefetch:
         self._project_id: str | None = None
         self._pid: int | None = None
         self._reader: int | None = None
+        self._delivered = False  # the child sent all it read: what is left of it is its own ending
 
     def start(self, project_id: str) -> None:
         """Start reading ``project_id`` in a child process (a second call is ignored)."""
@@ -122,15 +125,19 @@ class Prefetch:
         except BaseException:  # arrivals failed, or an interrupt: the child is not waited for
             self.cancel()
             raise
-        self._reap()
         if live is None:
+            self._reap()
             log.info("process %d did not finish reading the live project: reading it here", pid)
         else:
+            self._delivered = True
             log.info("using the live project read by process %d", pid)
         return live
 
     def cancel(self) -> None:
-        """Stop the child (the manifests were not usable, or the run ends): it only ever reads."""
+        """Stop the child (the manifests were not usable, or the run ends): it only ever reads. One
+        that sent all it read is only closing its connections: it is given a moment to end."""
+        if self._pid is not None and self._delivered:
+            self._wait_for_end(_ENDING_GRACE)
         if self._pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
@@ -138,6 +145,18 @@ class Prefetch:
             os.close(self._reader)
             self._reader = None
         self._reap()
+
+    def _wait_for_end(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while self._pid is not None and time.monotonic() < deadline:
+            try:
+                done, _status = os.waitpid(self._pid, os.WNOHANG)
+            except ChildProcessError:
+                done = self._pid
+            if done:
+                self._pid = None
+            else:
+                time.sleep(0.005)
 
     def _reap(self) -> None:
         if self._pid is not None:
@@ -164,8 +183,7 @@ def _child(fetch: Fetch, project_id: str, writer: int) -> None:
     try:
         frames = _Frames(writer)
         try:
-            live = fetch(project_id, frames)
-            frames.rest_of(live)
+            frames.done(fetch(project_id, frames))
         except ReconcilerError as exc:  # the API's answer, or a setting: the parent says it
             frames.send(("error", pickle.dumps(exc)))
         if not frames.close():
@@ -187,6 +205,7 @@ class _Frames:
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._sent_servers = False
         self._sent_clients: set[str] = set()
+        self._ended = False
         self._failed = False
         self._thread = threading.Thread(target=self._write, name="prefetch-writer", daemon=True)
         self._thread.start()
@@ -205,14 +224,17 @@ class _Frames:
         self.send(("clients", server_id, plain))
         self._sent_clients.add(server_id)
 
-    def rest_of(self, live: LiveState) -> None:
-        """What a fetch that told nothing as it read left unsent, then the end."""
+    def done(self, live: LiveState) -> None:
+        """The end, after what a fetch that told nothing as it read left unsent (sent once)."""
+        if self._ended:
+            return
         if not self._sent_servers:
             self.servers(live.servers, list(live.clients), complete=live.complete)
         for server_id, clients in live.clients.items():
             if server_id not in self._sent_clients:
                 self.clients(server_id, clients)
         self.send(("end", live.scopes_format, live.complete))
+        self._ended = True
 
     def close(self) -> bool:
         """Wait until every frame is written; whether all were."""

@@ -77,15 +77,18 @@ def _verbatim(body: bytes, redact: Redact | None) -> bool:
 
 def _check_shape(data: dict[str, Any]) -> None:
     """The depth and number checks of :func:`_clean`, for an answer whose strings need none."""
+    # json.loads makes plain dicts, lists and floats (no subclass): exact type tests, a large answer
+    # holding tens of thousands of values.
     stack: list[tuple[dict[str, Any] | list[Any], int]] = [(data, 1)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise WireError(f"the response is nested more than {MAX_JSON_DEPTH} levels deep")
-        for value in node.values() if isinstance(node, dict) else node:
-            if isinstance(value, dict | list):
+        for value in node.values() if type(node) is dict else node:
+            kind = type(value)
+            if kind is dict or kind is list:
                 stack.append((value, depth + 1))
-            elif isinstance(value, float) and not math.isfinite(value):
+            elif kind is float and not math.isfinite(value):
                 raise WireError("the response holds a number too large for a float")
 
 
@@ -177,7 +180,12 @@ def required_text(data: Mapping[str, Any], key: str, *, where: str = "") -> str:
 
 def _check_text_lists(data: Mapping[str, Any], names: tuple[str, ...], where: str) -> None:
     for name in names:
-        for n, item in enumerate(_list(data.get(name), f"{where}.{name}")):
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            raise _wrong(f"{where}.{name}", value, "a list")
+        for n, item in enumerate(value):
             if not isinstance(item, str):
                 raise _wrong(f"{where}.{name}[{n}]", item, "a string")
 
@@ -306,14 +314,15 @@ class LiveClient:
     @classmethod
     def from_wire(cls, data: Mapping[str, Any], server_id: str = "", *, where: str = "client") -> LiveClient:
         """A client from its wire object; :class:`WireError` if a field it reads has the wrong type."""
-        _check_client(_object(data, where), where)
-        data = {key: value for key, value in data.items() if key != "cleartext"}
+        _check_client(_object(data, where), where)  # so each of these is a string, or None
+        fields = dict(data)
+        fields.pop("cleartext", None)
         return cls(
-            id=optional_text(data, "id", where=where),
-            client_id=optional_text(data, "clientId", where=where),
-            server_id=optional_text(data, "mcpServerId", where=where) or server_id,
-            name=optional_text(data, "name", where=where),
-            fields=_frozen(data),
+            id=fields.get("id") or "",
+            client_id=fields.get("clientId") or "",
+            server_id=fields.get("mcpServerId") or server_id,
+            name=fields.get("name") or "",
+            fields=MappingProxyType(fields),
         )
 
     @property
@@ -354,6 +363,9 @@ class FetchListener(Protocol):
 
     def clients(self, server_id: str, clients: tuple[LiveClient, ...]) -> None:
         """The clients of ``server_id`` are read."""
+
+    def done(self, live: LiveState) -> None:
+        """All is read: ``live`` is what the fetch returns (before its connections close)."""
 
 
 def live_state(
