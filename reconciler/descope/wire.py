@@ -85,10 +85,9 @@ def _check_shape(data: dict[str, Any]) -> None:
         if depth > MAX_JSON_DEPTH:
             raise WireError(f"the response is nested more than {MAX_JSON_DEPTH} levels deep")
         for value in node.values() if type(node) is dict else node:
-            kind = type(value)
-            if kind is dict or kind is list:
+            if type(value) is dict or type(value) is list:
                 stack.append((value, depth + 1))
-            elif kind is float and not math.isfinite(value):
+            elif type(value) is float and not math.isfinite(value):
                 raise WireError("the response holds a number too large for a float")
 
 
