@@ -243,8 +243,10 @@ def check_resource(data: Mapping[str, Any], where: str) -> None:
 
 
 def _check_client(data: Mapping[str, Any], where: str) -> None:
-    for name in CLIENT_TEXT:
-        optional_text(data, name, where=where)
+    for name in CLIENT_TEXT:  # optional_text's test, in line: a search answers thousands of clients
+        value = data.get(name)
+        if value is not None and not isinstance(value, str):
+            raise _wrong(f"{where}.{name}", value, "a string")
     _check_text_lists(data, CLIENT_TEXT_LISTS, where)
 
 
