@@ -42,13 +42,20 @@ class PlanAhead:
     def servers(self, live: LiveState, reading: Sequence[str]) -> None:
         self._live = live
         self._servers = {s.id: s for s in live.servers}
-        self._planning = PlanWhileReading(self._manifest, live, self._options, self._desired, reading)
+        try:
+            self._planning = PlanWhileReading(self._manifest, live, self._options, self._desired, reading)
+        except Exception as exc:
+            self._stop_planning(exc)
         self._judge([Subject("server", s.name, s.fields, server_fields=s.fields) for s in live.servers])
 
     def clients(self, server_id: str) -> None:
-        if self._planning is None or self._live is None:
+        if self._live is None:
             return
-        self._planning.read(server_id)
+        if self._planning is not None:
+            try:
+                self._planning.read(server_id)
+            except Exception as exc:
+                self._stop_planning(exc)
         server = self._servers.get(server_id)
         if server is not None:
             self._judge(
@@ -63,6 +70,12 @@ class PlanAhead:
         if self._planning is None or self._live is not live or self._planning.waiting:
             return None
         return self._planning
+
+    def _stop_planning(self, exc: Exception) -> None:
+        # Planning ahead is only a head start: what fails here (a bug, say) is done again once the whole
+        # live project is read, where it fails as it always did (after any error of the API's).
+        log.debug("planning ahead stopped: %s", type(exc).__name__)
+        self._planning = None
 
     def _judge(self, subjects: list[Subject]) -> None:
         if self.judged is None:

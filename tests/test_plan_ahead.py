@@ -994,3 +994,27 @@ def test_the_review_with_findings_judged_ahead_is_the_review_without(
     assert len(looked_up) == 1  # the review took the live objects' findings from those judged ahead
     assert looked_up[0]
     assert counting.calls == 0  # and every one of them had been judged ahead
+
+
+@pytest.mark.parametrize("where", ["start", "read"])
+def test_planning_ahead_that_fails_is_dropped_and_judging_goes_on(
+    write: Writer, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A failure while planning ahead (a bug, say) is not raised while the project is read: the plan
+    is made again once all of it is (reconciler.workflow.plan_against), where it fails as it always did."""
+    scenario = findings_scenario(write)
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("a bug in planning ahead")
+
+    target = "__init__" if where == "start" else "read"
+    monkeypatch.setattr(PlanWhileReading, target, broken)
+    ahead = PlanAhead(scenario.manifest, scenario.options, scenario.desired)
+    live = feed(ahead, scenario, list(scenario.read()))
+    assert ahead.planning(live) is None
+    monkeypatch.undo()
+    plan = build_plan(scenario.manifest, live, scenario.options)
+    assert ahead.judged is not None  # judging went on beside it
+    alone = review_plan(scenario.manifest, live, plan, scenario.options)
+    assert review_plan(scenario.manifest, live, plan, scenario.options, judged=ahead.judged) == alone
+    assert alone.findings  # the scenario has findings to compare

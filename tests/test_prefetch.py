@@ -409,3 +409,20 @@ def test_invalid_manifests_stop_the_reader_and_say_only_what_is_wrong(
     assert [r.returncode for r in results] == [1, 1]
     assert results[0].stderr == results[1].stderr
     assert "s03.yaml" in results[0].stderr
+
+
+def test_a_plan_with_problems_fails_alike_either_way(emulator: RunningEmulator, tree: Path) -> None:
+    """Planned as the live project arrives or after it is all read, the same problems, in the same order."""
+    emulator.seed(
+        {
+            "servers": [  # servers of the manifests' names that mcp-reconciler does not own: conflicts
+                {"name": f"s{n:02}", "audienceWhitelist": [f"https://s{n:02}.example"], "clients": []}
+                for n in (7, 2, 9)
+            ]
+        }
+    )
+    results = [command(emulator, "plan", str(tree), prefetch=p) for p in ("auto", "off")]
+    assert [r.returncode for r in results] == [1, 1]
+    assert results[0].stderr == results[1].stderr
+    assert results[0].stderr.count("not managed by mcp-reconciler") == 3, results[0].stderr
+    assert "Traceback" not in results[0].stderr
