@@ -469,6 +469,13 @@ def summary(result: Outcome) -> list[str]:
     return lines
 
 
+BUDGET_DELETES = [
+    'delete client "calendar/stale"',
+    'delete client "crm/stale"',
+    'delete client "docs/stale"',
+    'delete server "old"',
+]
+
 EXPECTED: dict[str, list[str]] = {
     "in-sync": [],
     "nothing-live": [
@@ -552,28 +559,9 @@ EXPECTED: dict[str, list[str]] = {
         'withheld server "old"',
     ],
     "targeted-problems": ["PlanError", 'client "calendar/agent" exists', 'client "crm/sync" needs'],
-    "budget": [
-        "DeleteBudgetError",
-        "the plan deletes",
-        'delete client "calendar/stale"',
-        'delete client "crm/stale"',
-        'delete client "docs/stale"',
-        'delete server "old"',
-    ],
-    "budget-percent": [
-        "DeleteBudgetError",
-        "the plan deletes",
-        'delete client "calendar/stale"',
-        'delete client "crm/stale"',
-        'delete client "docs/stale"',
-        'delete server "old"',
-    ],
-    "budget-percent-allows": [
-        'delete client "calendar/stale"',
-        'delete client "crm/stale"',
-        'delete client "docs/stale"',
-        'delete server "old"',
-    ],
+    "budget": ["DeleteBudgetError", "the plan deletes", *BUDGET_DELETES],
+    "budget-percent": ["DeleteBudgetError", "the plan deletes", *BUDGET_DELETES],
+    "budget-percent-allows": BUDGET_DELETES,
 }
 
 
