@@ -184,7 +184,10 @@ async def test_the_client_never_has_more_than_its_concurrency_in_flight() -> Non
 
 
 async def test_the_client_stays_under_its_rate_limit_and_never_trips_the_servers() -> None:
-    with running_emulator(_config(rate_limit=(10, 0.5))) as emulator:
+    # The server allows a little more than the client asks for, as Descope's 1,000 / 10 s is above the
+    # default 400 / 10 s: the emulator runs in a thread of this process, and under a loaded test run
+    # its arrival times lag the client's sends by more than the throttle's 0.1 s margin now and then.
+    with running_emulator(_config(rate_limit=(12, 0.5))) as emulator:
         settings = ThrottleSettings(concurrency=8, requests=10, per_seconds=0.5)
         async with _client(emulator.base_url, throttle=settings) as api:
             await asyncio.gather(*(api.load_all_servers() for _ in range(40)))
@@ -192,7 +195,9 @@ async def test_the_client_stays_under_its_rate_limit_and_never_trips_the_servers
         stats = emulator.stats()
     assert stats["rateLimited"] == 0
     assert len(log) == 40
-    assert _max_in_any_window([entry["t"] for entry in log], 0.5) <= 10
+    # At most 10 sends in any 0.6 s (0.5 s and the margin): any 0.4 s of arrivals holds at most 10,
+    # however they lag, up to 0.2 s.
+    assert _max_in_any_window([entry["t"] for entry in log], 0.4) <= 10
     # ... while using the budget: 40 requests at 10 per 0.5 s take at least 1.5 s and not much more.
     span = max(e["t"] for e in log) - min(e["t"] for e in log)
     assert 1.5 <= span < 2.5
