@@ -34,6 +34,10 @@ class PlanAhead:
         self._planning: PlanWhileReading | None = None
         self._live: LiveState | None = None
         self._servers: dict[str, LiveServer] = {}
+        # What the review judges: the objects the manifests name, and those the plan may delete (ours).
+        # Judging no more keeps a plugin rule from seeing objects it never saw without this.
+        self._owner = manifest.project.ownershipTag
+        self._named = {spec.name: {client.name for client in spec.clients} for spec in manifest.servers}
         # Judging ahead is only a head start: a rule that fails here fails again, where it always did.
         self.judged: JudgedAhead | None = JudgedAhead(
             Judge(all_rules(), policy_of(manifest.project.policy).policy)
@@ -41,12 +45,14 @@ class PlanAhead:
 
     def servers(self, live: LiveState, reading: Sequence[str]) -> None:
         self._live = live
-        self._servers = {s.id: s for s in live.servers}
+        self._servers = {s.id: s for s in live.servers if s.name in self._named or self._owner in s.tags}
         try:
             self._planning = PlanWhileReading(self._manifest, live, self._options, self._desired, reading)
         except Exception as exc:
             self._stop_planning(exc)
-        self._judge([Subject("server", s.name, s.fields, server_fields=s.fields) for s in live.servers])
+        self._judge(
+            [Subject("server", s.name, s.fields, server_fields=s.fields) for s in self._servers.values()]
+        )
 
     def clients(self, server_id: str) -> None:
         if self._live is None:
@@ -58,12 +64,19 @@ class PlanAhead:
                 self._stop_planning(exc)
         server = self._servers.get(server_id)
         if server is not None:
+            every = self._owner in server.tags  # a server the plan deletes takes its clients with it
+            named = self._named.get(server.name, set())
             self._judge(
                 [
                     Subject("client", server.name, c.fields, c.name, server.fields)
                     for c in self._live.clients_of(server_id)
+                    if every or c.name in named or self._owner in c.tags
                 ]
             )
+
+    def judged_for(self, live: LiveState) -> JudgedAhead | None:
+        """The live objects judged as ``live`` arrived, when it is that very state."""
+        return self.judged if self._live is live else None
 
     def planning(self, live: LiveState) -> PlanWhileReading | None:
         """The plan made as ``live`` arrived, when it is that very state and all of it arrived."""

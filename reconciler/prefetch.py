@@ -32,7 +32,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import IO, Any, Protocol
 
@@ -93,16 +93,20 @@ class Prefetch:
             return
         sys.stderr.flush()  # what the parent has said so far is not said twice by the child
         gc.freeze()  # what both hold stays shared: no collection in either writes to its pages
+        # Ctrl-C held back over the fork, so that the child never runs the command's own handling of
+        # it: the child takes it once inside its own (and leaves at once), the parent right after.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             pid = os.fork()
         except OSError as exc:  # no process to spare: read in this one later
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             log.debug("prefetch: cannot fork (%s)", exc)
             os.close(reader)
             os.close(writer)
             return
         if pid == 0:  # the child: read, send, and leave without running the parent's exit handlers
-            os.close(reader)
-            _child(self._fetch, project_id, writer)
+            _child(self._fetch, project_id, reader, writer, mask)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(writer)
         self._pid, self._reader = pid, reader
         log.info("reading the live project in process %d while the manifests load", pid)
@@ -125,8 +129,8 @@ class Prefetch:
         except BaseException:  # arrivals failed, or an interrupt: the child is not waited for
             self.cancel()
             raise
-        if live is None:
-            self._reap()
+        if live is None:  # it stopped short, or said what it should not: it is not waited for
+            self.cancel()
             log.info("process %d did not finish reading the live project: reading it here", pid)
         else:
             self._delivered = True
@@ -136,15 +140,17 @@ class Prefetch:
     def cancel(self) -> None:
         """Stop the child (the manifests were not usable, or the run ends): it only ever reads. One
         that sent all it read is only closing its connections: it is given a moment to end."""
-        if self._pid is not None and self._delivered:
-            self._wait_for_end(_ENDING_GRACE)
-        if self._pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._pid, signal.SIGKILL)
-        if self._reader is not None:
-            os.close(self._reader)
-            self._reader = None
-        self._reap()
+        try:
+            if self._pid is not None and self._delivered:
+                self._wait_for_end(_ENDING_GRACE)
+        finally:  # a second Ctrl-C while waiting still leaves no child behind
+            if self._pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, signal.SIGKILL)
+            if self._reader is not None:
+                os.close(self._reader)
+                self._reader = None
+            self._reap()
 
     def _wait_for_end(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -178,9 +184,11 @@ def prefetching(fetch: Fetch, environ: Mapping[str, str]) -> Iterator[Prefetch |
         early.cancel()
 
 
-def _child(fetch: Fetch, project_id: str, writer: int) -> None:
+def _child(fetch: Fetch, project_id: str, reader: int, writer: int, mask: Iterable[int]) -> None:
     code = 0
     try:
+        os.close(reader)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C held back over the fork lands here
         frames = _Frames(writer)
         try:
             frames.done(fetch(project_id, frames))
@@ -225,7 +233,8 @@ class _Frames:
         self._sent_clients.add(server_id)
 
     def done(self, live: LiveState) -> None:
-        """The end, after what a fetch that told nothing as it read left unsent (sent once)."""
+        """The end (sent once). A fetch need not tell what it reads as it reads it (a Fetch may ignore
+        its listener): what it left unsent is sent first, from the state it returned."""
         if self._ended:
             return
         if not self._sent_servers:
@@ -250,7 +259,7 @@ class _Frames:
                     stream.write(data)
                     if self._queue.empty():  # sent as soon as there is nothing more to send with it
                         stream.flush()
-        except OSError:  # the parent is gone or stopped reading: it reads the project itself, if at all
+        except Exception:  # the parent is gone or stopped reading (or a bug): it reads the project itself
             self._failed = True
 
 
@@ -283,12 +292,13 @@ def _received(stream: IO[bytes], arrivals: Arrivals | None) -> LiveState | None:
             if arrivals is not None:
                 arrivals.clients(server_id)
         elif kind == "end" and live is not None and set(clients) == set(reading):
-            _kind, scopes_format, complete = message
+            # The state the child returned, checked against the one built here (both are made by
+            # live_state of the same parts: a difference is a broken stream, read again here).
+            if message[1:] != (live.scopes_format, live.complete):
+                return None
             ordered = {server_id: clients[server_id] for server_id in reading}  # as a fetch here orders them
             clients.clear()
             clients.update(ordered)
-            if (scopes_format, complete) != (live.scopes_format, live.complete):  # not as it was told
-                return LiveState(live.servers, MappingProxyType(dict(clients)), scopes_format, complete)
             return live
         else:
             return None

@@ -9,6 +9,7 @@ are exactly those the review would have found.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import random
 import weakref
@@ -1006,3 +1007,48 @@ def test_planning_ahead_that_fails_is_dropped_and_judging_goes_on(
     alone = review_plan(scenario.manifest, live, plan, scenario.options)
     assert review_plan(scenario.manifest, live, plan, scenario.options, judged=ahead.judged) == alone
     assert alone.findings  # the scenario has findings to compare
+
+
+def test_plan_ahead_judges_only_what_the_review_may_judge(
+    write: Writer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The objects the manifests name and those the plan may delete (ours), never someone else's that no
+    manifest names: a plugin rule sees no object with the prefetch that it would not see without."""
+    seen: list[str] = []
+    judge_one = Judge.__call__
+
+    def spying(self: Judge, subject: Subject) -> list[Finding]:
+        seen.append(subject.address)
+        return judge_one(self, subject)
+
+    monkeypatch.setattr(Judge, "__call__", spying)
+    scenario = findings_scenario(write)
+    ahead = PlanAhead(scenario.manifest, scenario.options, scenario.desired)
+    feed(ahead, scenario, list(scenario.read()))
+    assert not [a for a in seen if "elsewhere" in a], seen  # not ours, named by no manifest
+    assert any('"old"' in a for a in seen), seen  # ours: the plan may delete it
+    assert any("old/x" in a for a in seen), seen  # and its clients with it
+    assert any("calendar/agent" in a for a in seen), seen  # named
+    seen.clear()
+    live = scenario.full()
+    plan = build_plan(scenario.manifest, live, scenario.options)
+    review_plan(scenario.manifest, live, plan, scenario.options)
+    assert not [a for a in seen if "elsewhere" in a]  # nor does the review, without the prefetch
+
+
+def test_a_subjects_identity_covers_every_field_it_has() -> None:
+    """JudgedAhead keys a subject on every field of it: a field added to Subject must join the key."""
+    from reconciler.findings import _identity  # noqa: PLC0415 - the key is private
+
+    base = Subject("client", "s", MappingProxyType({}), "c", MappingProxyType({}), written=False)
+    changed: dict[str, Any] = {
+        "kind": "server",
+        "server": "t",
+        "fields": MappingProxyType({}),
+        "client": "d",
+        "server_fields": MappingProxyType({}),
+        "written": True,
+    }
+    assert set(changed) == {f.name for f in dataclasses.fields(Subject)}
+    for name, value in changed.items():
+        assert _identity(replace(base, **{name: value})) != _identity(base), name

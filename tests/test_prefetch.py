@@ -268,6 +268,24 @@ def test_arrivals_that_fail_stop_the_child_at_once_and_their_error_is_raised() -
     assert gone(pid)
 
 
+def test_a_child_that_says_what_it_should_not_is_stopped_not_waited_for() -> None:
+    state = many_servers(2, 1)
+
+    def garbled(_project: str, listener: FetchListener) -> LiveState:
+        listener.clients("MS0", state.clients_of("MS0"))  # before any servers
+        time.sleep(60)
+        return state
+
+    early = Prefetch(garbled)
+    early.start(PROJECT)
+    pid = early._pid
+    assert pid is not None
+    started = time.monotonic()
+    assert early.take(PROJECT, Recorder()) is None
+    assert time.monotonic() - started < 10  # killed, not waited for
+    assert gone(pid)
+
+
 def test_it_is_off_when_asked_when_threads_run_or_when_stderr_is_not_a_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -99,7 +99,7 @@ def plan_command(
                 plan = plan_against(manifest, live, options, desired, planning)
             except DeleteBudgetError as refused:  # shown whole first: it is what the reviewer decides on
                 plan, refusal = refused.plan, refused
-            judged = ahead.judged if planning is not None else None
+            judged = ahead.judged_for(live)
             review = review_plan(manifest, live, plan, options, fail_on=fail_on, judged=judged)
     plan = replace(
         plan,

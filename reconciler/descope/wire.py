@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Protocol
@@ -350,9 +350,7 @@ class LiveState:
     @property
     def scopes_shape(self) -> ScopesFormat | None:
         """The approvedScopes shape the project's API answers in, as fetched or as its servers show."""
-        return self.scopes_format or next(
-            (s.scopes_format for s in self.servers if s.scopes_format and s.surface == "mcp-servers"), None
-        )
+        return self.scopes_format or api_scopes_shape(self.servers)
 
 
 class FetchListener(Protocol):
@@ -373,9 +371,13 @@ def live_state(
     servers: tuple[LiveServer, ...], clients: dict[str, tuple[LiveClient, ...]], *, complete: bool
 ) -> LiveState:
     """The LiveState of what was read (``clients`` is viewed, not copied: it may still be filling)."""
-    # The shape of the MCP Server API's answers (a Resource's scopes are always categorized).
-    scopes = next((s.scopes_format for s in servers if s.scopes_format and s.surface == "mcp-servers"), None)
-    return LiveState(servers, MappingProxyType(clients), scopes, complete=complete)
+    return LiveState(servers, MappingProxyType(clients), api_scopes_shape(servers), complete=complete)
+
+
+def api_scopes_shape(servers: Iterable[LiveServer]) -> ScopesFormat | None:
+    """The approvedScopes shape the MCP Server API answers in, as its servers show it (a Resource's
+    scopes are always categorized, so they tell nothing of it)."""
+    return next((s.scopes_format for s in servers if s.scopes_format and s.surface == "mcp-servers"), None)
 
 
 # ---- whole answers -----------------------------------------------------------------------------
