@@ -120,7 +120,6 @@ class PlanWhileReading:
         desired: Sequence[Desired],
         reading: Collection[str],
     ) -> None:
-        self.live = live
         self._planner = _Planner(manifest, live, options, reading=reading)
         self._planner.start(tuple(desired))
 
@@ -195,9 +194,10 @@ class _Planner:
         self.waiting.setdefault(live_id, []).append((place, step))
 
     def finish(self) -> Plan:
-        found: tuple[list[Change], list[Withheld], list[str]] = ([], [], [])
-        _flatten(self.found, *found)
-        changes, withheld, problems = found
+        changes: list[Change] = []
+        withheld: list[Withheld] = []
+        problems: list[str] = []
+        _flatten(self.found, changes, withheld, problems)
         changes = self._targeted(changes, problems)
         if problems and not self.options.lenient:
             raise PlanError(problems)

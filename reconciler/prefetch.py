@@ -266,29 +266,23 @@ class _Frames:
 def _received(stream: IO[bytes], arrivals: Arrivals | None) -> LiveState | None:
     """The live state in the child's frames, ``arrivals`` told of each part; None when the child
     stopped before the end. An API error it met is raised."""
+    if _frame(stream) != ("format", _FORMAT):
+        return None
     live: LiveState | None = None
     clients: dict[str, tuple[LiveClient, ...]] = {}
     reading: list[str] = []
-    first = True
     while (message := _frame(stream)) is not None:
         kind = message[0] if isinstance(message, tuple) and message else None
-        if first:
-            if message != ("format", _FORMAT):
-                return None
-            first = False
-        elif kind == "error":
+        if kind == "error":
             raise pickle.loads(message[1])  # noqa: S301 - written by our own child, through our own pipe
-        elif kind == "servers" and live is None:
+        if kind == "servers" and live is None:
             _kind, servers, reading, complete = message
             live = live_state(_servers(servers), clients, complete=complete)
             if arrivals is not None:
                 arrivals.servers(live, reading)
         elif kind == "clients" and live is not None:
             _kind, server_id, items = message
-            clients[server_id] = tuple(
-                LiveClient(id=i, client_id=c, server_id=s, name=n, fields=MappingProxyType(f))
-                for i, c, s, n, f in items
-            )
+            clients[server_id] = _clients(items)
             if arrivals is not None:
                 arrivals.clients(server_id)
         elif kind == "end" and live is not None and set(clients) == set(reading):
@@ -318,6 +312,13 @@ def _frame(stream: IO[bytes]) -> Any:
         return marshal.loads(data)  # noqa: S302 - from our own child, through our own pipe
     except (EOFError, ValueError, TypeError):
         return None
+
+
+def _clients(data: list[tuple[Any, ...]]) -> tuple[LiveClient, ...]:
+    return tuple(
+        LiveClient(id=i, client_id=c, server_id=s, name=n, fields=MappingProxyType(f))
+        for i, c, s, n, f in data
+    )
 
 
 def _servers(data: list[tuple[Any, ...]]) -> tuple[LiveServer, ...]:
